@@ -1,0 +1,39 @@
+//! # revbloom
+//!
+//! JWT revocation without a per-request database lookup. Revoked token ids (`jti`) go into a
+//! ring of cache-line-blocked Bloom filters bucketed by the token's `exp`; a check touches one
+//! bucket and one 64-byte block, allocates nothing, and never answers [`Verdict::Clear`] for a
+//! revoked token. A positive is only [`Verdict::MaybeRevoked`]: ask an exact source before
+//! rejecting, so a false positive never rejects a good token. Buckets whose tokens have all
+//! expired fall away as the window advances.
+//!
+//! ```
+//! use revbloom::{Verdict, Window, WindowConfig};
+//!
+//! let now = 1_767_225_600; // 2026-01-01T00:00:00Z
+//! let mut window = Window::new(WindowConfig::default(), now)?;
+//!
+//! window.insert("token-42", Some(now + 3600)); // revoke until the token's exp
+//! assert_eq!(window.check("token-42", Some(now + 3600)), Verdict::MaybeRevoked);
+//! assert_eq!(window.check("token-43", Some(now + 3600)), Verdict::Clear); // never inserted
+//!
+//! window.advance(now + 2 * 3600 + 120); // an hour after exp, past the 60 s leeway
+//! assert_eq!(window.check("token-42", Some(now + 3600)), Verdict::Expired);
+//! # Ok::<(), revbloom::ConfigError>(())
+//! ```
+//!
+//! See `docs/DESIGN.md` for how and why, and `docs/BENCHMARKS.md` for measured figures.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod bloom;
+mod config;
+mod error;
+pub mod hash;
+mod window;
+
+pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
+pub use error::ConfigError;
+pub use hash::{KeyHash, KeyHasher};
+pub use window::{BucketId, BucketStats, InsertOutcome, Verdict, Window};

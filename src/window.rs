@@ -1,0 +1,530 @@
+//! The time-bucketed ring of blocked Bloom filters.
+//!
+//! Revocations are bucketed by the token's `exp`: bucket `b` holds expiry times in
+//! `[b * width, (b + 1) * width)`. The ring holds the buckets from the oldest one whose span has
+//! not ended more than `leeway` ago up to the one holding `now + horizon + leeway`; a check
+//! probes exactly one of them (or the overflow bucket), so its cost does not depend on how many
+//! buckets or revocations there are.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::bloom::{self, Bloom};
+use crate::config::{Geometry, WindowConfig};
+use crate::error::ConfigError;
+use crate::hash::{KeyHash, KeyHasher};
+
+/// The answer of a revocation check. A verifier treats every variant but [`Verdict::Clear`] as
+/// "do not accept on the filter's word alone".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Definitely not revoked: no revocation of this key with this expiry bucket was inserted.
+    Clear,
+    /// The filter matched: the key may be revoked. Ask an exact source before rejecting, so a
+    /// false positive never rejects a good token.
+    MaybeRevoked,
+    /// The token's `exp` lies before the oldest live bucket. The filter has forgotten that span
+    /// (the token is past its expiry plus leeway) and cannot vouch for it: reject the token.
+    Expired,
+}
+
+/// What [`Window::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InsertOutcome {
+    /// The revocation was added.
+    Inserted,
+    /// The same key hash was already revoked in the same bucket; nothing changed.
+    Duplicate,
+    /// The token expired before the oldest live bucket: nothing to store, and
+    /// [`Window::check`] already answers [`Verdict::Expired`] for it.
+    Expired,
+}
+
+/// Which bucket a figure or a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BucketId {
+    /// The bucket that never rotates: tokens without `exp`, and revocations whose `exp` is
+    /// beyond the ring's far end until the ring reaches them.
+    Overflow,
+    /// The expiry bucket with this absolute number (`exp / bucket_width`).
+    Expiry(u64),
+}
+
+/// Figures for one bucket, for dashboards and `inspect`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketStats {
+    /// Which bucket.
+    pub id: BucketId,
+    /// For expiry buckets, the `exp` range `[start, end)` in unix seconds.
+    pub exp_range: Option<(u64, u64)>,
+    /// Distinct revocations held.
+    pub entries: u64,
+    /// Size of the bit array.
+    pub bits: u64,
+    /// Fraction of bits set.
+    pub fill_ratio: f64,
+    /// False-positive rate of the current bit pattern for a random absent key.
+    pub estimated_fp: f64,
+}
+
+/// A set of already-random 64-bit hashes needs no further hashing.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
+
+/// One slot's filter plus what it needs to be rebuilt larger: the key hashes it holds.
+#[derive(Debug, Clone)]
+struct Slot<S> {
+    bloom: Bloom,
+    /// Keys the current bit array was sized for.
+    capacity: u64,
+    /// Keys whose bits are set in the current bit array (can exceed the live entries in the
+    /// overflow bucket, whose leavers keep their bits until the next rebuild).
+    loaded: u64,
+    entries: S,
+}
+
+/// A time-bucketed, rotating set of revoked keys with one blocked Bloom filter per expiry
+/// bucket. See the [crate docs](crate) for an example.
+///
+/// The window keeps each bucket's key hashes next to its bits, so a bucket that outgrows its
+/// size is rebuilt larger from them, and snapshots can be sized to their content. Verifiers do
+/// not hold a window: they check a `SnapshotView` of the encoded bits.
+#[derive(Debug, Clone)]
+pub struct Window {
+    config: WindowConfig,
+    geo: Geometry,
+    hasher: KeyHasher,
+    ring: Vec<Slot<HashSet64>>,
+    /// Slot holding bucket number `oldest`.
+    head: usize,
+    /// Absolute number of the oldest live bucket; never decreases.
+    oldest: u64,
+    overflow: Slot<HashSet<(u64, Option<u64>)>>,
+    filter_bytes: u64,
+    layout_epoch: u64,
+}
+
+impl Window {
+    /// A window for `config` at unix time `now`, with a random hash seed.
+    pub fn new(config: WindowConfig, now: u64) -> Result<Self, ConfigError> {
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| ConfigError::Seed(e.to_string()))?;
+        Self::with_seed(config, now, u64::from_le_bytes(seed))
+    }
+
+    /// A window with a chosen hash seed: for reproducible tests and fixtures. In production
+    /// use [`Window::new`]; a predictable seed lets an attacker aim keys at one block.
+    pub fn with_seed(config: WindowConfig, now: u64, seed: u64) -> Result<Self, ConfigError> {
+        let geo = config.validate()?;
+        let oldest = now.saturating_sub(geo.leeway) / geo.width;
+        let fresh = || Slot {
+            bloom: Bloom::with_blocks(geo.initial_blocks),
+            capacity: config.expected(),
+            loaded: 0,
+            entries: HashSet64::default(),
+        };
+        let ring: Vec<_> = (0..geo.buckets).map(|_| fresh()).collect();
+        let overflow = Slot {
+            bloom: Bloom::with_blocks(geo.initial_blocks),
+            capacity: config.expected(),
+            loaded: 0,
+            entries: HashSet::new(),
+        };
+        let filter_bytes = u64::from(geo.initial_blocks)
+            * (u64::from(geo.buckets) + 1)
+            * bloom::BLOCK_BYTES as u64;
+        Ok(Self {
+            config,
+            geo,
+            hasher: KeyHasher::new(seed),
+            ring,
+            head: 0,
+            oldest,
+            overflow,
+            filter_bytes,
+            layout_epoch: 0,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    /// The derived geometry (ring length, per-block load target).
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The keyed hasher; hash a key once and use the `_hash` methods to reuse it.
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
+    /// Absolute number of the oldest live bucket (`exp / bucket_width`).
+    pub fn oldest_bucket(&self) -> u64 {
+        self.oldest
+    }
+
+    /// Bumped whenever bit positions can no longer be expressed as "the previous bits plus new
+    /// insertions": on rotation, on a bucket growing, on [`Window::fit_to_entries`]. Deltas can
+    /// only bridge generations of one layout epoch.
+    pub fn layout_epoch(&self) -> u64 {
+        self.layout_epoch
+    }
+
+    /// Where `exp` belongs right now.
+    #[inline(always)]
+    fn locate(&self, exp: Option<u64>) -> Option<Location> {
+        let Some(exp) = exp else {
+            return Some(Location::Overflow(None));
+        };
+        let b = exp / self.geo.width;
+        if b < self.oldest {
+            return None;
+        }
+        let d = b - self.oldest;
+        let n = self.ring.len() as u64;
+        if d >= n {
+            return Some(Location::Overflow(Some(b)));
+        }
+        // d < n, so one conditional subtraction wraps the slot; no division.
+        let mut slot = self.head + d as usize;
+        if slot >= self.ring.len() {
+            slot -= self.ring.len();
+        }
+        Some(Location::Ring(slot))
+    }
+
+    /// Check a token's `jti` with its `exp` (unix seconds; `None` if the token has none).
+    ///
+    /// Constant time, no allocation, never panics.
+    #[inline]
+    pub fn check(&self, key: impl AsRef<[u8]>, exp: Option<u64>) -> Verdict {
+        self.check_hash(self.hasher.hash(key), exp)
+    }
+
+    /// [`Window::check`] for a key already hashed with [`Window::hasher`].
+    #[inline]
+    pub fn check_hash(&self, hash: KeyHash, exp: Option<u64>) -> Verdict {
+        let bloom = match self.locate(exp) {
+            None => return Verdict::Expired,
+            Some(Location::Overflow(_)) => &self.overflow.bloom,
+            Some(Location::Ring(slot)) => match self.ring.get(slot) {
+                Some(s) => &s.bloom,
+                // Unreachable by construction; answering "maybe" keeps it fail-safe.
+                None => return Verdict::MaybeRevoked,
+            },
+        };
+        if bloom.contains(hash) {
+            Verdict::MaybeRevoked
+        } else {
+            Verdict::Clear
+        }
+    }
+
+    /// Revoke a token's `jti` until its `exp`.
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, exp: Option<u64>) -> InsertOutcome {
+        let hash = self.hasher.hash(key);
+        self.insert_hash(hash, exp)
+    }
+
+    /// [`Window::insert`] for a key already hashed with [`Window::hasher`].
+    pub fn insert_hash(&mut self, hash: KeyHash, exp: Option<u64>) -> InsertOutcome {
+        match self.locate(exp) {
+            None => InsertOutcome::Expired,
+            Some(Location::Ring(slot)) => self.insert_ring(slot, hash),
+            Some(Location::Overflow(bucket)) => {
+                if !self.overflow.entries.insert((hash.0, bucket)) {
+                    return InsertOutcome::Duplicate;
+                }
+                let growth = self.growth_for(
+                    self.overflow.capacity,
+                    self.overflow.loaded,
+                    self.overflow.bloom.nblocks(),
+                );
+                if let Some((capacity, blocks)) = growth {
+                    self.rebuild_overflow(capacity, blocks);
+                } else {
+                    self.overflow.bloom.insert(hash);
+                    self.overflow.loaded += 1;
+                }
+                // A rebuild includes the new entry, since it was added to `entries` first.
+                InsertOutcome::Inserted
+            }
+        }
+    }
+
+    fn insert_ring(&mut self, slot: usize, hash: KeyHash) -> InsertOutcome {
+        let Some(s) = self.ring.get(slot) else {
+            return InsertOutcome::Duplicate;
+        };
+        if s.entries.contains(&hash.0) {
+            return InsertOutcome::Duplicate;
+        }
+        let growth = self.growth_for(s.capacity, s.loaded, s.bloom.nblocks());
+        let (filter_bytes, epoch) = (&mut self.filter_bytes, &mut self.layout_epoch);
+        let Some(s) = self.ring.get_mut(slot) else {
+            return InsertOutcome::Duplicate;
+        };
+        s.entries.insert(hash.0);
+        match growth {
+            Some((capacity, blocks)) => {
+                *filter_bytes = filter_bytes.saturating_sub(bloom_bytes(&s.bloom))
+                    + u64::from(blocks) * bloom::BLOCK_BYTES as u64;
+                s.bloom = Bloom::with_blocks(blocks);
+                for &h in &s.entries {
+                    s.bloom.insert(KeyHash(h));
+                }
+                s.capacity = capacity;
+                s.loaded = s.entries.len() as u64;
+                *epoch += 1;
+            }
+            None => {
+                s.bloom.insert(hash);
+                s.loaded += 1;
+            }
+        }
+        InsertOutcome::Inserted
+    }
+
+    /// If a slot at `loaded` keys of `capacity` must grow to take one more, its new capacity
+    /// and block count. Growth doubles, within `max_bytes`; a slot that cannot grow saturates
+    /// (more false positives, never a false negative). A slot of zero blocks always gets one
+    /// block, so no key is ever dropped.
+    fn growth_for(&self, capacity: u64, loaded: u64, nblocks: u32) -> Option<(u64, u32)> {
+        if loaded < capacity && nblocks > 0 {
+            return None;
+        }
+        let want = capacity
+            .saturating_mul(2)
+            .max(loaded.saturating_add(1))
+            .max(self.config.expected());
+        let mut blocks = bloom::blocks_for(want, self.geo.max_load).min(u64::from(u32::MAX));
+        let current = u64::from(nblocks) * bloom::BLOCK_BYTES as u64;
+        let after = self.filter_bytes.saturating_sub(current) + blocks * bloom::BLOCK_BYTES as u64;
+        if after > self.config.max_bytes_cap() {
+            if nblocks > 0 {
+                return None;
+            }
+            blocks = 1;
+        }
+        Some((want, blocks as u32))
+    }
+
+    fn rebuild_overflow(&mut self, capacity: u64, blocks: u32) {
+        self.filter_bytes = self
+            .filter_bytes
+            .saturating_sub(bloom_bytes(&self.overflow.bloom))
+            + u64::from(blocks) * bloom::BLOCK_BYTES as u64;
+        let mut b = Bloom::with_blocks(blocks);
+        for &(h, _) in &self.overflow.entries {
+            b.insert(KeyHash(h));
+        }
+        self.overflow.bloom = b;
+        self.overflow.capacity = capacity;
+        self.overflow.loaded = self.overflow.entries.len() as u64;
+        self.layout_epoch += 1;
+    }
+
+    /// Move the window to unix time `now`: drop buckets whose span ended more than `leeway`
+    /// ago, reuse them for the far end, and move overflow revocations the ring now reaches into
+    /// their buckets. A `now` at or before the current position changes nothing: a dropped
+    /// bucket is never re-opened, even when the clock goes back. Cost is bounded by the ring
+    /// length plus the overflow size, however far `now` jumps.
+    pub fn advance(&mut self, now: u64) {
+        let target = now.saturating_sub(self.geo.leeway) / self.geo.width;
+        if target <= self.oldest {
+            return;
+        }
+        let n = self.ring.len();
+        let shift = target - self.oldest;
+        let reuse = if shift >= n as u64 { n } else { shift as usize };
+        for j in 0..reuse {
+            let slot = (self.head + j) % n;
+            self.reset_slot(slot);
+        }
+        self.head = (self.head + (shift % n as u64) as usize) % n;
+        self.oldest = target;
+        self.layout_epoch += 1;
+
+        // Re-bucket overflow entries the ring now covers; forget those already expired.
+        // Same test as `locate`, so an entry leaves exactly when checks stop looking for it in
+        // the overflow bucket (written as a difference: `oldest + n` can saturate).
+        let leaving: Vec<(u64, Option<u64>)> = self
+            .overflow
+            .entries
+            .iter()
+            .filter(
+                |(_, b)| matches!(b, Some(b) if *b < self.oldest || *b - self.oldest < n as u64),
+            )
+            .copied()
+            .collect();
+        if leaving.is_empty() {
+            return;
+        }
+        for e in &leaving {
+            self.overflow.entries.remove(e);
+        }
+        for (h, b) in leaving {
+            if let Some(Location::Ring(slot)) = self.locate(b.map(|b| b * self.geo.width)) {
+                self.insert_ring(slot, KeyHash(h));
+            }
+        }
+        let (capacity, blocks) = (self.overflow.capacity, self.overflow.bloom.nblocks());
+        self.rebuild_overflow(capacity, blocks);
+    }
+
+    fn reset_slot(&mut self, slot: usize) {
+        let initial = self.geo.initial_blocks;
+        let expected = self.config.expected();
+        let Some(s) = self.ring.get_mut(slot) else {
+            return;
+        };
+        if s.bloom.nblocks() == initial {
+            s.bloom.clear();
+        } else {
+            self.filter_bytes = self.filter_bytes.saturating_sub(bloom_bytes(&s.bloom))
+                + u64::from(initial) * bloom::BLOCK_BYTES as u64;
+            s.bloom = Bloom::with_blocks(initial);
+        }
+        s.entries = HashSet64::default();
+        s.capacity = expected;
+        s.loaded = 0;
+    }
+
+    /// Resize every bucket to what its entries need, with `headroom` (e.g. `0.25`) for entries
+    /// still to come; `0.0` gives the smallest filter (a one-shot build). Empty buckets shrink
+    /// to zero blocks and grow again on their first insert. Bumps the layout epoch.
+    pub fn fit_to_entries(&mut self, headroom: f64) {
+        let headroom = if headroom.is_finite() && headroom > 0.0 {
+            headroom
+        } else {
+            0.0
+        };
+        let max_load = self.geo.max_load;
+        let size = |entries: u64| {
+            let capacity = ((entries as f64) * (1.0 + headroom)).ceil() as u64;
+            let blocks = bloom::blocks_for(capacity, max_load).min(u64::from(u32::MAX)) as u32;
+            (capacity, blocks)
+        };
+        let mut bytes = 0u64;
+        for s in &mut self.ring {
+            let (capacity, blocks) = size(s.entries.len() as u64);
+            s.bloom = Bloom::with_blocks(blocks);
+            for &h in &s.entries {
+                s.bloom.insert(KeyHash(h));
+            }
+            s.capacity = capacity;
+            s.loaded = s.entries.len() as u64;
+            bytes += bloom_bytes(&s.bloom);
+        }
+        let (capacity, blocks) = size(self.overflow.entries.len() as u64);
+        // rebuild_overflow swaps the overflow's old bytes for its new ones.
+        self.filter_bytes = bytes + bloom_bytes(&self.overflow.bloom);
+        self.rebuild_overflow(capacity, blocks);
+    }
+
+    /// Distinct revocations held (all buckets).
+    pub fn entries(&self) -> u64 {
+        self.ring
+            .iter()
+            .map(|s| s.entries.len() as u64)
+            .sum::<u64>()
+            + self.overflow.entries.len() as u64
+    }
+
+    /// Bytes of Bloom filter bits: what a snapshot ships.
+    pub fn filter_bytes(&self) -> u64 {
+        self.filter_bytes
+    }
+
+    /// Filter bits per revocation held (`None` when empty).
+    pub fn bits_per_entry(&self) -> Option<f64> {
+        let n = self.entries();
+        (n > 0).then(|| self.filter_bytes as f64 * 8.0 / n as f64)
+    }
+
+    /// Approximate heap bytes held: filter bits plus the key hashes kept for resizing.
+    pub fn memory_bytes(&self) -> u64 {
+        let ring_sets: u64 = self
+            .ring
+            .iter()
+            .map(|s| s.entries.capacity() as u64 * 9)
+            .sum();
+        let overflow_set = self.overflow.entries.capacity() as u64 * 25;
+        self.filter_bytes
+            + ring_sets
+            + overflow_set
+            + (self.ring.capacity() * std::mem::size_of::<Slot<HashSet64>>()) as u64
+    }
+
+    /// Figures for every bucket: the overflow bucket first, then the ring from oldest to
+    /// newest.
+    pub fn bucket_stats(&self) -> Vec<BucketStats> {
+        self.buckets()
+            .map(|(id, bloom, entries)| BucketStats {
+                id,
+                exp_range: match id {
+                    BucketId::Overflow => None,
+                    BucketId::Expiry(b) => {
+                        let start = b.saturating_mul(self.geo.width);
+                        Some((start, start.saturating_add(self.geo.width)))
+                    }
+                },
+                entries,
+                bits: bloom.bits(),
+                fill_ratio: bloom.fill_ratio(),
+                estimated_fp: bloom.estimated_fp(),
+            })
+            .collect()
+    }
+
+    /// Every bucket's id, filter and entry count, in directory order: the overflow bucket,
+    /// then the ring from oldest to newest.
+    pub fn buckets(&self) -> impl Iterator<Item = (BucketId, &Bloom, u64)> + '_ {
+        let n = self.ring.len();
+        let overflow = std::iter::once((
+            BucketId::Overflow,
+            &self.overflow.bloom,
+            self.overflow.entries.len() as u64,
+        ));
+        overflow.chain((0..n).filter_map(move |d| {
+            let s = self.ring.get((self.head + d) % n)?;
+            Some((
+                BucketId::Expiry(self.oldest + d as u64),
+                &s.bloom,
+                s.entries.len() as u64,
+            ))
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Location {
+    /// In the overflow bucket, with the expiry bucket number it belongs to if it has one.
+    Overflow(Option<u64>),
+    Ring(usize),
+}
+
+fn bloom_bytes(b: &Bloom) -> u64 {
+    u64::from(b.nblocks()) * bloom::BLOCK_BYTES as u64
+}
