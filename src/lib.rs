@@ -29,11 +29,13 @@
 
 pub mod bloom;
 mod config;
+pub mod cutoff;
 mod error;
 pub mod hash;
 mod window;
 
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
+pub use cutoff::{CutoffKey, CutoffSet};
 pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
 pub use window::{BucketId, BucketStats, InsertOutcome, Verdict, Window};
