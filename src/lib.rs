@@ -34,6 +34,7 @@ pub mod delta;
 mod error;
 pub mod hash;
 pub mod snapshot;
+pub mod swap;
 mod window;
 
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
@@ -42,4 +43,5 @@ pub use delta::{DeltaError, DeltaView};
 pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
 pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
+pub use swap::{Decision, SnapshotHandle, StalenessPolicy};
 pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
