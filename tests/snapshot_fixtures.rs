@@ -89,7 +89,10 @@ fn build() -> Fixtures {
     }
 }
 
-fn files() -> [(&'static str, fn(&Fixtures) -> &Vec<u8>); 3] {
+/// A fixture's file name and how to get its bytes from the built fixtures.
+type FixtureFile = (&'static str, fn(&Fixtures) -> &Vec<u8>);
+
+fn files() -> [FixtureFile; 3] {
     [
         ("v1-small-unsigned.snap", |f| &f.unsigned),
         ("v1-small-signed.snap", |f| &f.signed),
