@@ -241,17 +241,16 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                     found: offset,
                 });
             }
-            let end = (blocks as usize)
-                .checked_mul(BLOCK_BYTES)
-                .and_then(|n| n.checked_add(next))
-                .filter(|&end| end <= len)
-                .ok_or_else(|| {
-                    truncated(
-                        "bucket bit array",
-                        next.saturating_add(blocks as usize * BLOCK_BYTES),
-                        len,
-                    )
-                })?;
+            // u64 arithmetic cannot overflow here (u32 blocks x 64 + a usize offset).
+            let needed = next as u64 + u64::from(blocks) * BLOCK_BYTES as u64;
+            if needed > len as u64 {
+                return Err(SnapshotError::Truncated {
+                    what: "bucket bit array",
+                    needed,
+                    len: len as u64,
+                });
+            }
+            let end = needed as usize; // <= len
             layout.bucket(number, blocks);
             dir.push(BucketRef {
                 number,
@@ -280,11 +279,16 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 cutoff_count.into(),
             ));
         }
-        let trailer = (cutoff_count as usize)
-            .checked_mul(RECORD_BYTES)
-            .and_then(|n| n.checked_add(next))
-            .filter(|&t| t <= len)
-            .ok_or_else(|| truncated("cutoff table", usize::MAX, len))?;
+        // In u64 a u32 count of 16-byte records past a usize offset cannot overflow.
+        let needed = next as u64 + u64::from(cutoff_count) * RECORD_BYTES as u64;
+        if needed > len as u64 {
+            return Err(SnapshotError::Truncated {
+                what: "cutoff table",
+                needed,
+                len: len as u64,
+            });
+        }
+        let trailer = needed as usize; // <= len
         let trailer_field = u64h(off::TRAILER_OFFSET);
         if trailer_field != trailer as u64 {
             return Err(SnapshotError::Offset {
