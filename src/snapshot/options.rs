@@ -5,7 +5,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::error::SnapshotError;
 
-/// How [`SnapshotView::open`] validates. The default verifies the checksum and accepts
+/// How [`SnapshotView::open`](super::SnapshotView::open) validates. The default verifies the checksum and accepts
 /// unsigned files; set a verifying key on every verifier that can be reached by an attacker's
 /// bytes.
 #[derive(Debug, Clone)]
