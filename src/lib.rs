@@ -34,6 +34,9 @@ mod error;
 pub mod hash;
 mod window;
 
+#[cfg(feature = "server")]
+pub mod server;
+
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
 pub use cutoff::{CutoffKey, CutoffSet};
 pub use error::ConfigError;
