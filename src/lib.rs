@@ -30,8 +30,10 @@
 pub mod bloom;
 mod config;
 pub mod cutoff;
+pub mod delta;
 mod error;
 pub mod hash;
+pub mod snapshot;
 mod window;
 
 #[cfg(feature = "server")]
@@ -39,6 +41,8 @@ pub mod server;
 
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
 pub use cutoff::{CutoffKey, CutoffSet};
+pub use delta::{DeltaError, DeltaView};
 pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
-pub use window::{BucketId, BucketStats, InsertOutcome, Verdict, Window};
+pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
+pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
