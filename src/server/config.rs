@@ -269,6 +269,65 @@ impl ServerConfig {
     }
 }
 
+/// File in the data folder holding a generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Where the admin token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// From the config file or `REVBLOOM_ADMIN_TOKEN`.
+    Configured,
+    /// Read from the token file a previous start generated.
+    File(PathBuf),
+    /// Generated now and written to this file (mode 0600).
+    Generated(PathBuf),
+}
+
+/// The admin token to use: the configured one, else the one in `data_dir/admin-token`, else a
+/// new random one written there readable by the owner only. There is never an open admin API.
+pub fn resolve_admin_token(
+    config: &ServerConfig,
+) -> Result<(String, TokenSource), ConfigFileError> {
+    if let Some(t) = &config.admin_token {
+        return Ok((t.clone(), TokenSource::Configured));
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let io_err = |e: std::io::Error| ConfigFileError::Field {
+        field: "admin_token",
+        message: format!(
+            "none configured and the token file {} is unusable: {e}",
+            path.display()
+        ),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => return Ok((t.trim().to_owned(), TokenSource::File(path))),
+        Ok(_) => {
+            return Err(io_err(std::io::Error::other(
+                "it holds fewer than 16 characters; delete it to have a new token generated",
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err)?;
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Created 0600 from the start: no window in which another user could read it.
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&path).map_err(io_err)?;
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).map_err(io_err)?;
+    f.sync_all().map_err(io_err)?;
+    Ok((token, TokenSource::Generated(path)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +358,31 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("window"));
         let c: ServerConfig = serde_json::from_str(r#"{"admin_token": "short"}"#).unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn token_is_generated_once_private_and_reused() {
+        let dir = std::env::temp_dir().join(format!("revbloom-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = ServerConfig {
+            data_dir: dir.clone(),
+            ..ServerConfig::default()
+        };
+        let (t1, s1) = resolve_admin_token(&c).unwrap();
+        assert!(matches!(s1, TokenSource::Generated(_)));
+        assert_eq!(t1.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(ADMIN_TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (t2, s2) = resolve_admin_token(&c).unwrap();
+        assert_eq!(t1, t2);
+        assert!(matches!(s2, TokenSource::File(_)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
