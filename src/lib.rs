@@ -34,6 +34,7 @@ pub mod delta;
 mod error;
 pub mod hash;
 pub mod snapshot;
+pub mod swap;
 mod window;
 
 #[cfg(feature = "server")]
@@ -45,4 +46,5 @@ pub use delta::{DeltaError, DeltaView};
 pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
 pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
+pub use swap::{Decision, SnapshotHandle, StalenessPolicy};
 pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};

@@ -1,44 +1,22 @@
-//! The `revbloom` command line.
+//! The `revbloom` command line: build, inspect and check snapshot files, make signing keys.
 //!
-//! NOTE for the integrator: on branch `pub` this only wires the publisher's subcommands
-//! (`serve`, `revoke`, `cutoff`); merge them into snap's dispatcher as three more arms.
+//! Each subcommand lives in `src/cli/<name>.rs`; this file only parses and reports errors as
+//! one readable line on stderr, with the exit codes documented in `revbloom --help`.
 
 mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// JWT revocation engine: publisher and tools.
-#[derive(Debug, Parser)]
-#[command(name = "revbloom", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the publisher: durable revocation store, HTTP API, snapshots and deltas.
-    Serve(cli::serve::ServeArgs),
-    /// Revoke one token (by jti and exp) on a running publisher.
-    Revoke(cli::revoke::RevokeArgs),
-    /// Revoke every token of a subject or session issued before a time.
-    Cutoff(cli::cutoff::CutoffArgs),
-}
+use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(a) => cli::serve::run(a),
-        Command::Revoke(a) => cli::revoke::run(a),
-        Command::Cutoff(a) => cli::cutoff::run(a),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
         Err(e) => {
+            // `{:#}` prints the context chain on one line: "opening x: permission denied".
             eprintln!("revbloom: error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::EXIT_ERROR)
         }
     }
 }
