@@ -39,6 +39,8 @@ mod window;
 
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "sync")]
+pub mod sync;
 
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
 pub use cutoff::{CutoffKey, CutoffSet};

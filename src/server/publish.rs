@@ -7,7 +7,6 @@
 //! the store before anyone can see it, so numbers stay monotonic across restarts.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -480,31 +479,10 @@ pub fn cutoff_key(hasher: &KeyHasher, c: &Cutoff) -> CutoffKey {
     )
 }
 
-/// Replace `dir/SNAPSHOT_FILE` with `bytes` so a reader sees the old file or the new one,
-/// never a torn one: write a temp file, fsync it, rename over, fsync the folder.
+/// Replace `dir/SNAPSHOT_FILE` with `bytes` atomically (see
+/// [`write_file_atomically`](crate::sync::write_file_atomically)).
 pub fn write_atomically(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_file_atomically(&dir.join(SNAPSHOT_FILE), bytes)
-}
-
-/// [`write_atomically`] for any target path (its folder must exist).
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "snapshot".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    // The rename itself is durable only once the directory entry is.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::sync::write_file_atomically(&dir.join(SNAPSHOT_FILE), bytes)
 }
 
 #[cfg(test)]
