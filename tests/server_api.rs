@@ -455,3 +455,58 @@ async fn bad_input_gets_a_json_4xx_and_writes_nothing() {
     srv.shutdown();
     srv.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+    let dir = temp_dir("api-restart");
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let key_path = dir.join("signing.pem");
+    std::fs::write(
+        &key_path,
+        sk.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+    )
+    .unwrap();
+    let mut c = config(dir.join("data"));
+    c.signing_key = Some(key_path);
+    let signed = OpenOptions::default()
+        .verifying_key(sk.verifying_key())
+        .require_signature(true);
+
+    let mut last = 0;
+    for round in 0..3 {
+        let srv = start(c.clone()).await;
+        let api = Api::new(srv.local_addr());
+        let exp = now() + 600;
+        api.post(
+            "/v1/revocations",
+            Some(TOKEN),
+            json!({"jti": format!("r{round}"), "exp": exp}).to_string(),
+        )
+        .await;
+        let bytes = api.get("/v1/snapshot").await.bytes().await.unwrap();
+        let view = SnapshotView::open(&bytes[..], &signed).unwrap();
+        assert!(
+            view.generation() > last,
+            "generation went from {last} to {}",
+            view.generation()
+        );
+        last = view.generation();
+        if round > 0 {
+            // The window was rebuilt from the store, under this lineage's new seed.
+            let prev = format!("r{}", round - 1);
+            assert_eq!(
+                view.check(&prev, Some(exp)),
+                revbloom::Verdict::MaybeRevoked
+            );
+        }
+        // Unsigned expectations do not matter; a wrong key is refused.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]).verifying_key();
+        assert!(
+            SnapshotView::open(&bytes[..], &OpenOptions::default().verifying_key(other)).is_err()
+        );
+        srv.shutdown();
+        srv.wait().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

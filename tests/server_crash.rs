@@ -156,3 +156,79 @@ async fn every_acknowledged_revocation_survives_sigkill() {
     assert_eq!(missing, 0);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// SIGTERM while clients revoke: the server exits cleanly (status 0) after finishing in-flight
+/// requests, and every acknowledged revocation is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_graceful_and_loses_nothing() {
+    let data = temp_dir("sigterm");
+    let http = client();
+    let exp = now() + 7200;
+    let (mut child, url) = spawn_server(&data);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, url, acked) = (http.clone(), url.clone(), Arc::clone(&acked));
+        clients.push(tokio::spawn(async move {
+            for seq in 0u64.. {
+                let jti = format!("term-c{c}-s{seq}");
+                let res = http
+                    .post(format!("{url}/v1/revocations"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"jti": jti, "exp": exp}))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push(jti),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // A long-poll in flight must not hold up the shutdown.
+    let poll = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            http.get(format!("{url}/v1/snapshot?wait=60s"))
+                .header("if-none-match", "\"999999\"")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    eprintln!("exited {exit:?} {:?} after SIGTERM", t0.elapsed());
+    assert!(
+        exit.success(),
+        "revbloom serve did not exit cleanly on SIGTERM: {exit:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    for c in clients {
+        c.await.unwrap();
+    }
+    let _ = poll.await;
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(!acked.is_empty());
+    let (mut child, url) = spawn_server(&data);
+    for jti in &acked {
+        let v: Value = http
+            .get(format!("{url}/v1/revocations/{jti}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["revoked"], true, "acknowledged {jti} lost over SIGTERM");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}
