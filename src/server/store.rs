@@ -373,13 +373,18 @@ fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
                     let mut outcome = RevokeOutcome::default();
                     for r in list {
                         let key = (r.iss.as_deref().unwrap_or(""), r.jti.as_str());
-                        let old = rev.get(key)?.map(|g| g.value());
+                        // Insert first and look at what it replaced: one B-tree descent for
+                        // the common case of a new jti instead of a get plus an insert.
+                        let old = rev.insert(key, r.exp)?.map(|g| g.value());
                         match old {
-                            Some(old) if old >= r.exp => outcome.duplicates += 1,
-                            _ => {
-                                rev.insert(key, r.exp)?;
-                                outcome.new += 1;
+                            Some(old) if old >= r.exp => {
+                                if old > r.exp {
+                                    // Keep the later exp.
+                                    rev.insert(key, old)?;
+                                }
+                                outcome.duplicates += 1;
                             }
+                            _ => outcome.new += 1,
                         }
                     }
                     // All of them, duplicates too: a jti restated with an earlier exp must also
