@@ -160,7 +160,7 @@ async fn revoke_lookup_and_snapshot() {
 
     // Long-poll wakes on a new generation well before its wait ends.
     let http = api.http.clone();
-    let url = format!("{}/v1/snapshot?wait=20s", api.base);
+    let url = format!("{}/v1/snapshot?wait=60s", api.base);
     let et = etag.clone();
     let poll = tokio::spawn(async move {
         let t = std::time::Instant::now();
@@ -181,8 +181,9 @@ async fn revoke_lookup_and_snapshot() {
     .await;
     let (status, took) = poll.await.unwrap();
     assert_eq!(status, 200);
+    // Liveness, not speed: it woke on the new generation, not at the end of its 60 s wait.
     assert!(
-        took < Duration::from_secs(15),
+        took < Duration::from_secs(30),
         "long-poll did not wake: {took:?}"
     );
 
