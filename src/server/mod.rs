@@ -2,7 +2,8 @@
 //! producer of signed snapshots and deltas that verifiers sync from.
 //!
 //! Data flows one way: [`store`] (durable, group-committed) → [`publish`] (window, cutoffs,
-//! generations) → [`api`] (bytes over HTTP); [`run`] assembles them. See `docs/API.md` for the
+//! generations) → [`api`] (bytes over HTTP; the snapshot and delta feed with its long-polls
+//! lives in `feed`); [`run`] assembles them. See `docs/API.md` for the
 //! endpoints and `docs/DESIGN.md` (section *Publisher*) for the why.
 //!
 //! ```no_run
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod config;
+mod feed;
 pub mod metrics;
 pub mod publish;
 pub mod run;
