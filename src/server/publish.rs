@@ -218,15 +218,15 @@ impl Publisher {
         let mut window = Window::new(config.window.to_window_config(), now)?;
         let mut cutoffs = CutoffSet::new();
         let hasher = *window.hasher();
-        let mut revs = Vec::new();
-        let mut cuts = Vec::new();
-        store.scan(|r| revs.push(r), |c| cuts.push(c))?;
-        for r in &revs {
-            window.insert_hash(key_hash(&hasher, r), Some(r.exp));
-        }
-        for c in &cuts {
-            cutoffs.insert(cutoff_key(&hasher, c), c.before);
-        }
+        // Straight from the read transaction into the window: no copy of the store in memory.
+        store.scan(
+            |r| {
+                window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
+            },
+            |c| {
+                cutoffs.insert(cutoff_key(&hasher, &c), c.before);
+            },
+        )?;
         // No refit: buckets keep the configured `expected_per_bucket` size, so the first
         // revocations of a fresh bucket are deltas rather than layout changes.
         window.enable_journal();
