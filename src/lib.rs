@@ -50,3 +50,8 @@ pub use hash::{KeyHash, KeyHasher};
 pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
 pub use swap::{Decision, SnapshotHandle, StalenessPolicy};
 pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
+
+/// The README's examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
