@@ -201,6 +201,13 @@ async fn verifier_syncs_rejects_exactly_the_revoked_and_survives_restart() {
         sync.stats().errors.load(Ordering::Relaxed),
     );
 
+    // Six generations in one layout epoch: at most one (an hourly rotation) can need a full
+    // snapshot, so the delta path must have carried some of them.
+    assert!(
+        sync.stats().deltas.load(Ordering::Relaxed) > 0,
+        "no delta was ever applied"
+    );
+
     // Give the cache writer a moment to hold the latest generation, then take the publisher
     // down and restart the verifier from scratch.
     let last = handle.generation().unwrap();
