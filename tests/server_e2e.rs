@@ -303,3 +303,61 @@ async fn file_source_follows_the_publishers_snapshot_folder() {
     srv.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A publisher restart starts a new lineage (new seed): the client's delta request gets
+/// `410 Gone`, it falls back to a full snapshot, and keeps seeing old and new revocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_follows_a_publisher_restart_through_410() {
+    let dir = temp_dir("e2e-restart");
+    let c = config(dir.join("data"));
+    let srv = start(c.clone()).await;
+    let addr = srv.local_addr();
+    let base = format!("http://{addr}");
+    let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
+    let sync = SyncClient::start(
+        SyncConfig::url(&base)
+            .long_poll(Duration::from_secs(5))
+            .backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        handle.clone(),
+    )
+    .unwrap();
+    let exp = now() + 600;
+    let wait_for = |jti: &'static str| {
+        let handle = handle.clone();
+        async move {
+            let t0 = Instant::now();
+            while handle
+                .current()
+                .is_none_or(|v| v.check(jti, Some(exp)) != Verdict::MaybeRevoked)
+            {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "{jti} never arrived"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    revoke(&client(), &base, "before-restart", exp).await;
+    wait_for("before-restart").await;
+    let gen_before = handle.generation().unwrap();
+    let fulls_before = sync.stats().snapshots.load(Ordering::Relaxed);
+    srv.shutdown();
+    srv.wait().await.unwrap();
+
+    let mut c2 = c;
+    c2.listen = addr; // same address, so the client's URL stays valid
+    let srv = start(c2).await;
+    revoke(&client(), &base, "after-restart", exp).await;
+    wait_for("after-restart").await;
+    let v = handle.current().unwrap();
+    assert!(v.generation() > gen_before);
+    assert_eq!(v.check("before-restart", Some(exp)), Verdict::MaybeRevoked);
+    assert!(
+        sync.stats().snapshots.load(Ordering::Relaxed) > fulls_before,
+        "a new lineage needs a full snapshot"
+    );
+    srv.shutdown();
+    srv.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
