@@ -41,6 +41,9 @@ pub struct Metrics {
     pub cutoffs_total: AtomicU64,
     /// Store transactions that failed.
     pub store_errors_total: AtomicU64,
+    /// Store write transactions committed (refreshed on publish); revocations_total divided
+    /// by this is the group-commit batching factor.
+    pub store_commits_total: AtomicU64,
     /// Revocations currently in the store (refreshed on publish).
     pub revocations_stored: AtomicU64,
     /// Cutoffs currently in the store (refreshed on publish).
@@ -90,7 +93,7 @@ impl Metrics {
     /// The metrics in Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let scalars: [(&str, &str, &str, &AtomicU64); 10] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 11] = [
             (
                 "revbloom_revocations_total",
                 "counter",
@@ -108,6 +111,12 @@ impl Metrics {
                 "counter",
                 "Store transactions that failed.",
                 &self.store_errors_total,
+            ),
+            (
+                "revbloom_store_commits_total",
+                "counter",
+                "Store write transactions committed (each one fsync).",
+                &self.store_commits_total,
             ),
             (
                 "revbloom_revocations_stored",

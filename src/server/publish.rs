@@ -379,6 +379,9 @@ impl Publisher {
             .window_entries
             .store(published.entries, Relaxed);
         self.metrics.publishes_total.fetch_add(1, Relaxed);
+        self.metrics
+            .store_commits_total
+            .store(self.store.commits(), Relaxed);
         if let Ok((r, c)) = self.store.counts() {
             self.metrics.revocations_stored.store(r, Relaxed);
             self.metrics.cutoffs_stored.store(c, Relaxed);
