@@ -210,7 +210,13 @@ async fn main() -> Result<(), String> {
     if let Ok(m) = http.get(format!("{url}/metrics")).send().await {
         if let Ok(text) = m.text().await {
             for line in text.lines().filter(|l| {
-                l.starts_with("revbloom_generation ") || l.starts_with("revbloom_publishes_total ")
+                [
+                    "revbloom_generation ",
+                    "revbloom_revocations_total ",
+                    "revbloom_store_commits_total ",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
             }) {
                 println!("server: {line}");
             }
