@@ -242,11 +242,18 @@ impl ServerConfig {
         if matches!(&self.default_iss, Some(i) if i.is_empty()) {
             return field("default_iss", "must not be empty; leave it unset".into());
         }
-        if self.coalesce_ms == 0 || self.refresh_secs == 0 || self.prune_secs == 0 {
-            return field(
-                "coalesce_ms/refresh_secs/prune_secs",
-                "must be at least 1".into(),
-            );
+        // Upper bounds keep every timer arithmetic far from overflow, and catch unit mix-ups.
+        if !(1..=60_000).contains(&self.coalesce_ms) {
+            return field("coalesce_ms", "must lie in 1..=60000".into());
+        }
+        if !(1..=86_400).contains(&self.refresh_secs) {
+            return field("refresh_secs", "must lie in 1..=86400".into());
+        }
+        if !(1..=604_800).contains(&self.prune_secs) {
+            return field("prune_secs", "must lie in 1..=604800".into());
+        }
+        if !(1..=3_600).contains(&self.limits.max_wait_secs) {
+            return field("limits.max_wait_secs", "must lie in 1..=3600".into());
         }
         if self.delta_ring == 0 {
             return field("delta_ring", "must be at least 1".into());

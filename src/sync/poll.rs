@@ -33,7 +33,7 @@ pub(super) async fn run(
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             // The long-poll itself plus room for a large snapshot body.
-            .timeout(config.wait + Duration::from_secs(30))
+            .timeout(config.wait.saturating_add(Duration::from_secs(30)))
             .build()
         {
             Ok(c) => Some(c),
@@ -74,7 +74,7 @@ pub(super) async fn run(
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "revocation sync failed");
                 stats.record_error(&e);
                 tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(config.max_backoff);
+                backoff = backoff.saturating_mul(2).min(config.max_backoff);
             }
         }
     }
@@ -86,7 +86,11 @@ fn jitter(d: Duration) -> Duration {
         .duration_since(UNIX_EPOCH)
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
-    d - d / 4 * (nanos % 1000) / 1000
+    let cut = (d / 4)
+        .checked_mul(nanos % 1000)
+        .map(|c| c / 1000)
+        .unwrap_or_default();
+    d.saturating_sub(cut)
 }
 
 async fn url_step(
