@@ -37,6 +37,11 @@ pub mod snapshot;
 pub mod swap;
 mod window;
 
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "sync")]
+pub mod sync;
+
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
 pub use cutoff::{CutoffKey, CutoffSet};
 pub use delta::{DeltaError, DeltaView};

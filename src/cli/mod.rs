@@ -2,8 +2,11 @@
 
 mod build;
 mod check;
+mod cutoff;
 mod inspect;
 mod keygen;
+mod revoke;
+mod serve;
 
 use std::fs::File;
 use std::path::Path;
@@ -29,7 +32,7 @@ Exit codes:
   2  usage error (bad arguments)
   3  `check --jti`: the verdict is maybe_revoked or expired";
 
-/// JWT revocation filters: build, inspect and check snapshot files.
+/// JWT revocation filters: build, inspect and check snapshot files; run the publisher.
 #[derive(Debug, Parser)]
 #[command(name = "revbloom", version, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -47,6 +50,12 @@ enum Command {
     Check(check::Args),
     /// Make an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key (SPKI PEM).
     Keygen(keygen::Args),
+    /// Run the publisher: durable revocation store, HTTP API, snapshots and deltas.
+    Serve(serve::ServeArgs),
+    /// Revoke one token (by jti and exp) on a running publisher.
+    Revoke(revoke::RevokeArgs),
+    /// Revoke every token of a subject or session issued before a time, on a running publisher.
+    Cutoff(cutoff::CutoffArgs),
 }
 
 /// Run one parsed command line.
@@ -56,6 +65,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Check(a) => check::run(a),
         Command::Keygen(a) => keygen::run(a),
+        Command::Serve(a) => serve::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Revoke(a) => revoke::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Cutoff(a) => cutoff::run(a).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,0 +1,46 @@
+//! `revbloom cutoff`: revoke every token of a subject (or session, or other claim) issued
+//! before a time, on a running publisher.
+
+use anyhow::bail;
+
+use super::revoke::ServerArgs;
+
+/// Arguments of `revbloom cutoff`.
+#[derive(Debug, clap::Args)]
+pub struct CutoffArgs {
+    /// The subject whose tokens are cut off (shorthand for `--claim sub --value S`).
+    #[arg(long, conflicts_with_all = ["claim", "value"])]
+    pub sub: Option<String>,
+    /// The claim to match, e.g. `sid` for one session.
+    #[arg(long, requires = "value")]
+    pub claim: Option<String>,
+    /// The claim value to match.
+    #[arg(long)]
+    pub value: Option<String>,
+    /// Tokens issued before this unix time are revoked [default: now].
+    #[arg(long)]
+    pub before: Option<u64>,
+    /// The issuer, when cutoffs are keyed by issuer.
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// The publisher.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Store the cutoff; prints the publisher's answer once it is durable.
+pub fn run(args: CutoffArgs) -> anyhow::Result<()> {
+    let (claim, value) = match (args.sub, args.claim, args.value) {
+        (Some(sub), None, None) => ("sub".to_owned(), sub),
+        (None, claim, Some(value)) => (claim.unwrap_or_else(|| "sub".into()), value),
+        _ => bail!("give --sub S, or --value V with an optional --claim C"),
+    };
+    let mut body = serde_json::json!({"claim": claim, "value": value});
+    if let Some(b) = args.before {
+        body["before"] = b.into();
+    }
+    if let Some(iss) = args.iss {
+        body["iss"] = iss.into();
+    }
+    args.server.post("/v1/cutoffs", body)
+}

@@ -1,0 +1,288 @@
+//! The verifier's sync client: keeps a [`SnapshotHandle`] current from a publisher URL
+//! (long-poll + deltas, falling back to full snapshots) or from a snapshot file, with backoff
+//! on errors, and keeps the last good snapshot in a local file so a restarted verifier starts
+//! from it even when the publisher is unreachable.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), revbloom::sync::SyncError> {
+//! use std::time::Duration;
+//! use revbloom::{SnapshotHandle, StalenessPolicy};
+//! use revbloom::sync::{SyncClient, SyncConfig};
+//!
+//! let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
+//! let config = SyncConfig::url("http://127.0.0.1:8750").cache_file("/var/lib/app/revbloom.rbs");
+//! let client = SyncClient::start(config, handle.clone())?;
+//! // ... hand `handle` to the verifier; `client.generation()`, `client.age(now)` for metrics.
+//! # Ok(()) }
+//! ```
+//!
+//! An in-memory-only gateway filter forgets every revocation on restart; this one does not:
+//! the cache file is replaced atomically after every new generation, and loaded (and
+//! validated, signature included when configured) before the first request is served. The
+//! handle's staleness policy still applies to a cached snapshot that has grown old.
+
+mod poll;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::snapshot::OpenOptions;
+use crate::swap::{SnapshotHandle, SwapError};
+
+/// Where snapshots come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// A publisher's base URL (`http://host:port`): `GET /v1/deltas` long-polls, falling back to
+    /// `GET /v1/snapshot`.
+    Url(String),
+    /// A snapshot file (e.g. written by the publisher's `snapshot_dir` or a CDN sync), reloaded
+    /// when its modification time or size changes.
+    File(PathBuf),
+}
+
+/// How the client syncs. Built like a sentence: `SyncConfig::url(u).cache_file(p)`.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    source: Source,
+    cache_file: Option<PathBuf>,
+    options: OpenOptions,
+    wait: Duration,
+    file_poll: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl SyncConfig {
+    /// Sync from a publisher at `base` (e.g. `http://127.0.0.1:8750`).
+    pub fn url(base: impl Into<String>) -> Self {
+        Self::new(Source::Url(base.into().trim_end_matches('/').to_owned()))
+    }
+
+    /// Sync from a snapshot file.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::new(Source::File(path.into()))
+    }
+
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            cache_file: None,
+            options: OpenOptions::default(),
+            wait: Duration::from_secs(30),
+            file_poll: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    /// Keep the last good snapshot in `path` (atomically replaced) and start from it.
+    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cache_file = Some(path.into());
+        self
+    }
+
+    /// How snapshots and deltas are validated (verifying key, required signature).
+    pub fn open_options(mut self, options: OpenOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Long-poll wait per request (default 30 s; the publisher caps it at its own limit).
+    pub fn long_poll(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// How often a file source is checked for changes (default 1 s).
+    pub fn file_poll_interval(mut self, every: Duration) -> Self {
+        self.file_poll = every;
+        self
+    }
+
+    /// Backoff after errors: starts at `min`, doubles up to `max` (defaults 200 ms, 30 s).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+
+    /// The source.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+}
+
+/// Errors of the sync client. Each one leaves the handle's current snapshot in place.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The publisher could not be reached or answered with an unexpected status.
+    #[error("fetching from the publisher failed: {0}")]
+    Http(String),
+    /// A snapshot or delta was refused (invalid, wrong signature, rollback).
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    /// Reading the source file or writing the cache file failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `start` was called outside a tokio runtime.
+    #[error("SyncClient::start needs a tokio runtime (call it from async code or inside Runtime::enter)")]
+    NoRuntime,
+}
+
+/// Counters of a running client.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Full snapshots swapped in (from the source or the cache file).
+    pub snapshots: AtomicU64,
+    /// Deltas applied.
+    pub deltas: AtomicU64,
+    /// Errors (each followed by a backoff).
+    pub errors: AtomicU64,
+    /// Unix time of the last successful contact with the source (0 if none).
+    pub last_success: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SyncStats {
+    /// The most recent error, if any since the last success.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn record_error(&self, e: &SyncError) {
+        self.errors.fetch_add(1, Relaxed);
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some(e.to_string());
+        }
+    }
+
+    fn record_success(&self, now: u64) {
+        self.last_success.store(now, Relaxed);
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = None;
+        }
+    }
+}
+
+/// A running sync client. Dropping it stops the background task.
+pub struct SyncClient {
+    handle: SnapshotHandle,
+    stats: Arc<SyncStats>,
+    generations: watch::Receiver<Option<u64>>,
+    task: JoinHandle<()>,
+}
+
+impl SyncClient {
+    /// Load the cache file (if configured and valid) into `handle`, then start syncing in the
+    /// background on the current tokio runtime. Returns at once; the handle may still be empty
+    /// (stale) until the first fetch succeeds.
+    pub fn start(config: SyncConfig, handle: SnapshotHandle) -> Result<SyncClient, SyncError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| SyncError::NoRuntime)?;
+        let stats = Arc::new(SyncStats::default());
+        if let Some(cache) = &config.cache_file {
+            match std::fs::read(cache) {
+                Ok(bytes) => match handle.replace_bytes(bytes, &config.options) {
+                    Ok(_) => {
+                        stats.snapshots.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => {
+                        // A corrupt or foreign cache is ignored, never trusted.
+                        tracing::warn!(error = %e, path = %cache.display(), "ignoring the cached snapshot");
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    let e = SyncError::Io {
+                        what: "cannot read the cache file",
+                        path: cache.clone(),
+                        source,
+                    };
+                    tracing::warn!(error = %e, "starting without the cached snapshot");
+                }
+            }
+        }
+        let (tx, rx) = watch::channel(handle.generation());
+        let task = runtime.spawn(poll::run(config, handle.clone(), Arc::clone(&stats), tx));
+        Ok(SyncClient {
+            handle,
+            stats,
+            generations: rx,
+            task,
+        })
+    }
+
+    /// The handle being kept current.
+    pub fn handle(&self) -> &SnapshotHandle {
+        &self.handle
+    }
+
+    /// The current generation, if any snapshot is loaded.
+    pub fn generation(&self) -> Option<u64> {
+        self.handle.generation()
+    }
+
+    /// Seconds since the current snapshot was created, at unix time `now`.
+    pub fn age(&self, now: u64) -> Option<u64> {
+        self.handle.age(now)
+    }
+
+    /// Counters (snapshots, deltas, errors, last success).
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+
+    /// A receiver that changes whenever a new generation is swapped in.
+    pub fn subscribe(&self) -> watch::Receiver<Option<u64>> {
+        self.generations.clone()
+    }
+
+    /// Stop syncing (the handle keeps its current snapshot).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for SyncClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Replace `path` with `bytes` so a reader sees the old file or the new one, never a torn one:
+/// write a temp file in the same folder, fsync it, rename it over `path`, fsync the folder
+/// (the rename is durable only once the directory entry is).
+pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or_else(|| std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "snapshot".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

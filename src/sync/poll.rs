@@ -1,0 +1,234 @@
+//! The sync loop: long-poll deltas from a publisher (full snapshot on 410 or any delta
+//! trouble), or watch a file; back off on errors; save every new generation to the cache file.
+
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use super::{write_file_atomically, Source, SyncConfig, SyncError, SyncStats};
+use crate::delta::DeltaView;
+use crate::swap::{ReplaceOutcome, SnapshotHandle};
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether a sync step changed the handle.
+type Changed = bool;
+
+pub(super) async fn run(
+    config: SyncConfig,
+    handle: SnapshotHandle,
+    stats: Arc<SyncStats>,
+    generations: watch::Sender<Option<u64>>,
+) {
+    let client = match &config.source {
+        Source::Url(_) => match reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            // The long-poll itself plus room for a large snapshot body.
+            .timeout(config.wait.saturating_add(Duration::from_secs(30)))
+            .build()
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                stats.record_error(&SyncError::Http(e.to_string()));
+                return;
+            }
+        },
+        Source::File(_) => None,
+    };
+    let mut backoff = config.min_backoff;
+    let mut file_seen: Option<(SystemTime, u64)> = None;
+    // After a delta failure, go straight to a full snapshot once.
+    let mut force_full = false;
+    loop {
+        let step = match (&config.source, &client) {
+            (Source::Url(base), Some(client)) => {
+                url_step(client, base, &config, &handle, &stats, &mut force_full).await
+            }
+            (Source::File(path), _) => file_step(path, &config, &handle, &stats, &mut file_seen),
+            (Source::Url(_), None) => return,
+        };
+        match step {
+            Ok(changed) => {
+                stats.record_success(unix_now());
+                backoff = config.min_backoff;
+                if changed {
+                    generations.send_replace(handle.generation());
+                    if let Some(cache) = &config.cache_file {
+                        save_cache(&handle, cache, &stats).await;
+                    }
+                }
+                if matches!(config.source, Source::File(_)) {
+                    tokio::time::sleep(config.file_poll).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "revocation sync failed");
+                stats.record_error(&e);
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = backoff.saturating_mul(2).min(config.max_backoff);
+            }
+        }
+    }
+}
+
+/// Up to 25 % less than `d`, so many verifiers restarted together do not retry in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let cut = (d / 4)
+        .checked_mul(nanos % 1000)
+        .map(|c| c / 1000)
+        .unwrap_or_default();
+    d.saturating_sub(cut)
+}
+
+async fn url_step(
+    client: &reqwest::Client,
+    base: &str,
+    config: &SyncConfig,
+    handle: &SnapshotHandle,
+    stats: &SyncStats,
+    force_full: &mut bool,
+) -> Result<Changed, SyncError> {
+    let wait = format!("{}ms", config.wait.as_millis());
+    let Some(current) = handle.generation().filter(|_| !*force_full) else {
+        *force_full = false;
+        return fetch_full(client, base, handle, config, stats, None, &wait).await;
+    };
+    let url = format!("{base}/v1/deltas?since={current}&wait={wait}");
+    let res = client.get(&url).send().await.map_err(http)?;
+    match res.status().as_u16() {
+        204 | 304 => Ok(false),
+        200 => {
+            let chain = res.bytes().await.map_err(http)?;
+            match apply_chain(handle, &chain, config, stats) {
+                Ok(changed) => Ok(changed),
+                Err(e) => {
+                    // The chain did not fit what we hold: resync from a full snapshot.
+                    *force_full = true;
+                    Err(e)
+                }
+            }
+        }
+        410 => fetch_full(client, base, handle, config, stats, Some(current), "0s").await,
+        s => Err(SyncError::Http(format!("GET {url}: unexpected status {s}"))),
+    }
+}
+
+fn apply_chain(
+    handle: &SnapshotHandle,
+    mut chain: &[u8],
+    config: &SyncConfig,
+    stats: &SyncStats,
+) -> Result<Changed, SyncError> {
+    let mut changed = false;
+    while !chain.is_empty() {
+        let (delta, rest) = DeltaView::open_prefix(chain, &config.options)
+            .map_err(|e| SyncError::Swap(e.into()))?;
+        if let ReplaceOutcome::Replaced { .. } = handle.apply_delta(&delta)? {
+            stats.deltas.fetch_add(1, Relaxed);
+            changed = true;
+        }
+        chain = rest;
+    }
+    Ok(changed)
+}
+
+async fn fetch_full(
+    client: &reqwest::Client,
+    base: &str,
+    handle: &SnapshotHandle,
+    config: &SyncConfig,
+    stats: &SyncStats,
+    known: Option<u64>,
+    wait: &str,
+) -> Result<Changed, SyncError> {
+    let url = format!("{base}/v1/snapshot?wait={wait}");
+    let mut req = client.get(&url);
+    if let Some(g) = known {
+        req = req.header("if-none-match", format!("\"{g}\""));
+    }
+    let res = req.send().await.map_err(http)?;
+    match res.status().as_u16() {
+        304 => Ok(false),
+        200 => {
+            let bytes = res.bytes().await.map_err(http)?;
+            match handle.replace_bytes(bytes.to_vec(), &config.options)? {
+                ReplaceOutcome::Replaced { .. } => {
+                    stats.snapshots.fetch_add(1, Relaxed);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        s => Err(SyncError::Http(format!("GET {url}: unexpected status {s}"))),
+    }
+}
+
+fn file_step(
+    path: &Path,
+    config: &SyncConfig,
+    handle: &SnapshotHandle,
+    stats: &SyncStats,
+    seen: &mut Option<(SystemTime, u64)>,
+) -> Result<Changed, SyncError> {
+    let io = |what, source| SyncError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io("cannot stat the snapshot file", e))?;
+    let stamp = (meta.modified().unwrap_or(UNIX_EPOCH), meta.len());
+    if *seen == Some(stamp) {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(path).map_err(|e| io("cannot read the snapshot file", e))?;
+    let outcome = handle.replace_bytes(bytes, &config.options)?;
+    *seen = Some(stamp);
+    match outcome {
+        ReplaceOutcome::Replaced { .. } => {
+            stats.snapshots.fetch_add(1, Relaxed);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+async fn save_cache(handle: &SnapshotHandle, cache: &Path, stats: &SyncStats) {
+    let Some(view) = handle.current() else {
+        return;
+    };
+    let path = cache.to_owned();
+    let res =
+        tokio::task::spawn_blocking(move || write_file_atomically(&path, view.as_bytes())).await;
+    let err = match res {
+        Ok(Ok(())) => return,
+        Ok(Err(source)) => SyncError::Io {
+            what: "cannot write the cache file",
+            path: cache.to_owned(),
+            source,
+        },
+        Err(e) => SyncError::Io {
+            what: "cannot write the cache file",
+            path: cache.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        },
+    };
+    tracing::warn!(error = %err, "the last good snapshot was not saved");
+    stats.record_error(&err);
+}
+
+fn http(e: reqwest::Error) -> SyncError {
+    SyncError::Http(e.to_string())
+}
