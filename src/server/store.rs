@@ -1,4 +1,4 @@
-//! The publisher's durable store: revocations keyed by `(iss, jti)`, claim cutoffs keyed by
+//! The publisher's durable store: revocations keyed by `(iss, jti, exp)`, claim cutoffs keyed by
 //! `(iss, claim, value)`, and the generation counter, in one redb file.
 //!
 //! Writes go through a single writer thread that practises **group commit**: it takes every
@@ -20,9 +20,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-/// `(iss or "", jti) -> exp`. An absent issuer is stored as the empty string, which the API
-/// refuses as an explicit issuer, so the two never meet.
-const REVOCATIONS: TableDefinition<(&str, &str), u64> = TableDefinition::new("revocations");
+/// `(iss or "", jti, exp)`. An absent issuer is stored as the empty string, which the API
+/// refuses as an explicit issuer, so the two never meet. `exp` is part of the key: a jti
+/// revoked twice with two different `exp` values keeps both, because the window buckets by
+/// `exp` and we cannot know which one the real token carries — dropping either could make a
+/// revoked token read as clear after a restart.
+const REVOCATIONS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("revocations");
 /// `(iss or "", claim, value) -> before`.
 const CUTOFFS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cutoffs");
 /// Named counters; today only [`GENERATION_KEY`].
@@ -70,9 +73,9 @@ pub enum Committed {
 /// What a revocation request changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RevokeOutcome {
-    /// Revocations stored for the first time, or with a later `exp` than before.
+    /// Revocations stored for the first time (a new `(iss, jti, exp)`).
     pub new: usize,
-    /// Revocations already stored with the same or a later `exp`.
+    /// Revocations already stored with the same `(iss, jti, exp)`.
     pub duplicates: usize,
 }
 
@@ -272,12 +275,18 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// The stored `exp` of the revocation of `jti` (by issuer `iss`), if revoked.
+    /// The latest stored `exp` of a revocation of `jti` (by issuer `iss`), if revoked.
     pub fn lookup(&self, iss: Option<&str>, jti: &str) -> Result<Option<u64>, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
         let t = r.open_table(REVOCATIONS).map_err(db_err)?;
-        let got = t.get((iss.unwrap_or(""), jti)).map_err(db_err)?;
-        Ok(got.map(|g| g.value()))
+        let iss = iss.unwrap_or("");
+        let mut range = t
+            .range((iss, jti, 0)..=(iss, jti, u64::MAX))
+            .map_err(db_err)?;
+        match range.next_back() {
+            Some(item) => Ok(Some(item.map_err(db_err)?.0.value().2)),
+            None => Ok(None),
+        }
     }
 
     /// The last generation recorded with [`Store::set_generation`] (0 on a new store).
@@ -306,12 +315,12 @@ impl Store {
         let r = self.db.begin_read().map_err(db_err)?;
         let t = r.open_table(REVOCATIONS).map_err(db_err)?;
         for item in t.iter().map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
-            let (iss, jti) = k.value();
+            let (k, _) = item.map_err(db_err)?;
+            let (iss, jti, exp) = k.value();
             f(Revocation {
                 iss: (!iss.is_empty()).then(|| iss.to_owned()),
                 jti: jti.to_owned(),
-                exp: v.value(),
+                exp,
             });
         }
         let t = r.open_table(CUTOFFS).map_err(db_err)?;
@@ -384,23 +393,15 @@ fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
                 Op::Revoke(list) => {
                     let mut outcome = RevokeOutcome::default();
                     for r in list {
-                        let key = (r.iss.as_deref().unwrap_or(""), r.jti.as_str());
-                        // Insert first and look at what it replaced: one B-tree descent for
-                        // the common case of a new jti instead of a get plus an insert.
-                        let old = rev.insert(key, r.exp)?.map(|g| g.value());
-                        match old {
-                            Some(old) if old >= r.exp => {
-                                if old > r.exp {
-                                    // Keep the later exp.
-                                    rev.insert(key, old)?;
-                                }
-                                outcome.duplicates += 1;
-                            }
-                            _ => outcome.new += 1,
+                        let key = (r.iss.as_deref().unwrap_or(""), r.jti.as_str(), r.exp);
+                        // Insert and look at what it replaced: one B-tree descent.
+                        if rev.insert(key, ())?.is_some() {
+                            outcome.duplicates += 1;
+                        } else {
+                            outcome.new += 1;
                         }
                     }
-                    // All of them, duplicates too: a jti restated with an earlier exp must also
-                    // land in that exp's bucket of the live window (inserting twice is a no-op).
+                    // All of them, duplicates too (inserting twice into the window is a no-op).
                     committed.push(Committed::Revocations(list.clone()));
                     replies.push(Reply::Revoke(outcome));
                 }
@@ -431,7 +432,7 @@ fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
                     cutoff_lifetime,
                 } => {
                     let (r0, c0) = (rev.len()?, cut.len()?);
-                    rev.retain(|_, exp| exp.saturating_add(*revocation_grace) >= *now)?;
+                    rev.retain(|(_, _, exp), ()| exp.saturating_add(*revocation_grace) >= *now)?;
                     cut.retain(|_, before| before.saturating_add(*cutoff_lifetime) >= *now)?;
                     replies.push(Reply::Pruned(Pruned {
                         revocations: r0.saturating_sub(rev.len()?),
@@ -476,8 +477,18 @@ mod tests {
                     duplicates: 0
                 }
             );
-            let o = store.revoke(vec![rev(None, "a", 50)]).await.unwrap();
-            assert_eq!(o.duplicates, 1);
+            // The same jti restated with an earlier exp is kept too: the filter buckets by exp.
+            let o = store
+                .revoke(vec![rev(None, "a", 50), rev(None, "a", 100)])
+                .await
+                .unwrap();
+            assert_eq!(
+                o,
+                RevokeOutcome {
+                    new: 1,
+                    duplicates: 1
+                }
+            );
             assert!(store
                 .cutoff(Cutoff {
                     iss: None,
@@ -497,12 +508,25 @@ mod tests {
         assert_eq!(store.lookup(Some("i"), "a").unwrap(), Some(200));
         assert_eq!(store.lookup(Some("j"), "a").unwrap(), None);
         assert_eq!(store.generation().unwrap(), 7);
-        assert_eq!(store.counts().unwrap(), (2, 1));
+        assert_eq!(store.counts().unwrap(), (3, 1));
+        let mut scanned = Vec::new();
+        store
+            .scan(|r| scanned.push((r.iss, r.jti, r.exp)), |_| {})
+            .unwrap();
+        scanned.sort();
+        assert_eq!(
+            scanned,
+            vec![
+                (None, "a".to_owned(), 50),
+                (None, "a".to_owned(), 100),
+                (Some("i".to_owned()), "a".to_owned(), 200)
+            ]
+        );
         let p = store.prune(150, 10, 100).await.unwrap();
         assert_eq!(
             p,
             Pruned {
-                revocations: 1,
+                revocations: 2,
                 cutoffs: 1
             }
         );
