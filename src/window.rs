@@ -487,6 +487,14 @@ impl Window {
     /// still to come; `0.0` gives the smallest filter (a one-shot build). Empty buckets shrink
     /// to zero blocks and grow again on their first insert. Bumps the layout epoch.
     pub fn fit_to_entries(&mut self, headroom: f64) {
+        self.refit(headroom, 0);
+    }
+
+    /// Like [`Window::fit_to_entries`], but no bucket is sized for fewer than `min_capacity`
+    /// entries. A publisher rebasing its lineage uses the configured `expected_per_bucket`
+    /// here, so buckets that grew in a burst shrink back to what they hold (plus headroom)
+    /// while quiet buckets keep room for their first revocations to travel as deltas.
+    pub fn refit(&mut self, headroom: f64, min_capacity: u64) {
         let headroom = if headroom.is_finite() && headroom > 0.0 {
             headroom
         } else {
@@ -495,6 +503,7 @@ impl Window {
         let max_load = self.geo.max_load;
         let size = |entries: u64| {
             let capacity = ((entries as f64) * (1.0 + headroom)).ceil() as u64;
+            let capacity = capacity.max(min_capacity);
             let blocks = bloom::blocks_for(capacity, max_load).min(u64::from(u32::MAX)) as u32;
             (capacity, blocks)
         };

@@ -27,6 +27,9 @@ use crate::{ConfigError, CutoffKey, CutoffSet, KeyHasher, Window};
 /// File name of the snapshot copy written to the configured snapshot folder.
 pub const SNAPSHOT_FILE: &str = "snapshot.rbs";
 
+/// Room left in each bucket when the publisher rebases, as a fraction of its entries.
+const REBASE_HEADROOM: f64 = 0.25;
+
 /// Unix seconds now (0 if the clock is before 1970, which no check depends on).
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -312,7 +315,17 @@ impl Publisher {
 
     async fn try_publish(&mut self, now: u64) -> Result<(), PublishError> {
         self.window.advance(now);
-        let journal = self.window.take_journal();
+        let mut journal = self.window.take_journal();
+        if self.chain_broken || journal.layout_changed {
+            // This generation is a full snapshot anyway, so it is the moment to rebase: size
+            // every bucket to what it holds (buckets that doubled in a burst shrink back), with
+            // headroom so the next revocations still travel as deltas. The refit is itself a
+            // layout change, absorbed by this full snapshot.
+            let expected = self.window.config().expected();
+            self.window.refit(REBASE_HEADROOM, expected);
+            journal = self.window.take_journal();
+            journal.layout_changed = true;
+        }
         // created_at never goes backwards, even if the clock does.
         let now = now.max(self.last.created_at);
         let meta = self.last.next(now);
