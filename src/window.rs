@@ -151,7 +151,7 @@ impl Window {
     /// use [`Window::new`]; a predictable seed lets an attacker aim keys at one block.
     pub fn with_seed(config: WindowConfig, now: u64, seed: u64) -> Result<Self, ConfigError> {
         let geo = config.validate()?;
-        let oldest = now.saturating_sub(geo.leeway) / geo.width;
+        let oldest = oldest_at(&geo, now);
         let fresh = || Slot {
             bloom: Bloom::with_blocks(geo.initial_blocks),
             capacity: config.expected(),
@@ -423,7 +423,7 @@ impl Window {
     /// bucket is never re-opened, even when the clock goes back. Cost is bounded by the ring
     /// length plus the overflow size, however far `now` jumps.
     pub fn advance(&mut self, now: u64) {
-        let target = now.saturating_sub(self.geo.leeway) / self.geo.width;
+        let target = oldest_at(&self.geo, now);
         if target <= self.oldest {
             return;
         }
@@ -604,6 +604,16 @@ enum Location {
     /// In the overflow bucket, with the expiry bucket number it belongs to if it has one.
     Overflow(Option<u64>),
     Ring(usize),
+}
+
+/// The oldest live bucket at unix time `now`: `floor((now - leeway) / width)`, except that it
+/// never exceeds `floor(u64::MAX / width) - buckets`, so every ring bucket number stays below
+/// the largest bucket an `exp` can name. Only clocks hundreds of billions of years ahead reach
+/// the clamp; there, the last buckets' revocations stay in the overflow bucket instead of
+/// expiring, which errs on the side of remembering.
+fn oldest_at(geo: &Geometry, now: u64) -> u64 {
+    let max_oldest = (u64::MAX / geo.width).saturating_sub(u64::from(geo.buckets));
+    (now.saturating_sub(geo.leeway) / geo.width).min(max_oldest)
 }
 
 fn bloom_bytes(b: &Bloom) -> u64 {
