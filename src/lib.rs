@@ -32,6 +32,10 @@ mod config;
 pub mod cutoff;
 mod error;
 pub mod hash;
+#[cfg(feature = "tower")]
+pub mod tower;
+#[cfg(feature = "verify")]
+pub mod verify;
 mod window;
 
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
