@@ -30,8 +30,10 @@
 pub mod bloom;
 mod config;
 pub mod cutoff;
+pub mod delta;
 mod error;
 pub mod hash;
+pub mod snapshot;
 #[cfg(feature = "tower")]
 pub mod tower;
 #[cfg(feature = "verify")]
@@ -40,6 +42,8 @@ mod window;
 
 pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
 pub use cutoff::{CutoffKey, CutoffSet};
+pub use delta::{DeltaError, DeltaView};
 pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
-pub use window::{BucketId, BucketStats, InsertOutcome, Verdict, Window};
+pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
+pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};

@@ -120,6 +120,23 @@ pub struct Window {
     overflow: Slot<HashSet<(u64, Option<u64>)>>,
     filter_bytes: u64,
     layout_epoch: u64,
+    /// New insertions since the last [`Window::take_journal`], when journaling is on. Cleared
+    /// whenever the layout epoch moves, since a delta can no longer use them.
+    journal: Option<Vec<(BucketId, KeyHash)>>,
+    /// The layout epoch at the last `take_journal` (or when journaling was enabled).
+    journal_epoch: u64,
+}
+
+/// The insertions a delta needs, taken with [`Window::take_journal`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Journal {
+    /// Each new, distinct insertion since the previous take, in insertion order: the bucket it
+    /// went to and its key hash. Empty when `layout_changed`.
+    pub entries: Vec<(BucketId, KeyHash)>,
+    /// Whether the layout epoch moved since the previous take (rotation, growth, refit): the
+    /// bits can no longer be described as "the previous bits plus `entries`", so the publisher
+    /// must ship a full snapshot instead of a delta.
+    pub layout_changed: bool,
 }
 
 impl Window {
@@ -161,6 +178,8 @@ impl Window {
             overflow,
             filter_bytes,
             layout_epoch: 0,
+            journal: None,
+            journal_epoch: 0,
         })
     }
 
@@ -268,6 +287,7 @@ impl Window {
                     self.overflow.loaded += 1;
                 }
                 // A rebuild includes the new entry, since it was added to `entries` first.
+                self.record(BucketId::Overflow, hash);
                 InsertOutcome::Inserted
             }
         }
@@ -281,7 +301,7 @@ impl Window {
             return InsertOutcome::Duplicate;
         }
         let growth = self.growth_for(s.capacity, s.loaded, s.bloom.nblocks());
-        let (filter_bytes, epoch) = (&mut self.filter_bytes, &mut self.layout_epoch);
+        let filter_bytes = &mut self.filter_bytes;
         let Some(s) = self.ring.get_mut(slot) else {
             return InsertOutcome::Duplicate;
         };
@@ -296,14 +316,66 @@ impl Window {
                 }
                 s.capacity = capacity;
                 s.loaded = s.entries.len() as u64;
-                *epoch += 1;
+                self.bump_epoch();
             }
             None => {
                 s.bloom.insert(hash);
                 s.loaded += 1;
             }
         }
+        let n = self.ring.len();
+        // The slot's distance from the head is its bucket's distance from `oldest`.
+        let d = (slot + n - self.head) % n;
+        self.record(BucketId::Expiry(self.oldest + d as u64), hash);
         InsertOutcome::Inserted
+    }
+
+    /// Move to a new layout epoch; journaled insertions of the old one are useless to a delta.
+    fn bump_epoch(&mut self) {
+        self.layout_epoch += 1;
+        if let Some(j) = &mut self.journal {
+            j.clear();
+        }
+    }
+
+    /// Journal one new insertion, unless the journal is off or already invalidated.
+    fn record(&mut self, bucket: BucketId, hash: KeyHash) {
+        if self.layout_epoch != self.journal_epoch {
+            return;
+        }
+        if let Some(j) = &mut self.journal {
+            j.push((bucket, hash));
+        }
+    }
+
+    /// Start recording new insertions for deltas (see [`Window::take_journal`]). Off by default
+    /// so a window nobody publishes deltas from does not keep a second copy of its hashes.
+    pub fn enable_journal(&mut self) {
+        if self.journal.is_none() {
+            self.journal = Some(Vec::new());
+            self.journal_epoch = self.layout_epoch;
+        }
+    }
+
+    /// The insertions since the previous call (or since [`Window::enable_journal`]), and
+    /// whether the layout changed meanwhile; starts a new journal. Take it right after encoding
+    /// a snapshot, so the next take describes exactly the step to the next generation.
+    /// Returns an empty, unchanged journal when journaling is off.
+    pub fn take_journal(&mut self) -> Journal {
+        let layout_changed = self.layout_epoch != self.journal_epoch;
+        self.journal_epoch = self.layout_epoch;
+        let entries = match &mut self.journal {
+            Some(j) if !layout_changed => std::mem::take(j),
+            Some(j) => {
+                j.clear();
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        Journal {
+            entries,
+            layout_changed,
+        }
     }
 
     /// If a slot at `loaded` keys of `capacity` must grow to take one more, its new capacity
@@ -342,7 +414,7 @@ impl Window {
         self.overflow.bloom = b;
         self.overflow.capacity = capacity;
         self.overflow.loaded = self.overflow.entries.len() as u64;
-        self.layout_epoch += 1;
+        self.bump_epoch();
     }
 
     /// Move the window to unix time `now`: drop buckets whose span ended more than `leeway`
@@ -364,7 +436,7 @@ impl Window {
         }
         self.head = (self.head + (shift % n as u64) as usize) % n;
         self.oldest = target;
-        self.layout_epoch += 1;
+        self.bump_epoch();
 
         // Re-bucket overflow entries the ring now covers; forget those already expired.
         // Same test as `locate`, so an entry leaves exactly when checks stop looking for it in

@@ -1,0 +1,123 @@
+//! Why a snapshot was refused: what is wrong, and where.
+
+use thiserror::Error;
+
+/// A snapshot that cannot be used. Every variant says which field or byte range is at fault
+/// and what was expected, so the message can go to an operator as is; none of them leaves a
+/// partly validated view behind.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The input ends before a structure it must contain.
+    #[error("snapshot truncated: {what} needs {needed} bytes, the input has {len}; fetch the file again")]
+    Truncated {
+        /// The structure that did not fit.
+        what: &'static str,
+        /// Bytes needed from the start of the file.
+        needed: u64,
+        /// Bytes available.
+        len: u64,
+    },
+    /// The first eight bytes are not the snapshot magic.
+    #[error("not a revbloom snapshot: magic {found:02x?} at offset 0, expected \"RVBLSNAP\"")]
+    Magic {
+        /// The bytes found.
+        found: [u8; 8],
+    },
+    /// A format version this reader does not know.
+    #[error("snapshot format version {found} is not supported (this reader reads version {expected}); upgrade revbloom or rebuild the snapshot")]
+    Version {
+        /// The version this reader supports.
+        expected: u16,
+        /// The version in the file.
+        found: u16,
+    },
+    /// Flag bits this reader does not know are set (a newer writer's sections).
+    #[error("snapshot flags 0x{flags:04x} at offset 10 set reserved bits 0x{unknown:04x}; this reader cannot honour them")]
+    Flags {
+        /// All flags.
+        flags: u16,
+        /// The unknown bits.
+        unknown: u16,
+    },
+    /// An unknown hash algorithm id.
+    #[error("unknown hash algorithm id {found} at offset 12 (1 = xxh3-64)")]
+    HashAlgorithm {
+        /// The id found.
+        found: u8,
+    },
+    /// Reserved bytes are not zero.
+    #[error("reserved bytes of {field} at offset {offset} must be zero")]
+    Reserved {
+        /// Which reserved field.
+        field: &'static str,
+        /// File offset of the first non-zero byte.
+        offset: u64,
+    },
+    /// A header or directory field holds a value outside its valid range.
+    #[error("invalid {field} at offset {offset}: expected {expected}, found {found}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Its file offset.
+        offset: u64,
+        /// What a valid value looks like.
+        expected: &'static str,
+        /// The value found (floats as their bit pattern).
+        found: u64,
+    },
+    /// A section does not start where the layout puts it.
+    #[error("{field} at offset {offset} is {found}, expected {expected}: sections must follow each other as docs/FORMAT.md lays out")]
+    Offset {
+        /// The offset field.
+        field: &'static str,
+        /// File offset of the field.
+        offset: u64,
+        /// Where the section must start.
+        expected: u64,
+        /// Where the file says it starts.
+        found: u64,
+    },
+    /// The file is longer or shorter than its header says.
+    #[error("snapshot length is {found} bytes, the header implies {expected}")]
+    Length {
+        /// Length implied by the header.
+        expected: u64,
+        /// Actual length.
+        found: u64,
+    },
+    /// The layout id does not match the parameters and directory.
+    #[error("layout id at offset 80 is {found:#018x}, the parameters and directory give {expected:#018x}")]
+    LayoutId {
+        /// Digest computed from the file.
+        expected: u64,
+        /// Value stored in the header.
+        found: u64,
+    },
+    /// The claim-cutoff table is not strictly sorted by fingerprint.
+    #[error(
+        "cutoff record {index} at offset {offset} is not strictly greater than its predecessor"
+    )]
+    CutoffOrder {
+        /// Index of the out-of-order record.
+        index: u64,
+        /// Its file offset.
+        offset: u64,
+    },
+    /// The checksum trailer does not match the bytes before it.
+    #[error("checksum mismatch at offset {offset}: trailer says {expected:#018x}, content hashes to {found:#018x}; the file is corrupt, fetch it again")]
+    Checksum {
+        /// Offset of the trailer.
+        offset: u64,
+        /// Checksum stored in the trailer.
+        expected: u64,
+        /// Checksum of the content.
+        found: u64,
+    },
+    /// A signature was required but the file is unsigned.
+    #[error("snapshot is not signed, but a signature is required; configure the publisher's signing key")]
+    Unsigned,
+    /// The signature does not verify under the configured key.
+    #[error("snapshot signature does not verify under the configured key: wrong key, or the file was altered")]
+    Signature,
+}

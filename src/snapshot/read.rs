@@ -1,0 +1,675 @@
+//! Reading a snapshot in place: [`SnapshotView`] validates once, then checks against the bytes.
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use super::error::SnapshotError;
+use super::format::{self as f, off, HashAlgorithm, LayoutDigest};
+use crate::bloom::{self, BLOCK_BYTES, WORDS};
+use crate::config::{MAX_BUCKETS, MIN_FP_RATE};
+use crate::cutoff::{self, CutoffKey, RECORD_BYTES};
+use crate::hash::{KeyHash, KeyHasher};
+use crate::window::{BucketId, BucketStats, Verdict};
+
+/// How [`SnapshotView::open`] validates. The default verifies the checksum and accepts
+/// unsigned files; set a verifying key on every verifier that can be reached by an attacker's
+/// bytes.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub(crate) verifying_key: Option<VerifyingKey>,
+    pub(crate) require_signature: bool,
+    pub(crate) verify_checksum: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenOptions {
+    /// Verify the checksum; no signature key.
+    pub fn new() -> Self {
+        Self {
+            verifying_key: None,
+            require_signature: false,
+            verify_checksum: true,
+        }
+    }
+
+    /// Verify signatures with `key`, and (unless relaxed with [`OpenOptions::require_signature`])
+    /// refuse unsigned files: otherwise stripping the signature would bypass it.
+    pub fn verifying_key(mut self, key: VerifyingKey) -> Self {
+        self.verifying_key = Some(key);
+        self.require_signature = true;
+        self
+    }
+
+    /// Whether an unsigned file is an error.
+    pub fn require_signature(mut self, required: bool) -> Self {
+        self.require_signature = required;
+        self
+    }
+
+    /// Whether to verify the checksum trailer (default `true`). Turning it off skips one pass
+    /// over the file; structure is still validated, so a bad file gives wrong answers at worst
+    /// for its own bits, never a panic. Only for bytes already verified (e.g. a file this
+    /// process wrote) or covered by a verified signature.
+    pub fn verify_checksum(mut self, verify: bool) -> Self {
+        self.verify_checksum = verify;
+        self
+    }
+}
+
+/// What is known about a view's signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignatureStatus {
+    /// The file carries no signature.
+    Unsigned,
+    /// Signed, and the signature verified under the configured key.
+    Verified,
+    /// Signed, but no key was configured, so it was not checked.
+    NotVerified,
+}
+
+/// Where one bucket's bits live in the input (validated at open).
+#[derive(Debug, Clone, Copy)]
+struct BucketRef {
+    number: u64,
+    entries: u64,
+    offset: usize,
+    blocks: u32,
+}
+
+/// A validated snapshot over any byte container: `Vec<u8>`, `&[u8]`, a memory map. The bit
+/// arrays are read in place, never copied.
+///
+/// `open` checks every field before use; after that [`SnapshotView::check`] gives exactly the
+/// verdicts of the [`Window`](crate::Window) it was encoded from, in constant time, without
+/// allocating.
+#[derive(Clone)]
+pub struct SnapshotView<B> {
+    bytes: B,
+    hasher: KeyHasher,
+    width: u64,
+    horizon: u64,
+    leeway: u64,
+    fp_rate: f64,
+    max_load: f64,
+    oldest: u64,
+    ring_len: u64,
+    generation: u64,
+    parent: u64,
+    layout_id: u64,
+    layout_epoch: u64,
+    created_at: u64,
+    coverage: u64,
+    dir: Vec<BucketRef>,
+    cutoffs: (usize, usize),
+    trailer: usize,
+    signature: SignatureStatus,
+}
+
+fn truncated(what: &'static str, needed: usize, len: usize) -> SnapshotError {
+    SnapshotError::Truncated {
+        what,
+        needed: needed as u64,
+        len: len as u64,
+    }
+}
+
+fn field(field: &'static str, at: usize, expected: &'static str, found: u64) -> SnapshotError {
+    SnapshotError::Field {
+        field,
+        offset: at as u64,
+        expected,
+        found,
+    }
+}
+
+fn zero(bytes: &[u8], from: usize, to: usize, name: &'static str) -> Result<(), SnapshotError> {
+    match bytes.get(from..to) {
+        Some(s) => match s.iter().position(|&b| b != 0) {
+            None => Ok(()),
+            Some(i) => Err(SnapshotError::Reserved {
+                field: name,
+                offset: (from + i) as u64,
+            }),
+        },
+        None => Err(truncated(name, to, bytes.len())),
+    }
+}
+
+impl<B: AsRef<[u8]>> SnapshotView<B> {
+    /// Validate `bytes` as a snapshot and view it. Never panics; allocates only the bucket
+    /// directory index, whose size is checked against the input length first.
+    pub fn open(bytes: B, options: &OpenOptions) -> Result<Self, SnapshotError> {
+        let b = bytes.as_ref();
+        let len = b.len();
+        let head = b
+            .get(..f::HEADER_BYTES)
+            .ok_or_else(|| truncated("header", f::HEADER_BYTES, len))?;
+        let u64h = |at: usize| f::u64_at(head, at).unwrap_or(0);
+        let u32h = |at: usize| f::u32_at(head, at).unwrap_or(0);
+
+        let mut magic = [0u8; 8];
+        magic.copy_from_slice(&head[..8]);
+        if magic != f::MAGIC {
+            return Err(SnapshotError::Magic { found: magic });
+        }
+        let version = f::u16_at(head, off::VERSION).unwrap_or(0);
+        if version != f::FORMAT_VERSION {
+            return Err(SnapshotError::Version {
+                expected: f::FORMAT_VERSION,
+                found: version,
+            });
+        }
+        let flags = f::u16_at(head, off::FLAGS).unwrap_or(0);
+        if flags & !f::KNOWN_FLAGS != 0 {
+            return Err(SnapshotError::Flags {
+                flags,
+                unknown: flags & !f::KNOWN_FLAGS,
+            });
+        }
+        let alg = head[off::HASH_ALG];
+        match HashAlgorithm::try_from(alg) {
+            Ok(HashAlgorithm::Xxh3_64) => {}
+            Err(found) => return Err(SnapshotError::HashAlgorithm { found }),
+        }
+        zero(
+            head,
+            off::RESERVED_A,
+            off::SEED,
+            "reserved header bytes 13..16",
+        )?;
+        zero(
+            head,
+            off::RESERVED_B,
+            f::HEADER_BYTES,
+            "reserved header bytes 144..160",
+        )?;
+
+        let (width, horizon, leeway) = (u64h(off::WIDTH), u64h(off::HORIZON), u64h(off::LEEWAY));
+        if width == 0 {
+            return Err(field("bucket width", off::WIDTH, "> 0", width));
+        }
+        if horizon == 0 || horizon % width != 0 {
+            return Err(field(
+                "horizon",
+                off::HORIZON,
+                "a non-zero multiple of the bucket width",
+                horizon,
+            ));
+        }
+        if leeway > horizon {
+            return Err(field("leeway", off::LEEWAY, "<= horizon", leeway));
+        }
+        let fp_rate = f64::from_bits(u64h(off::FP_RATE));
+        if !(MIN_FP_RATE..1.0).contains(&fp_rate) {
+            return Err(field(
+                "fp rate",
+                off::FP_RATE,
+                "an f64 in [1e-6, 1)",
+                fp_rate.to_bits(),
+            ));
+        }
+        let max_load = f64::from_bits(u64h(off::MAX_LOAD));
+        if !(max_load > 0.0 && max_load <= bloom::BLOCK_BITS as f64) {
+            return Err(field(
+                "load target",
+                off::MAX_LOAD,
+                "an f64 in (0, 512]",
+                max_load.to_bits(),
+            ));
+        }
+        let (generation, parent) = (u64h(off::GENERATION), u64h(off::PARENT));
+        if generation == 0 {
+            return Err(field("generation", off::GENERATION, ">= 1", generation));
+        }
+        if parent >= generation {
+            return Err(field(
+                "parent generation",
+                off::PARENT,
+                "< generation",
+                parent,
+            ));
+        }
+        let ring_len = f::ring_len(width, horizon, leeway)
+            .filter(|&n| n <= MAX_BUCKETS)
+            .ok_or_else(|| field("horizon", off::HORIZON, "at most 65536 buckets", horizon))?;
+        let count = u32h(off::BUCKET_COUNT);
+        if u64::from(count) != ring_len + 1 {
+            return Err(field(
+                "bucket count",
+                off::BUCKET_COUNT,
+                "ring length + 1 from the window parameters",
+                count.into(),
+            ));
+        }
+        let oldest = u64h(off::OLDEST);
+        if oldest
+            .checked_add(ring_len)
+            .is_none_or(|end| end == f::OVERFLOW_NUMBER)
+        {
+            return Err(field(
+                "oldest bucket",
+                off::OLDEST,
+                "a bucket number leaving room for the ring",
+                oldest,
+            ));
+        }
+
+        // Directory: its size is bounded by the input length before anything is allocated.
+        let count = count as usize;
+        let dir_end = f::HEADER_BYTES + count * f::DIR_ENTRY_BYTES; // count <= 65537: no overflow
+        if dir_end > len {
+            return Err(truncated("bucket directory", dir_end, len));
+        }
+        let bits_start =
+            f::align_up(dir_end).ok_or_else(|| truncated("bit arrays", usize::MAX, len))?;
+        zero(b, dir_end, bits_start, "padding before the bit arrays")?;
+        let mut dir = Vec::with_capacity(count);
+        let mut layout = LayoutDigest::new(&head[off::SEED..off::GENERATION], oldest);
+        let mut next = bits_start;
+        for i in 0..count {
+            let at = f::HEADER_BYTES + i * f::DIR_ENTRY_BYTES;
+            let e = &b[at..at + f::DIR_ENTRY_BYTES];
+            let number = f::u64_at(e, f::dir::NUMBER).unwrap_or(0);
+            let want = if i == 0 {
+                f::OVERFLOW_NUMBER
+            } else {
+                oldest + (i as u64 - 1)
+            };
+            if number != want {
+                return Err(field(
+                    "bucket number",
+                    at,
+                    "overflow (u64::MAX) first, then oldest, oldest+1, ...",
+                    number,
+                ));
+            }
+            zero(
+                b,
+                at + f::dir::RESERVED,
+                at + f::dir::OFFSET,
+                "directory entry reserved bytes",
+            )?;
+            let blocks = f::u32_at(e, f::dir::BLOCKS).unwrap_or(0);
+            let offset = f::u64_at(e, f::dir::OFFSET).unwrap_or(0);
+            if offset != next as u64 {
+                return Err(SnapshotError::Offset {
+                    field: "bucket bit array offset",
+                    offset: (at + f::dir::OFFSET) as u64,
+                    expected: next as u64,
+                    found: offset,
+                });
+            }
+            let end = (blocks as usize)
+                .checked_mul(BLOCK_BYTES)
+                .and_then(|n| n.checked_add(next))
+                .filter(|&end| end <= len)
+                .ok_or_else(|| {
+                    truncated(
+                        "bucket bit array",
+                        next.saturating_add(blocks as usize * BLOCK_BYTES),
+                        len,
+                    )
+                })?;
+            layout.bucket(number, blocks);
+            dir.push(BucketRef {
+                number,
+                entries: f::u64_at(e, f::dir::ENTRIES).unwrap_or(0),
+                offset: next,
+                blocks,
+            });
+            next = end;
+        }
+
+        let cutoff_offset = u64h(off::CUTOFF_OFFSET);
+        if cutoff_offset != next as u64 {
+            return Err(SnapshotError::Offset {
+                field: "cutoff table offset",
+                offset: off::CUTOFF_OFFSET as u64,
+                expected: next as u64,
+                found: cutoff_offset,
+            });
+        }
+        let cutoff_count = u32h(off::CUTOFF_COUNT);
+        if (cutoff_count > 0) != (flags & f::FLAG_CUTOFFS != 0) {
+            return Err(field(
+                "cutoff count",
+                off::CUTOFF_COUNT,
+                "non-zero exactly when the cutoff flag is set",
+                cutoff_count.into(),
+            ));
+        }
+        let trailer = (cutoff_count as usize)
+            .checked_mul(RECORD_BYTES)
+            .and_then(|n| n.checked_add(next))
+            .filter(|&t| t <= len)
+            .ok_or_else(|| truncated("cutoff table", usize::MAX, len))?;
+        let trailer_field = u64h(off::TRAILER_OFFSET);
+        if trailer_field != trailer as u64 {
+            return Err(SnapshotError::Offset {
+                field: "checksum trailer offset",
+                offset: off::TRAILER_OFFSET as u64,
+                expected: trailer as u64,
+                found: trailer_field,
+            });
+        }
+        let signed = flags & f::FLAG_SIGNED != 0;
+        let expected_len =
+            trailer + f::CHECKSUM_BYTES + if signed { f::SIGNATURE_BYTES } else { 0 };
+        if len != expected_len {
+            return Err(SnapshotError::Length {
+                expected: expected_len as u64,
+                found: len as u64,
+            });
+        }
+        let table = &b[next..trailer];
+        for i in 1..cutoff_count as usize {
+            let prev = f::u64_at(table, (i - 1) * RECORD_BYTES);
+            let this = f::u64_at(table, i * RECORD_BYTES);
+            if this <= prev {
+                return Err(SnapshotError::CutoffOrder {
+                    index: i as u64,
+                    offset: (next + i * RECORD_BYTES) as u64,
+                });
+            }
+        }
+        let layout_id = u64h(off::LAYOUT_ID);
+        if layout.finish() != layout_id {
+            return Err(SnapshotError::LayoutId {
+                expected: layout.finish(),
+                found: layout_id,
+            });
+        }
+        if options.verify_checksum {
+            let stored = f::u64_at(b, trailer).unwrap_or(0);
+            let actual = f::checksum(&b[..trailer]);
+            if stored != actual {
+                return Err(SnapshotError::Checksum {
+                    offset: trailer as u64,
+                    expected: stored,
+                    found: actual,
+                });
+            }
+        }
+        let signature = verify_signature(b, trailer + f::CHECKSUM_BYTES, signed, options)?;
+
+        Ok(SnapshotView {
+            hasher: KeyHasher::new(u64h(off::SEED)),
+            width,
+            horizon,
+            leeway,
+            fp_rate,
+            max_load,
+            oldest,
+            ring_len,
+            generation,
+            parent,
+            layout_id,
+            layout_epoch: u64h(off::LAYOUT_EPOCH),
+            created_at: u64h(off::CREATED_AT),
+            coverage: u64h(off::COVERAGE),
+            dir,
+            cutoffs: (next, trailer),
+            trailer,
+            signature,
+            bytes,
+        })
+    }
+
+    /// The verdict for a token's `jti` and `exp`: exactly what the encoded window answered.
+    /// Constant time, no allocation, never panics.
+    #[inline]
+    pub fn check(&self, jti: impl AsRef<[u8]>, exp: Option<u64>) -> Verdict {
+        self.check_hash(self.hasher.hash(jti), exp)
+    }
+
+    /// [`SnapshotView::check`] for a key already hashed with [`SnapshotView::hasher`].
+    #[inline]
+    pub fn check_hash(&self, hash: KeyHash, exp: Option<u64>) -> Verdict {
+        let index = match exp {
+            None => 0,
+            Some(exp) => {
+                let b = exp / self.width;
+                if b < self.oldest {
+                    return Verdict::Expired;
+                }
+                let d = b - self.oldest;
+                if d >= self.ring_len {
+                    0
+                } else {
+                    // d < ring_len <= 65536: fits any usize.
+                    1 + d as usize
+                }
+            }
+        };
+        // Open validated every directory entry and bit array, so the fallbacks below are
+        // unreachable; they answer "maybe" so that even then nothing revoked reads as clear.
+        let Some(bucket) = self.dir.get(index) else {
+            return Verdict::MaybeRevoked;
+        };
+        if bucket.blocks == 0 {
+            return Verdict::Clear;
+        }
+        let start = bucket.offset + bloom::block_index(hash, bucket.blocks) * BLOCK_BYTES;
+        let block = self
+            .bytes
+            .as_ref()
+            .get(start..start + BLOCK_BYTES)
+            .and_then(|s| <&[u8; BLOCK_BYTES]>::try_from(s).ok());
+        match block {
+            Some(block) if !bloom::block_bytes_contains(block, hash) => Verdict::Clear,
+            _ => Verdict::MaybeRevoked,
+        }
+    }
+
+    /// The cutoff time for a claim fingerprint, if the snapshot has one (binary search, no
+    /// allocation).
+    pub fn cutoff(&self, key: CutoffKey) -> Option<u64> {
+        cutoff::find_in_table(self.cutoff_table(), key)
+    }
+
+    /// The raw cutoff table: sorted, unique [`RECORD_BYTES`]-byte records.
+    pub fn cutoff_table(&self) -> &[u8] {
+        self.bytes
+            .as_ref()
+            .get(self.cutoffs.0..self.cutoffs.1)
+            .unwrap_or(&[])
+    }
+
+    /// Every cutoff, in fingerprint order.
+    pub fn cutoffs(&self) -> impl Iterator<Item = (CutoffKey, u64)> + '_ {
+        self.cutoff_table().chunks_exact(RECORD_BYTES).map(|r| {
+            let fp = f::u64_at(r, 0).unwrap_or(0);
+            (CutoffKey(fp), f::u64_at(r, 8).unwrap_or(0))
+        })
+    }
+
+    /// The keyed hasher the snapshot's keys were hashed with.
+    pub fn hasher(&self) -> KeyHasher {
+        self.hasher
+    }
+    /// Generation number (monotonic per publisher).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// The generation this one was derived from (0 for the first).
+    pub fn parent(&self) -> u64 {
+        self.parent
+    }
+    /// When the publisher produced this generation (unix seconds).
+    pub fn created_at(&self) -> u64 {
+        self.created_at
+    }
+    /// The time up to which the publisher's revocations are included (unix seconds).
+    pub fn coverage(&self) -> u64 {
+        self.coverage
+    }
+    /// Seconds since `created_at` at unix time `now` (0 if `now` is earlier).
+    pub fn age(&self, now: u64) -> u64 {
+        now.saturating_sub(self.created_at)
+    }
+    /// Digest of the layout (seed, parameters, oldest bucket, bucket sizes): deltas name the
+    /// layout they apply to by it.
+    pub fn layout_id(&self) -> u64 {
+        self.layout_id
+    }
+    /// The publisher window's layout epoch when this was written (informative).
+    pub fn layout_epoch(&self) -> u64 {
+        self.layout_epoch
+    }
+    /// Bucket width, horizon and leeway in seconds.
+    pub fn window_params(&self) -> (u64, u64, u64) {
+        (self.width, self.horizon, self.leeway)
+    }
+    /// Target false-positive rate the publisher sized for.
+    pub fn target_fp_rate(&self) -> f64 {
+        self.fp_rate
+    }
+    /// Load target (keys per block) the publisher sized for.
+    pub fn max_load(&self) -> f64 {
+        self.max_load
+    }
+    /// Absolute number of the oldest live expiry bucket.
+    pub fn oldest_bucket(&self) -> u64 {
+        self.oldest
+    }
+    /// Whether the file is signed and whether that was verified.
+    pub fn signature_status(&self) -> SignatureStatus {
+        self.signature
+    }
+    /// Distinct revocations held, over all buckets.
+    pub fn entries(&self) -> u64 {
+        self.dir
+            .iter()
+            .fold(0u64, |acc, b| acc.saturating_add(b.entries))
+    }
+    /// Size of the file in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes.as_ref().len() as u64
+    }
+    /// Whole-file bits per revocation held (`None` when empty): the figure the format promises
+    /// to keep at most 16 at 0.1 % plus a fixed header.
+    pub fn bits_per_entry(&self) -> Option<f64> {
+        let n = self.entries();
+        (n > 0).then(|| self.size_bytes() as f64 * 8.0 / n as f64)
+    }
+    /// Bytes after the cutoff table: checksum trailer plus signature, if any.
+    pub(crate) fn trailer_tail(&self) -> usize {
+        self.bytes.as_ref().len().saturating_sub(self.trailer)
+    }
+
+    /// Offset of the checksum trailer; bytes before it are covered by the checksum.
+    pub fn trailer_offset(&self) -> usize {
+        self.trailer
+    }
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+    /// Give the bytes back.
+    pub fn into_bytes(self) -> B {
+        self.bytes
+    }
+
+    /// Number of directory entries (overflow bucket plus ring).
+    pub fn bucket_count(&self) -> usize {
+        self.dir.len()
+    }
+
+    /// Directory entry `index`: bucket, entries, blocks and its bit array's byte offset.
+    pub(crate) fn bucket_ref(&self, index: usize) -> Option<(BucketId, u64, u32, usize)> {
+        let b = self.dir.get(index)?;
+        let id = if index == 0 {
+            BucketId::Overflow
+        } else {
+            BucketId::Expiry(b.number)
+        };
+        Some((id, b.entries, b.blocks, b.offset))
+    }
+
+    /// Figures for every bucket in directory order (overflow first, then oldest to newest),
+    /// computed from the bits: one pass over the file.
+    pub fn bucket_stats(&self) -> impl Iterator<Item = BucketStats> + '_ {
+        (0..self.dir.len()).filter_map(move |i| {
+            let (id, entries, blocks, offset) = self.bucket_ref(i)?;
+            let end = offset + blocks as usize * BLOCK_BYTES;
+            let bits = self.bytes.as_ref().get(offset..end)?;
+            let words = || {
+                bits.chunks_exact(BLOCK_BYTES).map(|c| {
+                    let mut a = [0u8; BLOCK_BYTES];
+                    a.copy_from_slice(c);
+                    bloom::words_of(&a)
+                })
+            };
+            let ones: u64 = words()
+                .map(|w: [u64; WORDS]| w.iter().map(|x| u64::from(x.count_ones())).sum::<u64>())
+                .sum();
+            let nbits = u64::from(blocks) * bloom::BLOCK_BITS as u64;
+            Some(BucketStats {
+                id,
+                exp_range: match id {
+                    BucketId::Overflow => None,
+                    BucketId::Expiry(b) => {
+                        let start = b.saturating_mul(self.width);
+                        Some((start, start.saturating_add(self.width)))
+                    }
+                },
+                entries,
+                bits: nbits,
+                fill_ratio: if nbits == 0 {
+                    0.0
+                } else {
+                    ones as f64 / nbits as f64
+                },
+                estimated_fp: bloom::estimated_fp_of(words()),
+            })
+        })
+    }
+}
+
+fn verify_signature(
+    b: &[u8],
+    signed_len: usize,
+    signed: bool,
+    options: &OpenOptions,
+) -> Result<SignatureStatus, SnapshotError> {
+    if !signed {
+        return if options.require_signature {
+            Err(SnapshotError::Unsigned)
+        } else {
+            Ok(SignatureStatus::Unsigned)
+        };
+    }
+    let Some(key) = &options.verifying_key else {
+        return if options.require_signature {
+            Err(SnapshotError::Signature)
+        } else {
+            Ok(SignatureStatus::NotVerified)
+        };
+    };
+    let (message, sig) = (b.get(..signed_len), b.get(signed_len..));
+    let sig = sig
+        .and_then(|s| Signature::from_slice(s).ok())
+        .ok_or(SnapshotError::Signature)?;
+    let message = message.ok_or(SnapshotError::Signature)?;
+    key.verify_strict(message, &sig)
+        .map_err(|_| SnapshotError::Signature)?;
+    Ok(SignatureStatus::Verified)
+}
+
+impl<B: AsRef<[u8]>> std::fmt::Debug for SnapshotView<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotView")
+            .field("generation", &self.generation)
+            .field("parent", &self.parent)
+            .field("created_at", &self.created_at)
+            .field("buckets", &self.dir.len())
+            .field("size_bytes", &self.size_bytes())
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
