@@ -122,3 +122,29 @@ impl StateSource for NoState {
         f(None)
     }
 }
+
+/// A validated snapshot is a revocation state; keep it in an `ArcSwapOption` (or the
+/// snapshot module's hot-swap handle) to replace it while verifiers run.
+impl<B: AsRef<[u8]> + Send + Sync> RevocationState for crate::snapshot::SnapshotView<B> {
+    fn hasher(&self) -> KeyHasher {
+        crate::snapshot::SnapshotView::hasher(self)
+    }
+    fn check_hash(&self, hash: KeyHash, exp: Option<u64>) -> Verdict {
+        crate::snapshot::SnapshotView::check_hash(self, hash, exp)
+    }
+    fn cutoff(&self, key: CutoffKey) -> Option<u64> {
+        crate::snapshot::SnapshotView::cutoff(self, key)
+    }
+    fn generation(&self) -> u64 {
+        crate::snapshot::SnapshotView::generation(self)
+    }
+    fn created_at(&self) -> u64 {
+        crate::snapshot::SnapshotView::created_at(self)
+    }
+}
+
+impl<B: AsRef<[u8]> + Send + Sync> StateSource for crate::snapshot::SnapshotView<B> {
+    fn with_current(&self, f: &mut dyn FnMut(Option<&dyn RevocationState>)) {
+        f(Some(self))
+    }
+}
