@@ -38,7 +38,10 @@ fn snapshot_view(now: u64) -> SnapshotView<Vec<u8>> {
     }
     let mut cutoffs = CutoffSet::new();
     for i in 0..10_000 {
-        cutoffs.insert(CutoffKey::new(w.hasher(), None, "sub", format!("user-{i}")), now);
+        cutoffs.insert(
+            CutoffKey::new(w.hasher(), None, "sub", format!("user-{i}")),
+            now,
+        );
     }
     w.fit_to_entries(0.1);
     let bytes = snapshot::encode_to_vec(&w, &cutoffs, &SnapshotMeta::first(now), None).unwrap();
@@ -82,15 +85,29 @@ fn claims(now: u64) -> serde_json::Value {
 fn hs256(c: &mut Criterion) {
     let now = jsonwebtoken::get_current_timestamp();
     let secret = b"bench-secret-32-bytes-long......";
-    let token = encode(&Header::default(), &claims(now), &EncodingKey::from_secret(secret)).unwrap();
-    bench_alg(c, "hs256", &token, DecodingKey::from_secret(secret), Algorithm::HS256);
+    let token = encode(
+        &Header::default(),
+        &claims(now),
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    bench_alg(
+        c,
+        "hs256",
+        &token,
+        DecodingKey::from_secret(secret),
+        Algorithm::HS256,
+    );
 }
 
 fn es256(c: &mut Criterion) {
     let now = jsonwebtoken::get_current_timestamp();
     let sk = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
     let private = sk.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let public = sk.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let public = sk
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
     let ek = EncodingKey::from_ec_pem(private.as_bytes()).unwrap();
     let token = encode(&Header::new(Algorithm::ES256), &claims(now), &ek).unwrap();
     let dk = DecodingKey::from_ec_pem(public.as_bytes()).unwrap();
