@@ -47,3 +47,8 @@ pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
 pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
 pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
+
+/// The README's examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
