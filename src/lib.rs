@@ -34,6 +34,7 @@ pub mod delta;
 mod error;
 pub mod hash;
 pub mod snapshot;
+pub mod swap;
 #[cfg(feature = "tower")]
 pub mod tower;
 #[cfg(feature = "verify")]
@@ -46,6 +47,7 @@ pub use delta::{DeltaError, DeltaView};
 pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
 pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
+pub use swap::{Decision, SnapshotHandle, StalenessPolicy};
 pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
 
 /// The README's examples run as doctests.
