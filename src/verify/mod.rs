@@ -66,10 +66,12 @@ mod error;
 mod exact;
 #[cfg(feature = "sync")]
 mod http;
-mod policy;
 mod state;
 mod verifier;
 
+/// The staleness policy is the snapshot handle's; re-exported so a verifier built over any
+/// state source is configured with the same type.
+pub use crate::swap::StalenessPolicy;
 pub use cache::{CacheConfig, CacheStats, CachedSource};
 pub use claims::MAX_CUTOFF_CLAIMS;
 pub use error::{RevokedBy, Unavailable, VerifyError};
@@ -78,7 +80,6 @@ pub use exact::{
 };
 #[cfg(feature = "sync")]
 pub use http::{HttpExactSource, HttpExactSourceError};
-pub use policy::StalenessPolicy;
 pub use state::{MemoryState, NoState, RevocationState, StateSource};
 pub use verifier::{
     BuildError, Checked, Verified, Verifier, VerifierBuilder, VerifierStats, DEFAULT_MAX_AGE,

@@ -7,11 +7,13 @@
 //! another snapshot's bits (which could turn a revoked token into a false "clear").
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::cutoff::{CutoffKey, CutoffSet};
 use crate::hash::{KeyHash, KeyHasher};
+use crate::swap::{SnapshotHandle, StalenessPolicy};
 use crate::window::{Verdict, Window};
 
 /// One consistent view of revocation state.
@@ -35,6 +37,12 @@ pub trait RevocationState: Send + Sync {
 pub trait StateSource: Send + Sync {
     /// Call `f` with the current state (or `None`).
     fn with_current(&self, f: &mut dyn FnMut(Option<&dyn RevocationState>));
+
+    /// The source's own staleness setting (maximum age, policy), if it carries one; the
+    /// verifier uses it unless configured otherwise.
+    fn staleness(&self) -> Option<(Option<Duration>, StalenessPolicy)> {
+        None
+    }
 }
 
 /// An in-memory revocation state: a [`Window`] and its [`CutoffSet`]. For tests, for a
@@ -110,6 +118,9 @@ impl<T: StateSource + ?Sized> StateSource for Arc<T> {
     fn with_current(&self, f: &mut dyn FnMut(Option<&dyn RevocationState>)) {
         (**self).with_current(f)
     }
+    fn staleness(&self) -> Option<(Option<Duration>, StalenessPolicy)> {
+        (**self).staleness()
+    }
 }
 
 /// No revocation state at all: every token is unchecked. Useful to measure validation alone,
@@ -146,5 +157,20 @@ impl<B: AsRef<[u8]> + Send + Sync> RevocationState for crate::snapshot::Snapshot
 impl<B: AsRef<[u8]> + Send + Sync> StateSource for crate::snapshot::SnapshotView<B> {
     fn with_current(&self, f: &mut dyn FnMut(Option<&dyn RevocationState>)) {
         f(Some(self))
+    }
+}
+
+/// The hot-swap handle: each verification works on the snapshot current when it started
+/// (kept alive by the handle's `Arc` even if a newer one is swapped in meanwhile), and the
+/// handle's maximum age and policy become the verifier's.
+impl<B: AsRef<[u8]> + Send + Sync + 'static> StateSource for SnapshotHandle<B> {
+    fn with_current(&self, f: &mut dyn FnMut(Option<&dyn RevocationState>)) {
+        match self.current() {
+            Some(view) => f(Some(&*view)),
+            None => f(None),
+        }
+    }
+    fn staleness(&self) -> Option<(Option<Duration>, StalenessPolicy)> {
+        Some((Some(self.max_age()), self.policy()))
     }
 }

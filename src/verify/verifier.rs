@@ -13,9 +13,9 @@ use thiserror::Error;
 use super::claims::{lend_cutoff_names, Captured, RevClaims, MAX_CUTOFF_CLAIMS};
 use super::error::{RevokedBy, Unavailable, VerifyError};
 use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
-use super::policy::StalenessPolicy;
 use super::state::{NoState, RevocationState, StateSource};
 use crate::cutoff::{revokes, CutoffKey, DEFAULT_CLAIM};
+use crate::swap::StalenessPolicy;
 use crate::window::Verdict;
 
 /// Default maximum age of revocation state before the staleness policy applies.
@@ -116,8 +116,7 @@ pub struct VerifierBuilder {
     state: Arc<dyn StateSource>,
     has_state: bool,
     exact: Exact,
-    policy: StalenessPolicy,
-    max_age: Option<u64>,
+    staleness: Option<(Option<u64>, StalenessPolicy)>,
     require_jti: Option<bool>,
     key_on_issuer: Option<bool>,
     cutoff_claims: Vec<Box<str>>,
@@ -155,11 +154,12 @@ impl VerifierBuilder {
         self
     }
 
-    /// Maximum age of revocation state (`None`: never stale) and what to do beyond it.
-    /// Default: 5 minutes, [`StalenessPolicy::FailClosed`].
+    /// Maximum age of revocation state (`None`: never stale) and what to do beyond it, and
+    /// when the exact source fails. Default: the state source's own setting (a
+    /// [`SnapshotHandle`](crate::swap::SnapshotHandle) carries one), else
+    /// [`DEFAULT_MAX_AGE`] with [`StalenessPolicy::FailClosed`].
     pub fn staleness(mut self, max_age: Option<Duration>, policy: StalenessPolicy) -> Self {
-        self.max_age = max_age.map(|d| d.as_secs());
-        self.policy = policy;
+        self.staleness = Some((max_age.map(|d| d.as_secs()), policy));
         self
     }
 
@@ -199,6 +199,14 @@ impl VerifierBuilder {
             });
         }
         let issuer_keyed = self.key_on_issuer.unwrap_or(self.validation.iss.is_some());
+        let (max_age, policy) = self
+            .staleness
+            .or_else(|| {
+                self.state
+                    .staleness()
+                    .map(|(age, policy)| (age.map(|d| d.as_secs()), policy))
+            })
+            .unwrap_or((Some(DEFAULT_MAX_AGE.as_secs()), StalenessPolicy::FailClosed));
         if issuer_keyed {
             self.validation
                 .required_spec_claims
@@ -210,8 +218,8 @@ impl VerifierBuilder {
             validation: self.validation,
             state: self.state,
             exact: self.exact,
-            policy: self.policy,
-            max_age: self.max_age,
+            policy,
+            max_age,
             require_jti: self.require_jti.unwrap_or(self.has_state),
             has_state: self.has_state,
             issuer_keyed,
@@ -268,8 +276,7 @@ impl Verifier {
             state: Arc::new(NoState),
             has_state: false,
             exact: Exact::None,
-            policy: StalenessPolicy::default(),
-            max_age: Some(DEFAULT_MAX_AGE.as_secs()),
+            staleness: None,
             require_jti: None,
             key_on_issuer: None,
             cutoff_claims: vec![Box::from(DEFAULT_CLAIM)],
