@@ -1,0 +1,111 @@
+//! `revbloom check`: verdicts for one token or a JSON Lines stream of them.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use revbloom::{SnapshotView, Verdict};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{open_snapshot, EXIT_NOT_CLEAR};
+
+/// Arguments of `check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The snapshot file.
+    snapshot: PathBuf,
+    /// Check one token id (exit code 3 when the verdict is not clear).
+    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    jti: Option<String>,
+    /// The token's `exp` (unix seconds); omit for tokens without one.
+    #[arg(long, requires = "jti")]
+    exp: Option<u64>,
+    /// The token's issuer, when the snapshot keys revocations on (iss, jti).
+    #[arg(long, requires = "jti")]
+    iss: Option<String>,
+    /// JSON Lines of {"jti": ..., "exp": ..., "iss": ...}; one verdict line out per line in,
+    /// same order. `-` reads stdin.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Require and verify the signature with this Ed25519 public key (SPKI PEM).
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct Query {
+    jti: String,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Clear => "clear",
+        Verdict::MaybeRevoked => "maybe_revoked",
+        Verdict::Expired => "expired",
+        _ => "unknown",
+    }
+}
+
+fn check<B: AsRef<[u8]>>(
+    view: &SnapshotView<B>,
+    jti: &str,
+    exp: Option<u64>,
+    iss: Option<&str>,
+) -> Verdict {
+    let hash = match iss {
+        Some(iss) => view.hasher().hash_issued(iss, jti),
+        None => view.hasher().hash(jti),
+    };
+    view.check_hash(hash, exp)
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let view = open_snapshot(&args.snapshot, args.public_key.as_deref())?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if let Some(jti) = &args.jti {
+        let v = check(&view, jti, args.exp, args.iss.as_deref());
+        writeln!(out, "{}", json!({"jti": jti, "verdict": verdict_name(v)}))?;
+        out.flush()?;
+        return Ok(if v == Verdict::Clear {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_NOT_CLEAR)
+        });
+    }
+    let Some(input) = &args.input else {
+        bail!("give --jti or --input");
+    };
+    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        Box::new(BufReader::new(
+            File::open(input).with_context(|| format!("opening {}", input.display()))?,
+        ))
+    };
+    for (i, line) in reader.lines().enumerate() {
+        let line_no = i + 1;
+        let line =
+            line.with_context(|| format!("{}: line {line_no}: read error", input.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let q: Query = serde_json::from_str(&line).map_err(|e| {
+            anyhow!(
+                "{}: line {line_no}: {e} (expected {{\"jti\": \"...\", \"exp\": <unix seconds>}})",
+                input.display()
+            )
+        })?;
+        let v = check(&view, &q.jti, q.exp, q.iss.as_deref());
+        writeln!(out, "{}", json!({"jti": q.jti, "verdict": verdict_name(v)}))?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

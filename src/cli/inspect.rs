@@ -1,0 +1,151 @@
+//! `revbloom inspect`: what a snapshot holds, for people (table) and scripts (`--json`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use revbloom::snapshot::SignatureStatus;
+use revbloom::BucketId;
+use serde_json::json;
+
+use super::{now, open_snapshot};
+
+/// Arguments of `inspect`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The snapshot file.
+    snapshot: PathBuf,
+    /// Verify the signature with this Ed25519 public key (SPKI PEM); an unsigned or wrongly
+    /// signed file is then an error.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn signature_name(s: SignatureStatus) -> &'static str {
+    match s {
+        SignatureStatus::Unsigned => "unsigned",
+        SignatureStatus::Verified => "verified",
+        SignatureStatus::NotVerified => "signed, not verified (pass --public-key)",
+        _ => "unknown",
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let view = open_snapshot(&args.snapshot, args.public_key.as_deref())?;
+    let now = now();
+    let (width, horizon, leeway) = view.window_params();
+    let stats: Vec<_> = view.bucket_stats().collect();
+    if args.json {
+        let buckets: Vec<_> = stats
+            .iter()
+            .map(|b| {
+                json!({
+                    "bucket": match b.id { BucketId::Overflow => json!("overflow"), BucketId::Expiry(n) => json!(n) },
+                    "exp_range": b.exp_range.map(|(s, e)| [s, e]),
+                    "entries": b.entries,
+                    "bits": b.bits,
+                    "fill_ratio": b.fill_ratio,
+                    "estimated_fp": b.estimated_fp,
+                })
+            })
+            .collect();
+        let out = json!({
+            "format_version": revbloom::snapshot::FORMAT_VERSION,
+            "generation": view.generation(),
+            "parent": view.parent(),
+            "created_at": view.created_at(),
+            "coverage": view.coverage(),
+            "age_seconds": view.age(now),
+            "layout_id": format!("{:016x}", view.layout_id()),
+            "bucket_width": width,
+            "horizon": horizon,
+            "leeway": leeway,
+            "target_fp_rate": view.target_fp_rate(),
+            "oldest_bucket": view.oldest_bucket(),
+            "entries": view.entries(),
+            "cutoffs": view.cutoffs().count(),
+            "size_bytes": view.size_bytes(),
+            "bits_per_entry": view.bits_per_entry(),
+            "signature": match view.signature_status() {
+                SignatureStatus::Unsigned => "unsigned",
+                SignatureStatus::Verified => "verified",
+                _ => "not_verified",
+            },
+            "buckets": buckets,
+        });
+        return super::print(&format!("{out}\n"));
+    }
+    let mut text = String::new();
+    writeln!(text, "snapshot       {}", args.snapshot.display())?;
+    writeln!(
+        text,
+        "format         v{}",
+        revbloom::snapshot::FORMAT_VERSION
+    )?;
+    writeln!(
+        text,
+        "generation     {} (parent {})",
+        view.generation(),
+        view.parent()
+    )?;
+    writeln!(
+        text,
+        "created_at     {} (age {} s)",
+        view.created_at(),
+        view.age(now)
+    )?;
+    writeln!(text, "coverage       {}", view.coverage())?;
+    writeln!(
+        text,
+        "window         {width} s buckets, {horizon} s horizon, {leeway} s leeway, target fp {}",
+        view.target_fp_rate()
+    )?;
+    writeln!(text, "entries        {}", view.entries())?;
+    writeln!(text, "cutoffs        {}", view.cutoffs().count())?;
+    writeln!(text, "size           {} bytes", view.size_bytes())?;
+    match view.bits_per_entry() {
+        Some(b) => writeln!(text, "bits/entry     {b:.2} (whole file)")?,
+        None => writeln!(text, "bits/entry     - (empty)")?,
+    }
+    writeln!(
+        text,
+        "signature      {}",
+        signature_name(view.signature_status())
+    )?;
+    text.push('\n');
+    writeln!(
+        text,
+        "{:<12} {:>23} {:>10} {:>10} {:>7} {:>10}",
+        "bucket", "exp range", "entries", "bits", "fill", "est. fp"
+    )?;
+    for b in stats.iter().filter(|b| b.entries > 0 || b.bits > 0) {
+        let name = match b.id {
+            BucketId::Overflow => "overflow".to_string(),
+            BucketId::Expiry(n) => n.to_string(),
+        };
+        let range = b
+            .exp_range
+            .map(|(s, e)| format!("{s}..{e}"))
+            .unwrap_or_else(|| "no exp / far".into());
+        writeln!(
+            text,
+            "{name:<12} {range:>23} {:>10} {:>10} {:>6.1}% {:>10.2e}",
+            b.entries,
+            b.bits,
+            b.fill_ratio * 100.0,
+            b.estimated_fp
+        )?;
+    }
+    let empty = stats
+        .iter()
+        .filter(|b| b.entries == 0 && b.bits == 0)
+        .count();
+    if empty > 0 {
+        writeln!(text, "({empty} empty buckets not shown)")?;
+    }
+    super::print(&text)
+}

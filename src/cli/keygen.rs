@@ -1,0 +1,87 @@
+//! `revbloom keygen`: an Ed25519 key pair for signing snapshots.
+
+use std::fs::OpenOptions as FileOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::SigningKey;
+
+/// Arguments of `keygen`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to write the private key (PKCS#8 PEM, created with mode 0600).
+    #[arg(long, default_value = "revbloom-signing.pem")]
+    private: PathBuf,
+    /// Where to write the public key (SPKI PEM) that verifiers are configured with.
+    #[arg(long, default_value = "revbloom-verifying.pem")]
+    public: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("drawing a random key: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("encoding the private key: {e}"))?;
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
+
+    let mut opts = FileOptions::new();
+    opts.write(true);
+    if args.force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Created 0600 from the start: no window in which the key is readable by others.
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&args.private).with_context(|| {
+        format!(
+            "creating {} (use --force to overwrite)",
+            args.private.display()
+        )
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // --force may have reused an existing file with wider permissions.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(private.as_bytes())?;
+    f.sync_all()?;
+    let mut opts = FileOptions::new();
+    opts.write(true);
+    if args.force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut p = opts.open(&args.public).with_context(|| {
+        format!(
+            "creating {} (use --force to overwrite)",
+            args.public.display()
+        )
+    })?;
+    p.write_all(public.as_bytes())?;
+    p.sync_all()?;
+    eprintln!(
+        "wrote private key {} (keep it secret) and public key {} (give it to verifiers)",
+        args.private.display(),
+        args.public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

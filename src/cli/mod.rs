@@ -1,0 +1,129 @@
+//! Argument definitions and dispatch for the `revbloom` binary.
+
+mod build;
+mod check;
+mod inspect;
+mod keygen;
+
+use std::fs::File;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ed25519_dalek::pkcs8::DecodePublicKey;
+use ed25519_dalek::VerifyingKey;
+use memmap2::Mmap;
+use revbloom::{OpenOptions, SnapshotView};
+
+/// Exit code for a failure (unreadable file, bad input line, invalid or tampered snapshot).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code of `check --jti` when the verdict is not `clear` (maybe_revoked or expired).
+pub const EXIT_NOT_CLEAR: u8 = 3;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (for `check --jti`: the verdict is clear)
+  1  error: unreadable file, bad input line, invalid, corrupt or wrongly signed snapshot
+  2  usage error (bad arguments)
+  3  `check --jti`: the verdict is maybe_revoked or expired";
+
+/// JWT revocation filters: build, inspect and check snapshot files.
+#[derive(Debug, Parser)]
+#[command(name = "revbloom", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a snapshot from JSON Lines revocations ({"jti": "...", "exp": 1767225600, "iss": "..."}).
+    Build(build::Args),
+    /// Show a snapshot's header, buckets, size and signature status.
+    Inspect(inspect::Args),
+    /// Check tokens against a snapshot (one --jti, or JSON Lines from --input).
+    Check(check::Args),
+    /// Make an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key (SPKI PEM).
+    Keygen(keygen::Args),
+}
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Build(a) => build::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Keygen(a) => keygen::run(a),
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Parse a duration such as `90`, `90s`, `15m`, `1h`, `2d` (whole seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// Read a verifying key from an SPKI PEM file.
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading public key {}", path.display()))?;
+    VerifyingKey::from_public_key_pem(&pem).with_context(|| {
+        format!(
+            "{} is not an Ed25519 public key in SPKI PEM form (make one with `revbloom keygen`)",
+            path.display()
+        )
+    })
+}
+
+/// Map a snapshot file and validate it. With `public_key`, the signature is required.
+pub fn open_snapshot(path: &Path, public_key: Option<&Path>) -> Result<SnapshotView<Mmap>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: the map is read-only and private to this process. Snapshot files are published
+    // by atomic rename (never rewritten in place), so the mapped bytes do not change under
+    // us; a truncation by another process could still fault, which is why the publisher and
+    // `build` only ever rename complete files into place.
+    #[allow(unsafe_code)]
+    let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
+    let mut options = OpenOptions::new();
+    if let Some(p) = public_key {
+        options = options.verifying_key(read_public_key(p)?);
+    }
+    match SnapshotView::open(map, &options) {
+        Ok(v) => Ok(v),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+}
+
+/// Write `text` to stdout. A closed pipe (`revbloom inspect x | head`) is not an error.
+pub fn print(text: &str) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
