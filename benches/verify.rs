@@ -12,7 +12,7 @@ use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use revbloom::cutoff::{CutoffKey, CutoffSet};
 use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::verify::Verifier;
-use revbloom::{Window, WindowConfig};
+use revbloom::{SnapshotHandle, StalenessPolicy, Window, WindowConfig};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -58,6 +58,17 @@ fn bench_alg(c: &mut Criterion, name: &str, token: &str, key: DecodingKey, alg: 
         .state(snapshot_view(now))
         .build()
         .unwrap();
+    // The same snapshot behind the hot-swap handle a gateway uses.
+    let handle = SnapshotHandle::with_snapshot(
+        snapshot_view(now),
+        StalenessPolicy::FailClosed,
+        Duration::from_secs(300),
+    );
+    let handled = Verifier::builder(key.clone(), validation.clone())
+        .state(handle)
+        .build()
+        .unwrap();
+    assert!(handled.verify::<Claims>(token).is_ok());
     assert!(plain.verify::<Claims>(token).is_ok());
     assert!(checked.verify::<Claims>(token).is_ok());
 
@@ -71,6 +82,9 @@ fn bench_alg(c: &mut Criterion, name: &str, token: &str, key: DecodingKey, alg: 
     });
     g.bench_function("verifier_with_revocation", |b| {
         b.iter(|| checked.verify::<Claims>(black_box(token)).unwrap())
+    });
+    g.bench_function("verifier_with_revocation_handle", |b| {
+        b.iter(|| handled.verify::<Claims>(black_box(token)).unwrap())
     });
     g.finish();
 }

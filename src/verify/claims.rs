@@ -22,7 +22,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use serde::Deserialize;
 
 /// Most claims a verifier can check cutoffs on.
-pub const MAX_CUTOFF_CLAIMS: usize = 8;
+/// (The captured values are kept inline; a small bound keeps the per-token struct small.)
+pub const MAX_CUTOFF_CLAIMS: usize = 4;
 
 thread_local! {
     /// (verifier id, cutoff claim names) lent to the deserializer.
@@ -44,9 +45,9 @@ pub(crate) fn lend_cutoff_names(id: u64, names: &[Box<str>]) {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct RevClaims {
     /// `jti`, if a string.
-    pub jti: Option<String>,
+    pub jti: Option<Box<str>>,
     /// `iss`, if a string.
-    pub iss: Option<String>,
+    pub iss: Option<Box<str>>,
     /// `iss` was present but not a string (jsonwebtoken accepts an array).
     pub iss_not_string: bool,
     /// `iat`, if a non-negative number (fractions dropped).
@@ -54,7 +55,7 @@ pub(crate) struct RevClaims {
     /// `exp`, if a non-negative number (fractions dropped).
     pub exp: Option<u64>,
     /// String values of the cutoff claims, by index in the configured list.
-    pub cutoffs: [Option<String>; MAX_CUTOFF_CLAIMS],
+    pub cutoffs: [Option<Box<str>>; MAX_CUTOFF_CLAIMS],
 }
 
 /// The caller's claims and the revocation claims from one parse.
@@ -145,9 +146,9 @@ impl<A> Tee<A> {
         let p = self.pending;
         if let Some(f) = p.fixed {
             match f {
-                Fixed::Jti => self.rev.jti = v.as_str().map(str::to_owned),
+                Fixed::Jti => self.rev.jti = v.as_str().map(Box::from),
                 Fixed::Iss => {
-                    self.rev.iss = v.as_str().map(str::to_owned);
+                    self.rev.iss = v.as_str().map(Box::from);
                     self.rev.iss_not_string = self.rev.iss.is_none();
                 }
                 Fixed::Iat => self.rev.iat = v.as_secs(),
@@ -156,7 +157,7 @@ impl<A> Tee<A> {
         }
         if let Some(i) = p.cutoff {
             if let Some(slot) = self.rev.cutoffs.get_mut(i) {
-                *slot = v.as_str().map(str::to_owned);
+                *slot = v.as_str().map(Box::from);
             }
         }
     }

@@ -428,7 +428,7 @@ impl Verifier {
         }
         let iss = if self.issuer_keyed {
             match (&rev.iss, rev.iss_not_string) {
-                (Some(iss), _) => Some(iss.as_str()),
+                (Some(iss), _) => Some(&**iss),
                 // An array of issuers cannot name one key space.
                 (None, true) => {
                     return Local::Reject(VerifyError::Invalid(ErrorKind::InvalidIssuer))
@@ -538,7 +538,12 @@ impl Verifier {
         let hasher = s.hasher();
         for (name, value) in self.cutoff_claims.iter().zip(rev.cutoffs.iter()) {
             let Some(value) = value else { continue };
-            let key = CutoffKey::new(&hasher, iss.map(str::as_bytes), name.as_bytes(), value);
+            let key = CutoffKey::new(
+                &hasher,
+                iss.map(str::as_bytes),
+                name.as_bytes(),
+                value.as_bytes(),
+            );
             if let Some(before) = s.cutoff(key) {
                 if revokes(before, rev.iat) {
                     return Some(VerifyError::Revoked {
