@@ -343,3 +343,43 @@ fn issuer_keying_separates_issuers() {
         Err(VerifyError::Invalid(_))
     ));
 }
+
+#[test]
+fn the_filters_expired_verdict_is_an_expired_error() {
+    // With jsonwebtoken's own exp check off, a token older than anything the window covers
+    // is still refused: the filter no longer knows about it.
+    let t = now();
+    let mut validation = hs256_validation();
+    validation.validate_exp = false;
+    let verifier = Verifier::builder(hs256_key(), validation)
+        .state(state(&[], &[]))
+        .build()
+        .unwrap();
+    let old = hs256(&json!({"jti": "old", "sub": "a", "iat": t - 100_000, "exp": t - 90_000}));
+    assert!(matches!(
+        verifier.verify::<Value>(&old),
+        Err(VerifyError::Expired)
+    ));
+}
+
+#[test]
+fn without_required_jti_only_cutoffs_apply() {
+    let t = now();
+    let verifier = Verifier::builder(hs256_key(), hs256_validation())
+        .state(state(&[], &[("sub", "mallory", t)]))
+        .require_jti(false)
+        .build()
+        .unwrap();
+    let ok = hs256(&json!({"sub": "alice", "iat": t - 1, "exp": t + 600}));
+    let cut = hs256(&json!({"sub": "mallory", "iat": t - 1, "exp": t + 600}));
+    assert_eq!(
+        verifier.verify::<Value>(&ok).unwrap().checked,
+        revbloom::verify::Checked::NotApplicable
+    );
+    assert!(matches!(
+        verifier.verify::<Value>(&cut),
+        Err(VerifyError::Revoked {
+            by: RevokedBy::Cutoff { .. }
+        })
+    ));
+}
