@@ -24,6 +24,10 @@ pub trait RevocationState: Send + Sync {
     fn check_hash(&self, hash: KeyHash, exp: Option<u64>) -> Verdict;
     /// The cutoff time for a claim fingerprint, if there is one.
     fn cutoff(&self, key: CutoffKey) -> Option<u64>;
+    /// Whether any cutoff exists; lets the verifier skip fingerprinting claims when none do.
+    fn has_cutoffs(&self) -> bool {
+        true
+    }
     /// Generation number (monotonic per publisher lineage).
     fn generation(&self) -> u64;
     /// When the state was produced, unix seconds: what staleness is measured from.
@@ -80,6 +84,9 @@ impl RevocationState for MemoryState {
     }
     fn cutoff(&self, key: CutoffKey) -> Option<u64> {
         self.cutoffs.get(key)
+    }
+    fn has_cutoffs(&self) -> bool {
+        !self.cutoffs.is_empty()
     }
     fn generation(&self) -> u64 {
         self.generation
@@ -145,6 +152,9 @@ impl<B: AsRef<[u8]> + Send + Sync> RevocationState for crate::snapshot::Snapshot
     }
     fn cutoff(&self, key: CutoffKey) -> Option<u64> {
         crate::snapshot::SnapshotView::cutoff(self, key)
+    }
+    fn has_cutoffs(&self) -> bool {
+        !self.cutoff_table().is_empty()
     }
     fn generation(&self) -> u64 {
         crate::snapshot::SnapshotView::generation(self)

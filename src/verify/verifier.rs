@@ -535,6 +535,9 @@ impl Verifier {
         rev: &RevClaims,
         iss: Option<&str>,
     ) -> Option<VerifyError> {
+        if !s.has_cutoffs() {
+            return None;
+        }
         let hasher = s.hasher();
         for (name, value) in self.cutoff_claims.iter().zip(rev.cutoffs.iter()) {
             let Some(value) = value else { continue };
