@@ -29,15 +29,16 @@ struct Claims {
 
 const REVOKED: u64 = 100_000;
 
-/// A snapshot with 100k revoked ids and 10k subject cutoffs, none of them the bench token's.
-fn snapshot_view(now: u64) -> SnapshotView<Vec<u8>> {
+/// A snapshot with 100k revoked ids and `cutoff_count` subject cutoffs, none of them the
+/// bench token's.
+fn snapshot_view_with(now: u64, cutoff_count: u32) -> SnapshotView<Vec<u8>> {
     let config = WindowConfig::default().expected_per_bucket(REVOKED / 24);
     let mut w = Window::new(config, now).unwrap();
     for i in 0..REVOKED {
         w.insert(format!("revoked-{i}"), Some(now + 60 + (i % 86_000)));
     }
     let mut cutoffs = CutoffSet::new();
-    for i in 0..10_000 {
+    for i in 0..cutoff_count {
         cutoffs.insert(
             CutoffKey::new(w.hasher(), None, "sub", format!("user-{i}")),
             now,
@@ -46,6 +47,10 @@ fn snapshot_view(now: u64) -> SnapshotView<Vec<u8>> {
     w.fit_to_entries(0.1);
     let bytes = snapshot::encode_to_vec(&w, &cutoffs, &SnapshotMeta::first(now), None).unwrap();
     SnapshotView::open(bytes, &OpenOptions::new()).unwrap()
+}
+
+fn snapshot_view(now: u64) -> SnapshotView<Vec<u8>> {
+    snapshot_view_with(now, 10_000)
 }
 
 fn bench_alg(c: &mut Criterion, name: &str, token: &str, key: DecodingKey, alg: Algorithm) {
@@ -69,6 +74,11 @@ fn bench_alg(c: &mut Criterion, name: &str, token: &str, key: DecodingKey, alg: 
         .build()
         .unwrap();
     assert!(handled.verify::<Claims>(token).is_ok());
+    // Revocation by id only: a deployment that has no claim cutoffs.
+    let jti_only = Verifier::builder(key.clone(), validation.clone())
+        .state(snapshot_view_with(now, 0))
+        .build()
+        .unwrap();
     assert!(plain.verify::<Claims>(token).is_ok());
     assert!(checked.verify::<Claims>(token).is_ok());
 
@@ -102,6 +112,9 @@ fn bench_alg(c: &mut Criterion, name: &str, token: &str, key: DecodingKey, alg: 
     };
     let with_handle = || {
         handled.verify::<Claims>(black_box(token)).unwrap();
+    };
+    let with_jti_only = || {
+        jti_only.verify::<Claims>(black_box(token)).unwrap();
     };
     let per_round = if name == "hs256" { 200 } else { 4 };
     let rounds = if name == "hs256" { 1500 } else { 150 };
