@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use revbloom::cutoff::{CutoffKey, CutoffSet};
@@ -235,4 +235,49 @@ fn parts(c: &mut Criterion) {
 }
 
 criterion_group!(benches, hs256, es256, parts);
-criterion_main!(benches);
+
+/// Instruction counts do not drift with the machine's load, so the bench binary can also
+/// run one variant in a plain loop for `valgrind --tool=cachegrind` (see docs/BENCHMARKS.md):
+/// `REVBLOOM_VERIFY_LOOP=<decode|plain|jti|full>:<iterations>`. Subtract a 0-iteration run
+/// to remove the setup.
+fn instruction_loop(spec: &str) {
+    let (which, n) = spec
+        .split_once(':')
+        .expect("REVBLOOM_VERIFY_LOOP=variant:iterations");
+    let n: u32 = n.parse().expect("iterations");
+    let now = jsonwebtoken::get_current_timestamp();
+    let secret = b"bench-secret-32-bytes-long......";
+    let token = encode(
+        &Header::default(),
+        &claims(now),
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    let key = DecodingKey::from_secret(secret);
+    let validation = Validation::new(Algorithm::HS256);
+    let builder = Verifier::builder(key.clone(), validation.clone());
+    let verifier = match which {
+        "decode" | "plain" => builder.build().unwrap(),
+        "jti" => builder.state(snapshot_view_with(now, 0)).build().unwrap(),
+        "full" => builder.state(snapshot_view(now)).build().unwrap(),
+        other => panic!("unknown variant {other}"),
+    };
+    for _ in 0..n {
+        if which == "decode" {
+            black_box(
+                jsonwebtoken::decode::<Claims>(black_box(&token), &key, &validation).unwrap(),
+            );
+        } else {
+            black_box(verifier.verify::<Claims>(black_box(&token)).unwrap());
+        }
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("REVBLOOM_VERIFY_LOOP") {
+        instruction_loop(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
