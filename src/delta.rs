@@ -205,24 +205,27 @@ impl<'a> DeltaView<'a> {
                 generation,
             ));
         }
-        let nrec = f::u32_at(h, doff::RECORDS).unwrap_or(0) as usize;
-        let ncut = f::u32_at(h, doff::CUTOFFS).unwrap_or(0) as usize;
+        let nrec = u64::from(f::u32_at(h, doff::RECORDS).unwrap_or(0));
+        let ncut = u64::from(f::u32_at(h, doff::CUTOFFS).unwrap_or(0));
         let signed = flags & f::FLAG_SIGNED != 0;
-        // u32 counts times small record sizes fit in u64 and, checked, in usize.
-        let rec_end = nrec
-            .checked_mul(DELTA_RECORD_BYTES)
-            .and_then(|n| n.checked_add(DELTA_HEADER_BYTES))
-            .ok_or(truncated(usize::MAX))?;
-        let trailer = ncut
-            .checked_mul(RECORD_BYTES)
-            .and_then(|n| n.checked_add(rec_end))
-            .ok_or(truncated(usize::MAX))?;
-        let end = trailer
-            .checked_add(f::CHECKSUM_BYTES + if signed { f::SIGNATURE_BYTES } else { 0 })
-            .ok_or(truncated(usize::MAX))?;
-        if end > len {
-            return Err(truncated(end));
+        // In u64, u32 counts of small records cannot overflow; the total is then checked
+        // against the input length before any of it is used as an index.
+        let tail = (f::CHECKSUM_BYTES + if signed { f::SIGNATURE_BYTES } else { 0 }) as u64;
+        let needed = DELTA_HEADER_BYTES as u64
+            + nrec * DELTA_RECORD_BYTES as u64
+            + ncut * RECORD_BYTES as u64
+            + tail;
+        if needed > len as u64 {
+            return Err(DeltaError::Truncated {
+                needed,
+                len: len as u64,
+            });
         }
+        // All three are <= needed <= len, so they fit a usize.
+        let rec_end = DELTA_HEADER_BYTES + nrec as usize * DELTA_RECORD_BYTES;
+        let trailer = rec_end + ncut as usize * RECORD_BYTES;
+        let end = needed as usize;
+        let ncut = ncut as usize;
         let records = &bytes[DELTA_HEADER_BYTES..rec_end];
         let cutoffs = &bytes[rec_end..trailer];
         let mut prev = (0u32, 0u64);

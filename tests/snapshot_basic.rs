@@ -166,3 +166,63 @@ fn rotation_invalidates_the_journal() {
     let meta = SnapshotMeta::first(NOW).next(NOW + 1);
     assert!(encode_delta(&w, &j, &[], &meta, None, &mut out).is_err());
 }
+
+#[test]
+fn signed_deltas_chain_and_apply_in_order() {
+    let mut w = window(500);
+    w.fit_to_entries(1.0);
+    w.enable_journal();
+    let key = SigningKey::from_bytes(&[1u8; 32]);
+    let vk = key.verifying_key();
+    let m1 = SnapshotMeta::first(NOW);
+    let s1 = snapshot::encode_to_vec(&w, &CutoffSet::new(), &m1, Some(&key)).unwrap();
+    w.take_journal();
+    let mut chain = Vec::new();
+    let mut meta = m1;
+    for step in 0..3u64 {
+        w.insert(format!("chain-{step}"), Some(NOW + 100));
+        let j = w.take_journal();
+        assert!(!j.layout_changed);
+        meta = meta.next(NOW + step + 1);
+        encode_delta(&w, &j, &[], &meta, Some(&key), &mut chain).unwrap();
+    }
+    let signed = OpenOptions::new().verifying_key(vk);
+    let mut view = SnapshotView::open(s1, &signed).unwrap();
+    let mut rest = &chain[..];
+    while !rest.is_empty() {
+        let (d, tail) = DeltaView::open_prefix(rest, &signed).unwrap();
+        view = view.apply_delta(&d).unwrap();
+        rest = tail;
+    }
+    assert_eq!(view.generation(), 4);
+    assert_eq!(view.parent(), 3);
+    for step in 0..3u64 {
+        assert_eq!(
+            view.check(format!("chain-{step}"), Some(NOW + 100)),
+            Verdict::MaybeRevoked
+        );
+    }
+    // A wrong key, or an unsigned delta where a signature is required, is refused.
+    let other =
+        OpenOptions::new().verifying_key(SigningKey::from_bytes(&[2u8; 32]).verifying_key());
+    assert_eq!(
+        DeltaView::open_prefix(&chain, &other).unwrap_err(),
+        DeltaError::Signature
+    );
+    let mut unsigned = Vec::new();
+    let j = revbloom::Journal::default();
+    encode_delta(&w, &j, &[], &meta.next(NOW + 9), None, &mut unsigned).unwrap();
+    assert_eq!(
+        DeltaView::open(&unsigned, &signed).unwrap_err(),
+        DeltaError::Unsigned
+    );
+    // Applying a delta twice, or out of order, is a parent mismatch.
+    let (first, _) = DeltaView::open_prefix(&chain, &signed).unwrap();
+    assert!(matches!(
+        view.apply_delta(&first),
+        Err(DeltaError::Parent {
+            snapshot: 4,
+            delta_parent: 1
+        })
+    ));
+}

@@ -50,6 +50,10 @@ pub struct Args {
     /// Build as of this unix time instead of now (reproducible builds, tests).
     #[arg(long)]
     now: Option<u64>,
+    /// Fixed hash seed, for reproducible test files only: a predictable seed lets an attacker
+    /// aim keys at one block, so production builds draw a random one.
+    #[arg(long, hide = true)]
+    seed: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -76,7 +80,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // guards against absurd inputs.
         .expected_per_bucket(1024)
         .max_bytes(8 << 30);
-    let mut window = Window::new(config, now).context("invalid window settings")?;
+    let window = match args.seed {
+        Some(seed) => Window::with_seed(config, now, seed),
+        None => Window::new(config, now),
+    };
+    let mut window = window.context("invalid window settings")?;
 
     let (reader, size): (Box<dyn BufRead>, u64) = if args.input.as_os_str() == "-" {
         (Box::new(BufReader::new(std::io::stdin().lock())), 0)

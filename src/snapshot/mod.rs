@@ -19,12 +19,14 @@
 
 mod error;
 pub mod format;
+mod options;
 mod read;
 mod write;
 
 pub use error::SnapshotError;
 pub use format::FORMAT_VERSION;
-pub use read::{OpenOptions, SignatureStatus, SnapshotView};
+pub use options::{OpenOptions, SignatureStatus};
+pub use read::SnapshotView;
 pub use write::{encode, encode_to_vec, layout_id};
 
 /// Which generation a snapshot is, and when it was made: the header fields that do not come

@@ -1,76 +1,13 @@
 //! Reading a snapshot in place: [`SnapshotView`] validates once, then checks against the bytes.
 
-use ed25519_dalek::{Signature, VerifyingKey};
-
 use super::error::SnapshotError;
 use super::format::{self as f, off, HashAlgorithm, LayoutDigest};
+use super::options::{verify_signature, OpenOptions, SignatureStatus};
 use crate::bloom::{self, BLOCK_BYTES, WORDS};
 use crate::config::{MAX_BUCKETS, MIN_FP_RATE};
 use crate::cutoff::{self, CutoffKey, RECORD_BYTES};
 use crate::hash::{KeyHash, KeyHasher};
 use crate::window::{BucketId, BucketStats, Verdict};
-
-/// How [`SnapshotView::open`] validates. The default verifies the checksum and accepts
-/// unsigned files; set a verifying key on every verifier that can be reached by an attacker's
-/// bytes.
-#[derive(Debug, Clone)]
-pub struct OpenOptions {
-    pub(crate) verifying_key: Option<VerifyingKey>,
-    pub(crate) require_signature: bool,
-    pub(crate) verify_checksum: bool,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl OpenOptions {
-    /// Verify the checksum; no signature key.
-    pub fn new() -> Self {
-        Self {
-            verifying_key: None,
-            require_signature: false,
-            verify_checksum: true,
-        }
-    }
-
-    /// Verify signatures with `key`, and (unless relaxed with [`OpenOptions::require_signature`])
-    /// refuse unsigned files: otherwise stripping the signature would bypass it.
-    pub fn verifying_key(mut self, key: VerifyingKey) -> Self {
-        self.verifying_key = Some(key);
-        self.require_signature = true;
-        self
-    }
-
-    /// Whether an unsigned file is an error.
-    pub fn require_signature(mut self, required: bool) -> Self {
-        self.require_signature = required;
-        self
-    }
-
-    /// Whether to verify the checksum trailer (default `true`). Turning it off skips one pass
-    /// over the file; structure is still validated, so a bad file gives wrong answers at worst
-    /// for its own bits, never a panic. Only for bytes already verified (e.g. a file this
-    /// process wrote) or covered by a verified signature.
-    pub fn verify_checksum(mut self, verify: bool) -> Self {
-        self.verify_checksum = verify;
-        self
-    }
-}
-
-/// What is known about a view's signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SignatureStatus {
-    /// The file carries no signature.
-    Unsigned,
-    /// Signed, and the signature verified under the configured key.
-    Verified,
-    /// Signed, but no key was configured, so it was not checked.
-    NotVerified,
-}
 
 /// Where one bucket's bits live in the input (validated at open).
 #[derive(Debug, Clone, Copy)]
@@ -304,17 +241,16 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                     found: offset,
                 });
             }
-            let end = (blocks as usize)
-                .checked_mul(BLOCK_BYTES)
-                .and_then(|n| n.checked_add(next))
-                .filter(|&end| end <= len)
-                .ok_or_else(|| {
-                    truncated(
-                        "bucket bit array",
-                        next.saturating_add(blocks as usize * BLOCK_BYTES),
-                        len,
-                    )
-                })?;
+            // u64 arithmetic cannot overflow here (u32 blocks x 64 + a usize offset).
+            let needed = next as u64 + u64::from(blocks) * BLOCK_BYTES as u64;
+            if needed > len as u64 {
+                return Err(SnapshotError::Truncated {
+                    what: "bucket bit array",
+                    needed,
+                    len: len as u64,
+                });
+            }
+            let end = needed as usize; // <= len
             layout.bucket(number, blocks);
             dir.push(BucketRef {
                 number,
@@ -343,11 +279,16 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 cutoff_count.into(),
             ));
         }
-        let trailer = (cutoff_count as usize)
-            .checked_mul(RECORD_BYTES)
-            .and_then(|n| n.checked_add(next))
-            .filter(|&t| t <= len)
-            .ok_or_else(|| truncated("cutoff table", usize::MAX, len))?;
+        // In u64 a u32 count of 16-byte records past a usize offset cannot overflow.
+        let needed = next as u64 + u64::from(cutoff_count) * RECORD_BYTES as u64;
+        if needed > len as u64 {
+            return Err(SnapshotError::Truncated {
+                what: "cutoff table",
+                needed,
+                len: len as u64,
+            });
+        }
+        let trailer = needed as usize; // <= len
         let trailer_field = u64h(off::TRAILER_OFFSET);
         if trailer_field != trailer as u64 {
             return Err(SnapshotError::Offset {
@@ -629,36 +570,6 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             })
         })
     }
-}
-
-fn verify_signature(
-    b: &[u8],
-    signed_len: usize,
-    signed: bool,
-    options: &OpenOptions,
-) -> Result<SignatureStatus, SnapshotError> {
-    if !signed {
-        return if options.require_signature {
-            Err(SnapshotError::Unsigned)
-        } else {
-            Ok(SignatureStatus::Unsigned)
-        };
-    }
-    let Some(key) = &options.verifying_key else {
-        return if options.require_signature {
-            Err(SnapshotError::Signature)
-        } else {
-            Ok(SignatureStatus::NotVerified)
-        };
-    };
-    let (message, sig) = (b.get(..signed_len), b.get(signed_len..));
-    let sig = sig
-        .and_then(|s| Signature::from_slice(s).ok())
-        .ok_or(SnapshotError::Signature)?;
-    let message = message.ok_or(SnapshotError::Signature)?;
-    key.verify_strict(message, &sig)
-        .map_err(|_| SnapshotError::Signature)?;
-    Ok(SignatureStatus::Verified)
 }
 
 impl<B: AsRef<[u8]>> std::fmt::Debug for SnapshotView<B> {
