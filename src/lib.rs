@@ -35,6 +35,10 @@ mod error;
 pub mod hash;
 pub mod snapshot;
 pub mod swap;
+#[cfg(feature = "tower")]
+pub mod tower;
+#[cfg(feature = "verify")]
+pub mod verify;
 mod window;
 
 #[cfg(feature = "server")]

@@ -1,0 +1,176 @@
+//! The exact revocation source: the authoritative answer behind a filter positive.
+//!
+//! A Bloom positive only says "maybe". The verifier asks an [`ExactSource`] (blocking allowed,
+//! for synchronous programs) or an [`AsyncExactSource`] (for tokio services, never blocks the
+//! runtime) — and only then: a token the filter clears never reaches the source. Put a
+//! [`CachedSource`](super::CachedSource) in front of a remote source so a hot false positive
+//! or a revoked token being retried does not hammer it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use thiserror::Error;
+
+/// One question to an exact source: is this token id revoked?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExactQuery<'a> {
+    /// The token's issuer, when revocations are keyed on `(iss, jti)`.
+    pub iss: Option<&'a str>,
+    /// The token id.
+    pub jti: &'a str,
+    /// The token's `exp`: a cached answer must not outlive it.
+    pub exp: Option<u64>,
+    /// Generation of the revocation state whose filter matched (0 when there is none). A
+    /// cached "not revoked" is only trusted while this stays the same.
+    pub generation: u64,
+    /// The verifier's clock, unix seconds.
+    pub now: u64,
+}
+
+/// An exact source could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ExactError {
+    /// The source could not be reached (connection refused, DNS, I/O).
+    #[error("exact source unreachable: {0}")]
+    Unreachable(String),
+    /// The source did not answer in time.
+    #[error("exact source timed out")]
+    Timeout,
+    /// The source answered something that is not a valid answer.
+    #[error("exact source gave an invalid answer: {0}")]
+    BadResponse(String),
+    /// A recent failure put the source in back-off; it was not asked.
+    #[error("exact source is backing off after a recent failure")]
+    BackingOff,
+}
+
+/// A blocking exact source, for synchronous verifiers (and for non-blocking in-memory sources
+/// under [`Verifier::verify_async`](super::Verifier::verify_async), which calls it inline).
+pub trait ExactSource: Send + Sync {
+    /// Whether the token is revoked. Called only on filter positives.
+    fn is_revoked(&self, query: &ExactQuery<'_>) -> Result<bool, ExactError>;
+}
+
+/// The future an [`AsyncExactSource`] returns; boxed so the trait stays object safe.
+pub type ExactFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, ExactError>> + Send + 'a>>;
+
+/// An asynchronous exact source, for services on an async runtime. Implementations must not
+/// block the thread that polls them (use the runtime's I/O, or its `spawn_blocking`).
+pub trait AsyncExactSource: Send + Sync {
+    /// Whether the token is revoked. Called only on filter positives.
+    fn is_revoked_async<'a>(&'a self, query: &'a ExactQuery<'a>) -> ExactFuture<'a>;
+}
+
+impl<T: ExactSource + ?Sized> ExactSource for std::sync::Arc<T> {
+    fn is_revoked(&self, query: &ExactQuery<'_>) -> Result<bool, ExactError> {
+        (**self).is_revoked(query)
+    }
+}
+
+impl<T: AsyncExactSource + ?Sized> AsyncExactSource for std::sync::Arc<T> {
+    fn is_revoked_async<'a>(&'a self, query: &'a ExactQuery<'a>) -> ExactFuture<'a> {
+        (**self).is_revoked_async(query)
+    }
+}
+
+type MemoryKey = (Option<Box<str>>, Box<str>);
+
+/// An in-process exact source: a set of revoked `(iss, jti)` with their `exp`. It never
+/// blocks for long (one read lock), so it serves both the blocking and the async path.
+///
+/// Useful on the publisher itself, in tests, and for applications that keep their own list.
+#[derive(Debug, Default)]
+pub struct MemoryExactSource {
+    revoked: RwLock<HashMap<MemoryKey, Option<u64>>>,
+    calls: AtomicU64,
+}
+
+impl MemoryExactSource {
+    /// An empty source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Record a revocation of `jti` (of issuer `iss`, when issuer keying is on) until `exp`.
+    pub fn revoke(&self, iss: Option<&str>, jti: &str, exp: Option<u64>) {
+        let key = (iss.map(Box::from), Box::from(jti));
+        // A poisoned lock only means another thread panicked mid-insert; the map is still a
+        // valid map, so keep serving it rather than lose revocations.
+        let mut map = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(key, exp);
+    }
+
+    /// Drop revocations whose token expired before `now`.
+    pub fn prune(&self, now: u64) {
+        let mut map = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, exp| exp.is_none_or(|e| e >= now));
+    }
+
+    /// How many times the source has been asked (for tests and metrics).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Number of revocations held.
+    pub fn len(&self) -> usize {
+        self.revoked.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no revocation is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lookup(&self, q: &ExactQuery<'_>) -> bool {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let map = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        // Borrowed lookup without allocating would need a custom key type; positives are
+        // rare (filter false positives and revoked tokens), so one allocation is fine.
+        let key: MemoryKey = (q.iss.map(Box::from), Box::from(q.jti));
+        map.contains_key(&key)
+    }
+}
+
+impl ExactSource for MemoryExactSource {
+    fn is_revoked(&self, query: &ExactQuery<'_>) -> Result<bool, ExactError> {
+        Ok(self.lookup(query))
+    }
+}
+
+impl AsyncExactSource for MemoryExactSource {
+    fn is_revoked_async<'a>(&'a self, query: &'a ExactQuery<'a>) -> ExactFuture<'a> {
+        let answer = self.lookup(query);
+        Box::pin(std::future::ready(Ok(answer)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q<'a>(iss: Option<&'a str>, jti: &'a str) -> ExactQuery<'a> {
+        ExactQuery {
+            iss,
+            jti,
+            exp: Some(100),
+            generation: 1,
+            now: 10,
+        }
+    }
+
+    #[test]
+    fn memory_source_keys_on_issuer_and_counts() {
+        let s = MemoryExactSource::new();
+        s.revoke(Some("a"), "j1", Some(100));
+        assert_eq!(ExactSource::is_revoked(&s, &q(Some("a"), "j1")), Ok(true));
+        assert_eq!(ExactSource::is_revoked(&s, &q(Some("b"), "j1")), Ok(false));
+        assert_eq!(ExactSource::is_revoked(&s, &q(None, "j1")), Ok(false));
+        assert_eq!(s.calls(), 3);
+        s.prune(101);
+        assert!(s.is_empty());
+    }
+}

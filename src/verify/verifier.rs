@@ -1,0 +1,562 @@
+//! The verifier: jsonwebtoken validation, then revocation by id, then claim cutoffs, then the
+//! exact source for filter positives only.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{DecodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use super::claims::{lend_cutoff_names, Captured, RevClaims, MAX_CUTOFF_CLAIMS};
+use super::error::{RevokedBy, Unavailable, VerifyError};
+use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
+use super::state::{NoState, RevocationState, StateSource};
+use crate::cutoff::{revokes, CutoffKey, DEFAULT_CLAIM};
+use crate::swap::StalenessPolicy;
+use crate::window::Verdict;
+
+/// Default maximum age of revocation state before the staleness policy applies.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A validated, unrevoked token.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Verified<C> {
+    /// The caller's claims.
+    pub claims: C,
+    /// The token header.
+    pub header: Header,
+    /// How revocation was ruled out.
+    pub checked: Checked,
+}
+
+/// How a [`Verified`] token was found unrevoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Checked {
+    /// The filter cleared it (the common case: no remote call).
+    Filter {
+        /// Generation of the state that cleared it.
+        generation: u64,
+    },
+    /// The filter matched (or was stale) and the exact source said "not revoked".
+    ExactSource,
+    /// No usable state or exact source, accepted under [`StalenessPolicy::FailOpen`].
+    FailOpen,
+    /// The verifier has no revocation state configured, or the token has no `jti` and
+    /// `require_jti(false)` let it through (cutoffs still applied when state was present).
+    NotApplicable,
+}
+
+/// Counters for dashboards and alarms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifierStats {
+    /// Tokens the filter matched (or that went to the exact source because state was stale).
+    pub filter_positives: u64,
+    /// Calls to the exact source.
+    pub exact_calls: u64,
+    /// Exact source failures.
+    pub exact_errors: u64,
+    /// Tokens accepted without a full check under [`StalenessPolicy::FailOpen`].
+    pub fail_open: u64,
+    /// Tokens refused because state was unavailable.
+    pub unavailable: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    filter_positives: AtomicU64,
+    exact_calls: AtomicU64,
+    exact_errors: AtomicU64,
+    fail_open: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+enum Exact {
+    None,
+    Sync(Arc<dyn ExactSource>),
+    Async(Arc<dyn AsyncExactSource>),
+}
+
+/// A [`Verifier`] that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// More cutoff claims than supported.
+    #[error("at most {max} cutoff claims are supported, got {got}")]
+    TooManyCutoffClaims {
+        /// Claims configured.
+        got: usize,
+        /// The supported maximum.
+        max: usize,
+    },
+}
+
+/// The outcome of the local (CPU-only) part of a verification.
+enum Local {
+    Accept(Checked),
+    Reject(VerifyError),
+    Ask { generation: u64 },
+}
+
+/// Builds a [`Verifier`]; see [`Verifier::builder`].
+pub struct VerifierBuilder {
+    key: DecodingKey,
+    validation: Validation,
+    state: Arc<dyn StateSource>,
+    has_state: bool,
+    exact: Exact,
+    staleness: Option<(Option<u64>, StalenessPolicy)>,
+    require_jti: Option<bool>,
+    key_on_issuer: Option<bool>,
+    cutoff_claims: Vec<Box<str>>,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+fn system_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl VerifierBuilder {
+    /// Where revocation state comes from: a hot-swap handle, an `ArcSwap`, a fixed
+    /// [`MemoryState`](super::MemoryState).
+    pub fn state(mut self, state: impl StateSource + 'static) -> Self {
+        self.state = Arc::new(state);
+        self.has_state = true;
+        self
+    }
+
+    /// A blocking exact source, asked on filter positives by [`Verifier::verify`] (and inline
+    /// by [`Verifier::verify_async`], so it must not block there).
+    pub fn exact_source(mut self, source: impl ExactSource + 'static) -> Self {
+        self.exact = Exact::Sync(Arc::new(source));
+        self
+    }
+
+    /// An asynchronous exact source, asked on filter positives by
+    /// [`Verifier::verify_async`]. The synchronous [`Verifier::verify`] cannot use it and
+    /// answers [`Unavailable::ExactSourceIsAsync`] when it would need it.
+    pub fn async_exact_source(mut self, source: impl AsyncExactSource + 'static) -> Self {
+        self.exact = Exact::Async(Arc::new(source));
+        self
+    }
+
+    /// Maximum age of revocation state (`None`: never stale) and what to do beyond it, and
+    /// when the exact source fails. Default: the state source's own setting (a
+    /// [`SnapshotHandle`](crate::swap::SnapshotHandle) carries one), else
+    /// [`DEFAULT_MAX_AGE`] with [`StalenessPolicy::FailClosed`].
+    pub fn staleness(mut self, max_age: Option<Duration>, policy: StalenessPolicy) -> Self {
+        self.staleness = Some((max_age.map(|d| d.as_secs()), policy));
+        self
+    }
+
+    /// Refuse tokens without a string `jti` ([`VerifyError::MissingJti`]). Default: on when a
+    /// state source is configured.
+    pub fn require_jti(mut self, yes: bool) -> Self {
+        self.require_jti = Some(yes);
+        self
+    }
+
+    /// Key revocations and cutoffs on the token's `iss` too. Default: on when the
+    /// `Validation` names issuers. Turning it on makes `iss` a required claim.
+    pub fn key_on_issuer(mut self, yes: bool) -> Self {
+        self.key_on_issuer = Some(yes);
+        self
+    }
+
+    /// The string claims checked against claim cutoffs, in order. Default: `["sub"]`.
+    pub fn cutoff_claims<S: AsRef<str>>(mut self, claims: &[S]) -> Self {
+        self.cutoff_claims = claims.iter().map(|c| Box::from(c.as_ref())).collect();
+        self
+    }
+
+    /// The clock for staleness and cache lifetimes, unix seconds (tests pin it).
+    /// jsonwebtoken's own `exp`/`nbf` checks keep using the system clock.
+    pub fn clock(mut self, now: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(now);
+        self
+    }
+
+    /// The verifier.
+    pub fn build(mut self) -> Result<Verifier, BuildError> {
+        if self.cutoff_claims.len() > MAX_CUTOFF_CLAIMS {
+            return Err(BuildError::TooManyCutoffClaims {
+                got: self.cutoff_claims.len(),
+                max: MAX_CUTOFF_CLAIMS,
+            });
+        }
+        let issuer_keyed = self.key_on_issuer.unwrap_or(self.validation.iss.is_some());
+        let (max_age, policy) = self
+            .staleness
+            .or_else(|| {
+                self.state
+                    .staleness()
+                    .map(|(age, policy)| (age.map(|d| d.as_secs()), policy))
+            })
+            .unwrap_or((Some(DEFAULT_MAX_AGE.as_secs()), StalenessPolicy::FailClosed));
+        if issuer_keyed {
+            self.validation
+                .required_spec_claims
+                .insert("iss".to_owned());
+        }
+        Ok(Verifier {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            key: self.key,
+            validation: self.validation,
+            state: self.state,
+            exact: self.exact,
+            policy,
+            max_age,
+            require_jti: self.require_jti.unwrap_or(self.has_state),
+            has_state: self.has_state,
+            issuer_keyed,
+            cutoff_claims: self.cutoff_claims.into_boxed_slice(),
+            clock: self.clock,
+            counters: Counters::default(),
+        })
+    }
+}
+
+/// Verifies JWTs and checks them against revocation state. Cheap to share (`Arc`), safe to
+/// call from many threads.
+///
+/// A verification decodes and validates with jsonwebtoken (signature, `exp`, `nbf`, `iss`,
+/// `aud` as the `Validation` says), then — against one consistent view of the state — checks
+/// the token id in the filter and the configured claims against cutoffs, and asks the exact
+/// source only when the filter matched. See the [module docs](super) for an example.
+pub struct Verifier {
+    id: u64,
+    key: DecodingKey,
+    validation: Validation,
+    state: Arc<dyn StateSource>,
+    exact: Exact,
+    policy: StalenessPolicy,
+    max_age: Option<u64>,
+    require_jti: bool,
+    has_state: bool,
+    issuer_keyed: bool,
+    cutoff_claims: Box<[Box<str>]>,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .field("policy", &self.policy)
+            .field("max_age", &self.max_age)
+            .field("require_jti", &self.require_jti)
+            .field("issuer_keyed", &self.issuer_keyed)
+            .field("cutoff_claims", &self.cutoff_claims)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Start building a verifier for tokens signed with `key` and validated by `validation`.
+    /// Without a state source it only validates.
+    pub fn builder(key: DecodingKey, validation: Validation) -> VerifierBuilder {
+        VerifierBuilder {
+            key,
+            validation,
+            state: Arc::new(NoState),
+            has_state: false,
+            exact: Exact::None,
+            staleness: None,
+            require_jti: None,
+            key_on_issuer: None,
+            cutoff_claims: vec![Box::from(DEFAULT_CLAIM)],
+            clock: Arc::new(system_now),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> VerifierStats {
+        let c = &self.counters;
+        VerifierStats {
+            filter_positives: c.filter_positives.load(Ordering::Relaxed),
+            exact_calls: c.exact_calls.load(Ordering::Relaxed),
+            exact_errors: c.exact_errors.load(Ordering::Relaxed),
+            fail_open: c.fail_open.load(Ordering::Relaxed),
+            unavailable: c.unavailable.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Verify a token, blocking on the exact source if the filter matches.
+    pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Verified<C>, VerifyError> {
+        let (header, claims, rev) = self.decode::<C>(token)?;
+        let checked = match self.local(&rev) {
+            Local::Accept(c) => c,
+            Local::Reject(e) => return Err(e),
+            Local::Ask { generation } => {
+                let Some(q) = self.query(&rev, generation) else {
+                    return Err(VerifyError::MissingJti);
+                };
+                let answer = match &self.exact {
+                    Exact::Sync(s) => {
+                        bump(&self.counters.exact_calls);
+                        s.is_revoked(&q)
+                    }
+                    Exact::Async(_) => {
+                        return Err(self.unavailable(Unavailable::ExactSourceIsAsync));
+                    }
+                    Exact::None => return Err(self.no_exact_source()),
+                };
+                self.conclude(answer)?
+            }
+        };
+        Ok(Verified {
+            claims,
+            header,
+            checked,
+        })
+    }
+
+    /// Verify a token; the exact source (only on filter positives) is awaited, never blocked
+    /// on. Everything before it is CPU-only and takes microseconds.
+    pub async fn verify_async<C: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<Verified<C>, VerifyError> {
+        let (header, claims, rev) = self.decode::<C>(token)?;
+        let checked = match self.local(&rev) {
+            Local::Accept(c) => c,
+            Local::Reject(e) => return Err(e),
+            Local::Ask { generation } => {
+                let Some(q) = self.query(&rev, generation) else {
+                    return Err(VerifyError::MissingJti);
+                };
+                let answer = match &self.exact {
+                    Exact::Sync(s) => {
+                        bump(&self.counters.exact_calls);
+                        s.is_revoked(&q)
+                    }
+                    Exact::Async(s) => {
+                        bump(&self.counters.exact_calls);
+                        s.is_revoked_async(&q).await
+                    }
+                    Exact::None => return Err(self.no_exact_source()),
+                };
+                self.conclude(answer)?
+            }
+        };
+        Ok(Verified {
+            claims,
+            header,
+            checked,
+        })
+    }
+
+    fn decode<C: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<(Header, C, RevClaims), VerifyError> {
+        lend_cutoff_names(self.id, &self.cutoff_claims);
+        match jsonwebtoken::decode::<Captured<C>>(token, &self.key, &self.validation) {
+            Ok(data) => Ok((data.header, data.claims.claims, data.claims.rev)),
+            Err(e) => Err(match e.into_kind() {
+                ErrorKind::ExpiredSignature => VerifyError::Expired,
+                kind => VerifyError::Invalid(kind),
+            }),
+        }
+    }
+
+    fn query<'a>(&self, rev: &'a RevClaims, generation: u64) -> Option<ExactQuery<'a>> {
+        Some(ExactQuery {
+            iss: if self.issuer_keyed {
+                rev.iss.as_deref()
+            } else {
+                None
+            },
+            jti: rev.jti.as_deref()?,
+            exp: rev.exp,
+            generation,
+            now: (self.clock)(),
+        })
+    }
+
+    fn unavailable(&self, why: Unavailable) -> VerifyError {
+        bump(&self.counters.unavailable);
+        VerifyError::Unavailable(why)
+    }
+
+    /// A filter positive with no exact source to rule out a false positive: the filter's
+    /// word stands (no false negatives, ever).
+    fn no_exact_source(&self) -> VerifyError {
+        VerifyError::Revoked {
+            by: RevokedBy::JtiUnconfirmed,
+        }
+    }
+
+    fn conclude(
+        &self,
+        answer: Result<bool, super::exact::ExactError>,
+    ) -> Result<Checked, VerifyError> {
+        match answer {
+            Ok(false) => Ok(Checked::ExactSource),
+            Ok(true) => Err(VerifyError::Revoked { by: RevokedBy::Jti }),
+            Err(e) => {
+                bump(&self.counters.exact_errors);
+                if self.policy == StalenessPolicy::FailOpen {
+                    bump(&self.counters.fail_open);
+                    Ok(Checked::FailOpen)
+                } else {
+                    Err(self.unavailable(Unavailable::ExactSource(e)))
+                }
+            }
+        }
+    }
+
+    /// The CPU-only part: staleness, filter, cutoffs, against one view of the state.
+    fn local(&self, rev: &RevClaims) -> Local {
+        if self.require_jti && rev.jti.is_none() {
+            return Local::Reject(VerifyError::MissingJti);
+        }
+        let iss = if self.issuer_keyed {
+            match (&rev.iss, rev.iss_not_string) {
+                (Some(iss), _) => Some(&**iss),
+                // An array of issuers cannot name one key space.
+                (None, true) => {
+                    return Local::Reject(VerifyError::Invalid(ErrorKind::InvalidIssuer))
+                }
+                (None, false) => {
+                    return Local::Reject(VerifyError::Invalid(ErrorKind::MissingRequiredClaim(
+                        "iss".to_owned(),
+                    )))
+                }
+            }
+        } else {
+            None
+        };
+        if !self.has_state {
+            return Local::Accept(Checked::NotApplicable);
+        }
+        let mut out = Local::Accept(Checked::NotApplicable);
+        self.state.with_current(&mut |state| {
+            out = self.decide(state, rev, iss);
+        });
+        out
+    }
+
+    fn decide(
+        &self,
+        state: Option<&dyn RevocationState>,
+        rev: &RevClaims,
+        iss: Option<&str>,
+    ) -> Local {
+        let stale = match (state, self.max_age) {
+            (None, _) => Some(Unavailable::NoSnapshot),
+            (Some(s), Some(max)) => {
+                let now = (self.clock)();
+                let age = now.saturating_sub(s.created_at());
+                (age > max).then_some(Unavailable::Stale {
+                    age_secs: age,
+                    max_age_secs: max,
+                })
+            }
+            (Some(_), None) => None,
+        };
+        if let Some(why) = stale {
+            match self.policy {
+                StalenessPolicy::FailOpen => {
+                    if state.is_none() {
+                        bump(&self.counters.fail_open);
+                        return Local::Accept(Checked::FailOpen);
+                    }
+                    bump(&self.counters.fail_open);
+                }
+                StalenessPolicy::ExactSource if !matches!(self.exact, Exact::None) => {
+                    if let Some(s) = state {
+                        if let Some(e) = self.cutoff_match(s, rev, iss) {
+                            return Local::Reject(e);
+                        }
+                    }
+                    if rev.jti.is_none() {
+                        return Local::Accept(Checked::NotApplicable);
+                    }
+                    bump(&self.counters.filter_positives);
+                    let generation = state.map_or(0, |s| s.generation());
+                    return Local::Ask { generation };
+                }
+                _ => return Local::Reject(self.unavailable(why)),
+            }
+        }
+        let Some(s) = state else {
+            return Local::Accept(Checked::FailOpen);
+        };
+        let mut positive = false;
+        if let Some(jti) = rev.jti.as_deref() {
+            let hasher = s.hasher();
+            let hash = match iss {
+                Some(iss) => hasher.issuer(iss).hash(jti),
+                None => hasher.hash(jti),
+            };
+            match s.check_hash(hash, rev.exp) {
+                Verdict::Clear => {}
+                Verdict::Expired => return Local::Reject(VerifyError::Expired),
+                // MaybeRevoked, and any verdict added later: not clear on the filter's word.
+                _ => positive = true,
+            }
+        }
+        if let Some(e) = self.cutoff_match(s, rev, iss) {
+            return Local::Reject(e);
+        }
+        if positive {
+            bump(&self.counters.filter_positives);
+            return Local::Ask {
+                generation: s.generation(),
+            };
+        }
+        if rev.jti.is_none() {
+            return Local::Accept(Checked::NotApplicable);
+        }
+        Local::Accept(Checked::Filter {
+            generation: s.generation(),
+        })
+    }
+
+    fn cutoff_match(
+        &self,
+        s: &dyn RevocationState,
+        rev: &RevClaims,
+        iss: Option<&str>,
+    ) -> Option<VerifyError> {
+        if !s.has_cutoffs() {
+            return None;
+        }
+        let hasher = s.hasher();
+        for (name, value) in self.cutoff_claims.iter().zip(rev.cutoffs.iter()) {
+            let Some(value) = value else { continue };
+            let key = CutoffKey::new(
+                &hasher,
+                iss.map(str::as_bytes),
+                name.as_bytes(),
+                value.as_bytes(),
+            );
+            if let Some(before) = s.cutoff(key) {
+                if revokes(before, rev.iat) {
+                    return Some(VerifyError::Revoked {
+                        by: RevokedBy::Cutoff {
+                            claim: name.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+        None
+    }
+}
