@@ -1,30 +1,39 @@
-//! An axum gateway that verifies bearer tokens against a revocation snapshot file.
+//! An axum gateway that verifies bearer tokens against revocation snapshots, kept current by
+//! `revbloom::sync::SyncClient` from a file or from a publisher.
 //!
 //! ```text
 //! cargo run --release --example gateway -- --snapshot PATH --hs256-secret SECRET --listen ADDR
+//! cargo run --release --example gateway -- --publisher URL --hs256-secret SECRET --listen ADDR
+//!     [--cache PATH]                   with --publisher: last good snapshot kept here (default
+//!                                      gateway-snapshot.rbs) and loaded first on start
 //!     [--es256-public-key PEM_FILE]    verify ES256 tokens instead of HS256
 //!     [--issuer ISS] [--audience AUD]  require these claims (revocations are then keyed on iss)
 //!     [--exact-url URL]                ask this publisher's lookup endpoint on filter positives
+//!                                      (defaults to --publisher when that is given)
 //!     [--snapshot-public-key PEM_FILE] require snapshots signed by this Ed25519 key
 //!     [--max-age SECS] [--policy fail-closed|exact-source|fail-open]
 //! curl -H "Authorization: Bearer $TOKEN" http://ADDR/whoami
 //! ```
 //!
-//! The snapshot file is polled every second and swapped in when it changes; a file that fails
-//! validation (or is older than the current generation) is refused and the last good snapshot
-//! stays in force. Without `--exact-url`, a token the filter matches is refused: nearly always
+//! With `--snapshot` the file is polled every second and swapped in when it changes; with
+//! `--publisher` the client long-polls for deltas (a full snapshot when needed) and keeps a
+//! local copy, so a restarted gateway remembers every revocation even while the publisher is
+//! down. A snapshot that fails validation (or is older than the current generation) is refused
+//! and the last good one stays in force. Without an exact source (no `--exact-url` and no
+//! `--publisher`), a token the filter matches is refused: nearly always
 //! it is revoked, but about 0.1% of good tokens collide with a revoked one and are refused too.
 //! `GET /whoami` answers the validated claims as JSON; `GET /healthz` the snapshot generation.
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use ed25519_dalek::pkcs8::DecodePublicKey;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use revbloom::sync::{SyncClient, SyncConfig};
 use revbloom::tower::BearerLayer;
 use revbloom::verify::{CachedSource, HttpExactSource, Verifier};
 use revbloom::{OpenOptions, SnapshotHandle, StalenessPolicy};
@@ -33,6 +42,8 @@ use serde_json::{json, Value};
 #[derive(Default)]
 struct Args {
     snapshot: Option<PathBuf>,
+    publisher: Option<String>,
+    cache: Option<PathBuf>,
     hs256_secret: Option<String>,
     es256_public_key: Option<PathBuf>,
     listen: Option<String>,
@@ -45,8 +56,8 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: gateway --snapshot PATH (--hs256-secret SECRET | --es256-public-key PEM) \
-[--listen ADDR] [--issuer ISS] [--audience AUD] [--exact-url URL] [--snapshot-public-key PEM] \
+    "usage: gateway (--snapshot PATH | --publisher URL [--cache PATH]) \
+(--hs256-secret SECRET | --es256-public-key PEM) [--listen ADDR] [--issuer ISS] [--audience AUD] [--exact-url URL] [--snapshot-public-key PEM] \
 [--max-age SECS] [--policy fail-closed|exact-source|fail-open]";
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -59,6 +70,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         };
         match flag.as_str() {
             "--snapshot" => a.snapshot = Some(value()?.into()),
+            "--publisher" => a.publisher = Some(value()?),
+            "--cache" => a.cache = Some(value()?.into()),
             "--hs256-secret" => a.hs256_secret = Some(value()?),
             "--es256-public-key" => a.es256_public_key = Some(value()?.into()),
             "--listen" => a.listen = Some(value()?),
@@ -82,7 +95,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
 
     let args = parse_args()?;
-    let path = args.snapshot.clone().ok_or(USAGE)?;
+    let sync = match (&args.snapshot, &args.publisher) {
+        (Some(path), None) => SyncConfig::file(path),
+        (None, Some(url)) => SyncConfig::url(url).cache_file(
+            args.cache
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("gateway-snapshot.rbs")),
+        ),
+        _ => return Err(format!("give exactly one of --snapshot, --publisher\n{USAGE}").into()),
+    };
     let (key, mut validation) = match (&args.hs256_secret, &args.es256_public_key) {
         (Some(secret), None) => (
             DecodingKey::from_secret(secret.as_bytes()),
@@ -120,14 +141,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let handle: SnapshotHandle =
         SnapshotHandle::new(policy, Duration::from_secs(args.max_age.unwrap_or(300)));
     let mut builder = Verifier::builder(key, validation).state(handle.clone());
-    if let Some(url) = &args.exact_url {
+    if let Some(url) = args.exact_url.as_ref().or(args.publisher.as_ref()) {
         builder = builder.async_exact_source(CachedSource::new(HttpExactSource::new(url)?));
     } else {
-        eprintln!("no --exact-url: tokens the filter matches are refused (including ~0.1% false positives)");
+        eprintln!("no exact source: tokens the filter matches are refused (including ~0.1% false positives)");
     }
     let verifier = Arc::new(builder.build()?);
 
-    tokio::spawn(reload_loop(path, handle.clone(), open));
+    // Keeps the handle current until the process ends; errors back off and are retried, and
+    // the last good snapshot stays in force meanwhile.
+    let _sync = SyncClient::start(sync.open_options(open), handle.clone())?;
 
     let health = handle.clone();
     let app = Router::new()
@@ -149,41 +172,4 @@ async fn main() -> Result<(), Box<dyn Error>> {
     eprintln!("gateway listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
-}
-
-/// Poll the file once a second; swap it in when its modification time or size changes.
-async fn reload_loop(path: PathBuf, handle: SnapshotHandle, open: OpenOptions) {
-    let mut seen: Option<(SystemTime, u64)> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let stamp = match tokio::fs::metadata(&path).await {
-            Ok(m) => (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()),
-            Err(e) => {
-                if seen.is_some() || handle.generation().is_none() {
-                    eprintln!(
-                        "snapshot {}: {e}; keeping generation {:?}",
-                        path.display(),
-                        handle.generation()
-                    );
-                }
-                continue;
-            }
-        };
-        if seen == Some(stamp) {
-            continue;
-        }
-        seen = Some(stamp);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("snapshot {}: {e}", path.display());
-                continue;
-            }
-        };
-        match handle.replace_bytes(bytes, &open) {
-            Ok(outcome) => eprintln!("snapshot {}: {outcome:?}", path.display()),
-            Err(e) => eprintln!("snapshot {}: {e}", path.display()),
-        }
-    }
 }

@@ -107,6 +107,7 @@ async fn revoke_lookup_and_snapshot() {
         (json!(false), json!("a b/c"))
     );
 
+    let asked_at = revbloom::server::publish::unix_now();
     let (s, v) = api
         .post(
             "/v1/cutoffs",
@@ -116,6 +117,10 @@ async fn revoke_lookup_and_snapshot() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["claim"], "sub");
+    // The default cutoff covers tokens issued in the very second of the request.
+    let before = v["before"].as_u64().unwrap();
+    assert!(before > asked_at, "before {before} <= {asked_at}");
+    assert!(before <= revbloom::server::publish::unix_now() + 1);
 
     // Wait for a generation holding all of it (long-poll on the one we have).
     let res = api.get("/v1/snapshot").await;

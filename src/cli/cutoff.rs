@@ -17,7 +17,8 @@ pub struct CutoffArgs {
     /// The claim value to match.
     #[arg(long)]
     pub value: Option<String>,
-    /// Tokens issued before this unix time are revoked [default: now].
+    /// Tokens issued before this unix time are revoked [default: the server's current second + 1,
+    /// so tokens issued in the same second are revoked too].
     #[arg(long)]
     pub before: Option<u64>,
     /// The issuer, when cutoffs are keyed by issuer.

@@ -369,7 +369,9 @@ pub struct CutoffItem {
     /// The claim (default `sub`).
     #[serde(default)]
     pub claim: Option<String>,
-    /// Tokens issued before this unix time are revoked (default: now).
+    /// Tokens issued before this unix time are revoked (default: now + 1, so every token issued
+    /// up to and including the current second is revoked: `iat` has one-second resolution, and
+    /// a token minted in the same second as the logout may well predate it).
     #[serde(default)]
     pub before: Option<u64>,
     /// The issuer (optional).
@@ -390,7 +392,7 @@ async fn cutoff(State(st): State<AppState>, req: Request) -> Result<Response, Ap
         check_string("iss", iss, l.max_string_bytes, "iss_too_long")?;
     }
     let now = unix_now();
-    let before = item.before.unwrap_or(now);
+    let before = item.before.unwrap_or(now.saturating_add(1));
     if before > now.saturating_add(MAX_BEFORE_AHEAD_SECS) {
         return Err(ApiError::bad(
             "before_in_future",
