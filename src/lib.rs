@@ -55,7 +55,7 @@ pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
 pub use swap::{Decision, SnapshotHandle, StalenessPolicy};
 pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
 
-/// The README's examples run as doctests.
-#[cfg(doctest)]
+/// The README's examples (the core, the middleware) run as doctests.
+#[cfg(all(doctest, feature = "cli"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

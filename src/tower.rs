@@ -314,8 +314,3 @@ mod tests {
         ));
     }
 }
-
-/// The README's middleware section (`docs/README-verify-section.md`), compiled as a doctest.
-#[cfg(all(doctest, feature = "sync"))]
-#[doc = include_str!("../docs/README-verify-section.md")]
-pub struct ReadmeVerifySection;
