@@ -12,7 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = WindowConfig::default()
         .bucket_width(Duration::from_secs(3600))
         .horizon(Duration::from_secs(24 * 3600))
-        .expected_per_bucket(revoked / 24)
+        // Each hour bucket gets about revoked / 24; 10 % headroom keeps it from doubling.
+        .expected_per_bucket(revoked / 24 * 11 / 10)
         .fp_rate(0.001);
     let mut window = Window::new(config, now)?;
 

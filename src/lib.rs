@@ -39,3 +39,8 @@ pub use cutoff::{CutoffKey, CutoffSet};
 pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
 pub use window::{BucketId, BucketStats, InsertOutcome, Verdict, Window};
+
+/// The README's examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
