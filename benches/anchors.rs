@@ -299,5 +299,9 @@ fn bench_anchors(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_anchors);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().nresamples(20_000);
+    targets = bench_anchors
+}
 criterion_main!(benches);

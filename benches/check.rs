@@ -260,5 +260,9 @@ fn bench_check(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_check);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().nresamples(20_000);
+    targets = bench_check
+}
 criterion_main!(benches);

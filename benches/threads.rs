@@ -68,5 +68,9 @@ fn bench_threads(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_threads);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().nresamples(20_000);
+    targets = bench_threads
+}
 criterion_main!(benches);

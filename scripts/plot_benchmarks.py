@@ -122,6 +122,60 @@ def print_tables(data):
         print()
 
 
+def print_targets(data, csv_path):
+    """The issue's targets, each as a measured ratio from this run."""
+    def ns(g, f, v=""):
+        d = data.get((g, f, v))
+        return d["ns"] if d else None
+
+    def iter_ns(g, f, v=""):
+        d = data.get((g, f, v))
+        return d["iter_ns"] if d else None
+
+    lines = ["**Targets** (ratios from this run; > 1 means revbloom is faster)", "",
+             "| target | case | measured | met |", "|---|---|---:|---|"]
+
+    def row(target, case, value, goal, fmt="{:.2f}x"):
+        if value is None:
+            lines.append(f"| {target} | {case} | not run | - |")
+            return
+        lines.append(f"| {target} | {case} | {fmt.format(value)} | {'yes' if value >= goal else 'NO'} |")
+
+    for mode in ["throughput", "latency"]:
+        for pa in ["absent", "present"]:
+            g = f"check_1M_0.1pct/{mode}/{pa}"
+            r = ns(g, "revbloom")
+            for anchor, goal, label in [("sbbf-rs-safe", 1.0, "check <= split-block time"),
+                                        ("fastbloom", 2.0, ">= 2x fastbloom"),
+                                        ("hashbrown-fingerprint-set", 5.0, ">= 5x hash set")]:
+                a = ns(g, anchor)
+                row(label, f"1M, {mode}, {pa}", a / r if a and r else None, goal)
+    for pa in ["absent", "present"]:
+        g = f"anchors/{pa}"
+        for anchor in ["redis-SISMEMBER", "redis-EXISTS"]:
+            for ref, mode in [("revbloom", "throughput"), ("revbloom-latency", "latency")]:
+                a, r = ns(g, anchor), ns(g, ref)
+                row(">= 100x loopback Redis", f"{anchor} vs revbloom {mode}, {pa}",
+                    a / r if a and r else None, 100.0, "{:.0f}x")
+    r = ns("anchors/absent", "revbloom-latency")
+    for f in ["sqlite-file", "sqlite-memory"]:
+        a = ns("anchors/token-version-row", f)
+        if a and r:
+            lines.append(f"| (no target) token version row | {f} vs revbloom latency | {a / r:.0f}x | - |")
+    for pa in ["absent", "present"]:
+        g = f"threads_1M_0.1pct/{pa}"
+        t1, t2 = iter_ns(g, "revbloom", "1"), iter_ns(g, "revbloom", "2")
+        row("2-thread scaling >= 1.8x", f"1M, {pa}", 2 * t1 / t2 if t1 and t2 else None, 1.8)
+    if os.path.exists(csv_path):
+        with open(csv_path) as f:
+            for r in csv.DictReader(f):
+                if r["structure"] == "revbloom" and abs(float(r["target_fp"]) - 0.001) < 1e-9:
+                    b = float(r["bits_per_entry"])
+                    lines.append(f"| <= 16 bits/entry at 0.1 % | 1M, fit_to_entries(0.0) | {b:.2f} bits "
+                                 f"| {'yes' if b <= 16 else 'NO'} |")
+    print("\n".join(lines) + "\n")
+
+
 def plot_scaling(data, docs, plt):
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=False)
     panels = [
@@ -236,6 +290,7 @@ def main():
     if not data:
         sys.exit(f"no criterion results under {args.criterion}: run the benches first")
     print_tables(data)
+    print_targets(data, os.path.join(args.docs, "space_report.csv"))
     if args.tables_only:
         return
     try:
