@@ -1,147 +1,321 @@
-//! Check throughput at 1M revocations and 0.1 % target, side by side with the anchors.
+//! Check cost at 1M revocations and a 0.1 % target, side by side with the anchors (issue 2 #4).
 //!
-//! `cargo bench --bench check`
+//! `cargo bench --bench check` (add `-- --quick` for a fast pass).
 //!
-//! Every structure hashes the same 36-byte UUID-like `jti` with xxh3 (the hash-set anchor keeps
-//! a 128-bit xxh3 fingerprint). Keys are looked up in a fixed random order over the whole key
-//! set, present and absent keys separately, so the figures measure the filter, not the L1 cache.
+//! Fairness rules, all structures in one run:
+//! - every structure is given the same 36-byte UUID-like `jti` and hashes it itself with the
+//!   same seeded xxh3 (64-bit; the exact hash set keeps a 128-bit xxh3 fingerprint); revbloom
+//!   additionally picks the expiry bucket from `exp` (a division and a ring lookup), which the
+//!   anchors do not have to do;
+//! - keys are looked up in a random order over the whole key set (present: every inserted key
+//!   once, shuffled; absent: 1M keys never inserted), present and absent reported apart;
+//! - `xxh3-only` is the floor every structure pays, and `revbloom-prehashed`
+//!   (`Window::check_hash`) is the filter alone, so hash and probe cost can be split;
+//! - `throughput` issues independent checks back to back; `latency` runs one check at a time
+//!   (an `lfence` after each, see `common::fence`), so one lookup's full latency is measured;
+//! - the `storage` group compares the cache-line-aligned blocks revbloom uses with the same
+//!   bits held in a `BitVec<u64>` (read through its raw words, or bit by bit).
+//!
+//! The setup prints each structure's bits per entry and measured false-positive rate.
+
+mod common;
 
 use std::hint::black_box;
 use std::time::Duration;
 
+use bitvec::prelude::{BitVec, Lsb0};
+use common::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use revbloom::{Verdict, Window, WindowConfig};
+use revbloom::bloom::{self, block_contains, block_index, masks, Bloom};
+use revbloom::KeyHash;
 use xorf::Filter as _;
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
 
-const N: usize = 1_000_000;
-const NOW: u64 = 1_767_225_600;
-const SEED: u64 = 0x5eed_5eed;
+const N: u64 = 1_000_000;
+const FP: f64 = 0.001;
 
-struct Query {
-    jti: [u8; 36],
-    exp: u64,
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn uuid_like(state: &mut u64) -> [u8; 36] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let (a, b) = (splitmix(state), splitmix(state));
-    let mut out = [b'-'; 36];
-    let mut nibbles = (0..16)
-        .map(|i| (a >> (4 * i)) & 15)
-        .chain((0..16).map(|i| (b >> (4 * i)) & 15));
-    for (i, c) in out.iter_mut().enumerate() {
-        if ![8, 13, 18, 23].contains(&i) {
-            *c = HEX[nibbles.next().unwrap_or(0) as usize];
-        }
+/// A `BitVec<u64>` holding the same blocks as a [`Bloom`], probed through its raw words.
+fn bitvec_words_contains(bv: &BitVec<u64, Lsb0>, nblocks: u32, h: KeyHash) -> bool {
+    let b = block_index(h, nblocks);
+    match bv
+        .as_raw_slice()
+        .get(b * 8..b * 8 + 8)
+        .and_then(|w| <&[u64; 8]>::try_from(w).ok())
+    {
+        Some(block) => block_contains(block, h),
+        None => false,
     }
-    out
 }
 
-fn queries(n: usize, state: &mut u64) -> Vec<Query> {
-    (0..n)
-        .map(|_| Query {
-            jti: uuid_like(state),
-            exp: NOW + 60 + splitmix(state) % (24 * 3600 - 120),
-        })
-        .collect()
+/// The same, bit by bit through bitvec's indexing (what a natural `BitVec` user writes).
+fn bitvec_bits_contains(bv: &BitVec<u64, Lsb0>, nblocks: u32, h: KeyHash) -> bool {
+    let base = block_index(h, nblocks) * bloom::BLOCK_BITS;
+    let m = masks(h);
+    (0..bloom::WORDS).all(|i| {
+        bv.get(base + i * 64 + m[i].trailing_zeros() as usize)
+            .is_some_and(|b| *b)
+    })
 }
 
-fn shuffled(mut v: Vec<Query>, state: &mut u64) -> Vec<Query> {
-    for i in (1..v.len()).rev() {
-        let j = (splitmix(state) % (i as u64 + 1)) as usize;
-        v.swap(i, j);
+/// The salts of `revbloom::bloom` (private there), for the probe variant below.
+const SALT: [u32; 8] = [
+    0x47b6_137b,
+    0x4497_4d91,
+    0x8824_ad5b,
+    0xa2b7_289d,
+    0x7054_95c7,
+    0x2df1_424b,
+    0x9efc_4947,
+    0x5c6b_fb31,
+];
+
+/// `1 << i` for every bit index of a word.
+const ONE_BIT: [u64; 64] = {
+    let mut t = [0u64; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = 1 << i;
+        i += 1;
     }
-    v
+    t
+};
+
+/// The same probe as `Bloom::contains` (same block, same eight bits), with each one-bit mask
+/// read from a 64-entry table instead of shifted into place. Baseline x86-64 (SSE2) has no
+/// per-lane variable 64-bit shift; this variant measured 17-20 % faster than the shifts, so
+/// `bloom::masks` now uses the table when AVX2 is not enabled at compile time. Kept as the
+/// side-by-side reference: `aligned-blocks` should match it on baseline builds and beat it
+/// with `-C target-cpu=x86-64-v3`.
+fn lut_contains(blocks: &[bloom::Block], h: KeyHash) -> bool {
+    let Some(b) = blocks.get(block_index(h, blocks.len() as u32)) else {
+        return false;
+    };
+    let low = h.0 as u32;
+    let mut missing = 0u64;
+    for i in 0..bloom::WORDS {
+        missing |= ONE_BIT[(low.wrapping_mul(SALT[i]) >> 26) as usize] & !b.0[i];
+    }
+    missing == 0
 }
 
 fn bench_check(c: &mut Criterion) {
-    let mut state = 7u64;
-    let present = queries(N, &mut state);
-    let absent = queries(N, &mut state);
+    let window = window(N, FP);
+    let a = anchors(N, FP, true);
+    let (fuse, set) = (
+        a.fuse.as_ref().expect("built"),
+        a.set.as_ref().expect("built"),
+    );
+    let present = present_queries(N, 1);
+    let absent = absent_queries(N, 2);
+    let prehashed = |qs: &[Query]| -> Vec<(KeyHash, u64)> {
+        qs.iter().map(|q| (KeyHash(h64(&q.jti)), q.exp)).collect()
+    };
+    let (present_h, absent_h) = (prehashed(&present), prehashed(&absent));
 
-    let config = WindowConfig::default()
-        .expected_per_bucket((N / 24) as u64)
-        .fp_rate(0.001);
-    let mut window = Window::with_seed(config, NOW, SEED).expect("valid config");
-    let mut sbbf = sbbf_rs_safe::Filter::new(16, N);
-    let mut fast = fastbloom::BloomFilter::with_false_pos(0.001).expected_items(N);
-    let mut set: hashbrown::HashSet<u128> = hashbrown::HashSet::with_capacity(N);
-    let mut hashes = Vec::with_capacity(N);
-    for q in &present {
-        window.insert(q.jti, Some(q.exp));
-        let h = xxh3_64_with_seed(&q.jti, SEED);
-        sbbf.insert_hash(h);
-        fast.insert_hash(h);
-        set.insert(xxh3_128(&q.jti));
-        hashes.push(h);
+    // One Bloom of the window's total size, and the same bits in a BitVec.
+    let nblocks = bloom::blocks_for(N, bloom::max_load_for(FP)) as u32;
+    let mut flat = Bloom::with_blocks(nblocks);
+    for i in 0..N {
+        flat.insert(KeyHash(h64(&jti(i))));
     }
-    window.fit_to_entries(0.0);
-    let fuse = xorf::BinaryFuse8::try_from(&hashes).expect("fuse filter builds");
+    assert!(
+        (0..N).step_by(97).all(|i| {
+            let h = KeyHash(h64(&jti(i)));
+            lut_contains(flat.blocks(), h) && flat.contains(h)
+        }) && absent_h
+            .iter()
+            .all(|&(h, _)| lut_contains(flat.blocks(), h) == flat.contains(h)),
+        "the table-mask probe must answer exactly like Bloom::contains"
+    );
+    let words: Vec<u64> = flat.blocks().iter().flat_map(|b| b.0).collect();
+    let bv: BitVec<u64, Lsb0> = BitVec::from_vec(words);
 
-    let present = shuffled(present, &mut state);
-    let absent = shuffled(absent, &mut state);
-    let fp = absent
-        .iter()
-        .filter(|q| window.check(q.jti, Some(q.exp)) == Verdict::MaybeRevoked)
-        .count();
+    let fp_of = |f: &dyn Fn(&Query) -> bool| {
+        100.0 * absent.iter().filter(|q| f(q)).count() as f64 / absent.len() as f64
+    };
+    eprintln!("structure                  bits/entry  measured fp %  (1M entries, target 0.1 %)");
+    let rows: [(&str, f64, f64); 5] = [
+        (
+            "revbloom",
+            window.bits_per_entry().unwrap_or(0.0),
+            fp_of(&|q| maybe(window.check(q.jti.as_slice(), Some(q.exp)))),
+        ),
+        (
+            "sbbf-rs-safe",
+            a.sbbf.as_bytes().len() as f64 * 8.0 / N as f64,
+            fp_of(&|q| a.sbbf.contains_hash(h64(&q.jti))),
+        ),
+        (
+            "fastbloom",
+            a.fast.num_bits() as f64 / N as f64,
+            fp_of(&|q| a.fast.contains_hash(h64(&q.jti))),
+        ),
+        (
+            "xorf-BinaryFuse8",
+            fuse.len() as f64 * 8.0 / N as f64,
+            fp_of(&|q| fuse.contains(&h64(&q.jti))),
+        ),
+        (
+            "hashbrown-fingerprint-set",
+            set.allocation_size() as f64 * 8.0 / N as f64,
+            fp_of(&|q| set.contains(&h128(&q.jti))),
+        ),
+    ];
+    for (name, bits, fp) in rows {
+        eprintln!("{name:<26} {bits:>10.2}  {fp:>13.4}");
+    }
     eprintln!(
-        "revbloom: {:.2} bits/entry, measured fp {:.4} %",
-        window.bits_per_entry().unwrap_or(0.0),
-        100.0 * fp as f64 / N as f64
+        "bitvec storage base address mod 64 = {} (aligned blocks: {})",
+        bv.as_raw_slice().as_ptr() as usize % 64,
+        flat.blocks().as_ptr() as usize % 64
     );
 
-    for (label, qs) in [("present", &present), ("absent", &absent)] {
-        let mut g = c.benchmark_group(format!("check_1M_0.1pct/{label}"));
+    for (label, qs, hs) in [
+        ("present", &present, &present_h),
+        ("absent", &absent, &absent_h),
+    ] {
+        for (mode, dependent) in [("throughput", false), ("latency", true)] {
+            let mut g = c.benchmark_group(format!("check_1M_0.1pct/{mode}/{label}"));
+            g.throughput(Throughput::Elements(1));
+            g.warm_up_time(Duration::from_millis(700));
+            g.measurement_time(Duration::from_secs(2));
+            g.sample_size(50);
+            // A macro, not a closure taking `dyn FnMut`: each check must inline into its loop.
+            macro_rules! run {
+                ($b:expr, $f:expr) => {
+                    if dependent {
+                        latency($b, qs, $f)
+                    } else {
+                        throughput($b, qs, $f)
+                    }
+                };
+            }
+            g.bench_function("xxh3-only", |b| {
+                run!(b, |q: &Query| black_box(h64(&q.jti)) & 1 == 1)
+            });
+            g.bench_function("revbloom", |b| {
+                run!(b, |q: &Query| maybe(
+                    window.check(q.jti.as_slice(), Some(q.exp))
+                ))
+            });
+            g.bench_function("revbloom-prehashed", |b| {
+                let mut i = 0usize;
+                let zero = black_box(0usize);
+                b.iter(|| {
+                    let (h, exp) = hs[i];
+                    let r = maybe(window.check_hash(black_box(h), Some(exp)));
+                    if dependent {
+                        fence();
+                        i += usize::from(r) & zero;
+                    }
+                    i += 1;
+                    if i >= hs.len() {
+                        i = 0;
+                    }
+                    r
+                })
+            });
+            g.bench_function("sbbf-rs-safe", |b| {
+                run!(b, |q: &Query| a.sbbf.contains_hash(h64(&q.jti)))
+            });
+            g.bench_function("fastbloom", |b| {
+                run!(b, |q: &Query| a.fast.contains_hash(h64(&q.jti)))
+            });
+            g.bench_function("xorf-BinaryFuse8", |b| {
+                run!(b, |q: &Query| fuse.contains(&h64(&q.jti)))
+            });
+            g.bench_function("hashbrown-fingerprint-set", |b| {
+                run!(b, |q: &Query| set.contains(&h128(&q.jti)))
+            });
+            g.finish();
+        }
+
+        // Storage: the probe alone (prehashed, one flat filter of the window's total size).
+        let mut g = c.benchmark_group(format!("storage_1M_0.1pct/{label}"));
         g.throughput(Throughput::Elements(1));
-        g.measurement_time(Duration::from_secs(3));
-        let mut i = 0usize;
-        g.bench_function("revbloom", |b| {
-            b.iter(|| {
-                let q = &qs[i];
-                i = if i + 1 == N { 0 } else { i + 1 };
-                black_box(window.check(black_box(&q.jti), Some(q.exp)))
+        g.warm_up_time(Duration::from_millis(700));
+        g.measurement_time(Duration::from_secs(2));
+        g.sample_size(50);
+        macro_rules! probe {
+            ($b:expr, $f:expr) => {{
+                let f = $f;
+                let mut i = 0usize;
+                $b.iter(|| {
+                    let h = hs[i].0;
+                    i += 1;
+                    if i == hs.len() {
+                        i = 0;
+                    }
+                    f(black_box(h))
+                })
+            }};
+        }
+        g.bench_function("aligned-blocks", |b| {
+            probe!(b, |h: KeyHash| flat.contains(h))
+        });
+        g.bench_function("aligned-blocks-lut-masks", |b| {
+            probe!(b, |h: KeyHash| lut_contains(flat.blocks(), h))
+        });
+        g.bench_function("bitvec-raw-words", |b| {
+            probe!(b, |h: KeyHash| bitvec_words_contains(&bv, nblocks, h))
+        });
+        g.bench_function("bitvec-bit-index", |b| {
+            probe!(b, |h: KeyHash| bitvec_bits_contains(&bv, nblocks, h))
+        });
+        g.bench_function("xxh3+aligned-blocks", |b| {
+            throughput(b, qs, |q: &Query| flat.contains(KeyHash(h64(&q.jti))))
+        });
+        g.bench_function("xxh3+window-check_hash", |b| {
+            throughput(b, qs, |q: &Query| {
+                maybe(window.check_hash(KeyHash(h64(&q.jti)), Some(q.exp)))
             })
         });
-        g.bench_function("sbbf-rs-safe", |b| {
+        g.bench_function("window-check_hash", |b| {
+            let mut i = 0usize;
             b.iter(|| {
-                let q = &qs[i];
-                i = if i + 1 == N { 0 } else { i + 1 };
-                black_box(sbbf.contains_hash(xxh3_64_with_seed(black_box(&q.jti), SEED)))
-            })
-        });
-        g.bench_function("fastbloom", |b| {
-            b.iter(|| {
-                let q = &qs[i];
-                i = if i + 1 == N { 0 } else { i + 1 };
-                black_box(fast.contains_hash(xxh3_64_with_seed(black_box(&q.jti), SEED)))
-            })
-        });
-        g.bench_function("xorf-BinaryFuse8", |b| {
-            b.iter(|| {
-                let q = &qs[i];
-                i = if i + 1 == N { 0 } else { i + 1 };
-                black_box(fuse.contains(&xxh3_64_with_seed(black_box(&q.jti), SEED)))
-            })
-        });
-        g.bench_function("hashbrown-fingerprint-set", |b| {
-            b.iter(|| {
-                let q = &qs[i];
-                i = if i + 1 == N { 0 } else { i + 1 };
-                black_box(set.contains(&xxh3_128(black_box(&q.jti))))
+                let (h, exp) = hs[i];
+                i += 1;
+                if i == hs.len() {
+                    i = 0;
+                }
+                window.check_hash(black_box(h), Some(exp))
             })
         });
         g.finish();
+
+        // The same two storages cold: every line flushed before each batch of checks, so a
+        // block straddling two cache lines (the BitVec's 16-byte-aligned words) costs its
+        // second miss here if anywhere.
+        let regions_flat = vec![region(flat.blocks())];
+        let regions_bv = vec![region(bv.as_raw_slice())];
+        let batch = (nblocks as u64 / 16).max(64);
+        for (mode, dependent) in [("throughput", false), ("latency", true)] {
+            let mut g = c.benchmark_group(format!("storage_cold_1M_0.1pct/{mode}/{label}"));
+            g.throughput(Throughput::Elements(1));
+            g.warm_up_time(Duration::from_millis(300));
+            g.measurement_time(Duration::from_secs(1));
+            g.sample_size(15);
+            g.bench_function("xxh3+aligned-blocks", |b| {
+                b.iter_custom(|iters| {
+                    cold(iters, qs, &regions_flat, batch, dependent, |q: &Query| {
+                        flat.contains(KeyHash(h64(&q.jti)))
+                    })
+                })
+            });
+            g.bench_function("xxh3+bitvec-raw-words", |b| {
+                b.iter_custom(|iters| {
+                    cold(iters, qs, &regions_bv, batch, dependent, |q: &Query| {
+                        bitvec_words_contains(&bv, nblocks, KeyHash(h64(&q.jti)))
+                    })
+                })
+            });
+            g.finish();
+        }
     }
 }
 
-criterion_group!(benches, bench_check);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().nresamples(20_000);
+    targets = bench_check
+}
 criterion_main!(benches);
