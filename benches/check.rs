@@ -280,6 +280,60 @@ fn bench_check(c: &mut Criterion) {
                 window.check_hash(black_box(h), Some(exp))
             })
         });
+        // The bucket choice alone: a hardware 64-bit divide against the multiply-shift
+        // `BucketDivisor` the window and the snapshot reader use for 32-bit `exp`.
+        let width = window.config().bucket_width_secs();
+        let divisor = revbloom::BucketDivisor::new(width);
+        g.bench_function("bucket-div-hardware", |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let exp = hs[i].1;
+                i += 1;
+                if i == hs.len() {
+                    i = 0;
+                }
+                black_box(exp) / black_box(width)
+            })
+        });
+        g.bench_function("bucket-div-multiply-shift", |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let exp = hs[i].1;
+                i += 1;
+                if i == hs.len() {
+                    i = 0;
+                }
+                black_box(divisor).bucket(black_box(exp))
+            })
+        });
+        // ... and one at a time, as a lone request sees it (the divide's latency, not its
+        // pipelined throughput).
+        g.bench_function("bucket-div-hardware-latency", |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let exp = hs[i].1;
+                i += 1;
+                if i == hs.len() {
+                    i = 0;
+                }
+                let r = black_box(exp) / black_box(width);
+                fence();
+                r
+            })
+        });
+        g.bench_function("bucket-div-multiply-shift-latency", |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let exp = hs[i].1;
+                i += 1;
+                if i == hs.len() {
+                    i = 0;
+                }
+                let r = black_box(divisor).bucket(black_box(exp));
+                fence();
+                r
+            })
+        });
         g.finish();
 
         // The same two storages cold: every line flushed before each batch of checks, so a

@@ -46,7 +46,7 @@ pub mod server;
 #[cfg(feature = "sync")]
 pub mod sync;
 
-pub use config::{Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
+pub use config::{BucketDivisor, Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
 pub use cutoff::{CutoffKey, CutoffSet};
 pub use delta::{DeltaError, DeltaView};
 pub use error::ConfigError;

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::bloom::{self, Bloom};
-use crate::config::{Geometry, WindowConfig};
+use crate::config::{BucketDivisor, Geometry, WindowConfig};
 use crate::error::ConfigError;
 use crate::hash::{KeyHash, KeyHasher};
 
@@ -111,6 +111,8 @@ struct Slot<S> {
 pub struct Window {
     config: WindowConfig,
     geo: Geometry,
+    /// `exp / width` without a divide on the check path.
+    div: BucketDivisor,
     hasher: KeyHasher,
     ring: Vec<Slot<HashSet64>>,
     /// Slot holding bucket number `oldest`.
@@ -171,6 +173,7 @@ impl Window {
         Ok(Self {
             config,
             geo,
+            div: BucketDivisor::new(geo.width),
             hasher: KeyHasher::new(seed),
             ring,
             head: 0,
@@ -216,7 +219,7 @@ impl Window {
         let Some(exp) = exp else {
             return Some(Location::Overflow(None));
         };
-        let b = exp / self.geo.width;
+        let b = self.div.bucket(exp);
         if b < self.oldest {
             return None;
         }

@@ -4,7 +4,7 @@ use super::error::SnapshotError;
 use super::format::{self as f, off, HashAlgorithm, LayoutDigest};
 use super::options::{verify_signature, OpenOptions, SignatureStatus};
 use crate::bloom::{self, BLOCK_BYTES, WORDS};
-use crate::config::{MAX_BUCKETS, MIN_FP_RATE};
+use crate::config::{BucketDivisor, MAX_BUCKETS, MIN_FP_RATE};
 use crate::cutoff::{self, CutoffKey, RECORD_BYTES};
 use crate::hash::{KeyHash, KeyHasher};
 use crate::window::{BucketId, BucketStats, Verdict};
@@ -29,6 +29,8 @@ pub struct SnapshotView<B> {
     bytes: B,
     hasher: KeyHasher,
     width: u64,
+    /// `exp / width` without a divide on the check path.
+    div: BucketDivisor,
     horizon: u64,
     leeway: u64,
     fp_rate: f64,
@@ -341,6 +343,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         Ok(SnapshotView {
             hasher: KeyHasher::new(u64h(off::SEED)),
             width,
+            div: BucketDivisor::new(width),
             horizon,
             leeway,
             fp_rate,
@@ -374,7 +377,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         let index = match exp {
             None => 0,
             Some(exp) => {
-                let b = exp / self.width;
+                let b = self.div.bucket(exp);
                 if b < self.oldest {
                     return Verdict::Expired;
                 }
