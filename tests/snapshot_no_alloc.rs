@@ -1,47 +1,11 @@
 //! `SnapshotView::check` and `cutoff` never allocate: a counting global allocator sees zero
 //! allocations across a million checks of present, absent, expired, overflow and exp-less keys.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod alloc_support;
 
+use alloc_support::count_allocations;
 use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::{CutoffKey, CutoffSet, Verdict, Window, WindowConfig};
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY (of the impl as a whole): every call is forwarded unchanged to the system allocator;
-// the counter is only bookkeeping.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 #[test]
 fn a_million_view_checks_allocate_nothing() {
@@ -57,24 +21,25 @@ fn a_million_view_checks_allocate_nothing() {
     let bytes = snapshot::encode_to_vec(&w, &cutoffs, &SnapshotMeta::first(now), None).unwrap();
     let view = SnapshotView::open(&bytes[..], &OpenOptions::new()).unwrap();
 
-    let mut maybe = 0u64;
-    COUNTING.with(|c| c.set(true));
-    for i in 0..1_000_000u64 {
-        let k = &keys[(i % 1000) as usize];
-        let exp = match i % 5 {
-            0 => None,
-            1 => Some(0),
-            2 => Some(u64::MAX),
-            _ => Some(now + (i % 1000) * 80),
-        };
-        if view.check(k, exp) == Verdict::MaybeRevoked {
-            maybe += 1;
+    let (maybe, allocations) = count_allocations(|| {
+        let mut maybe = 0u64;
+        for i in 0..1_000_000u64 {
+            let k = &keys[(i % 1000) as usize];
+            let exp = match i % 5 {
+                0 => None,
+                1 => Some(0),
+                2 => Some(u64::MAX),
+                _ => Some(now + (i % 1000) * 80),
+            };
+            if view.check(k, exp) == Verdict::MaybeRevoked {
+                maybe += 1;
+            }
+            if view.cutoff(CutoffKey(i % 7)).is_some() {
+                maybe += 1;
+            }
         }
-        if view.cutoff(CutoffKey(i % 7)).is_some() {
-            maybe += 1;
-        }
-    }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed), 0);
+        maybe
+    });
+    assert_eq!(allocations, 0);
     assert!(maybe > 0);
 }
