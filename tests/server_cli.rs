@@ -97,23 +97,9 @@ async fn generated_token_and_admin_commands() {
     ]);
     assert!(!out.status.success());
 
-    let v: Value = client()
-        .get(format!("{url}/v1/revocations/cli-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = lookup(&client(), &url, "cli-1").await;
     assert_eq!(v["revoked"], true);
-    let v: Value = client()
-        .get(format!("{url}/v1/revocations/cli-2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = lookup(&client(), &url, "cli-2").await;
     assert_eq!(v["revoked"], false);
     child.kill().unwrap();
     child.wait().unwrap();

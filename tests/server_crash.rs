@@ -63,14 +63,7 @@ async fn every_acknowledged_revocation_survives_sigkill() {
         // Everything acknowledged before the last kill must be there after the restart (the
         // final check below covers the earlier rounds again).
         for jti in &last_round {
-            let v: Value = http
-                .get(format!("{url}/v1/revocations/{jti}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = lookup(&http, &url, jti).await;
             assert_eq!(
                 v["revoked"], true,
                 "round {round}: acknowledged {jti} was lost"
@@ -133,14 +126,7 @@ async fn every_acknowledged_revocation_survives_sigkill() {
     let (mut child, url) = spawn_server(&data);
     let mut missing = 0;
     for jti in &acked_all {
-        let v: Value = http
-            .get(format!("{url}/v1/revocations/{jti}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = lookup(&http, &url, jti).await;
         if v["revoked"] != true {
             missing += 1;
         }
@@ -218,14 +204,7 @@ async fn sigterm_is_graceful_and_loses_nothing() {
     assert!(!acked.is_empty());
     let (mut child, url) = spawn_server(&data);
     for jti in &acked {
-        let v: Value = http
-            .get(format!("{url}/v1/revocations/{jti}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = lookup(&http, &url, jti).await;
         assert_eq!(v["revoked"], true, "acknowledged {jti} lost over SIGTERM");
     }
     child.kill().unwrap();

@@ -48,3 +48,14 @@ pub fn now() -> u64 {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
+
+/// `GET {url}/v1/revocations/{jti}` (the exact lookup), as JSON.
+pub async fn lookup(http: &reqwest::Client, url: &str, jti: &str) -> serde_json::Value {
+    http.get(format!("{url}/v1/revocations/{jti}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
