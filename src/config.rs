@@ -9,6 +9,9 @@ use crate::error::ConfigError;
 pub const MIN_FP_RATE: f64 = 1e-6;
 /// The most expiry buckets a ring may have.
 pub const MAX_BUCKETS: u64 = 65_536;
+/// The largest clock skew a window accepts: an hour. Clocks further apart than that are a
+/// broken deployment, not skew.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 3600;
 
 /// How a [`Window`](crate::Window) buckets and sizes revocations.
 ///
@@ -35,6 +38,8 @@ pub struct WindowConfig {
     fp_rate: f64,
     leeway: Duration,
     max_bytes: u64,
+    max_token_lifetime: Duration,
+    max_clock_skew: Duration,
 }
 
 impl Default for WindowConfig {
@@ -46,6 +51,8 @@ impl Default for WindowConfig {
             fp_rate: 0.001,
             leeway: Duration::from_secs(60),
             max_bytes: 1 << 30,
+            max_token_lifetime: Duration::from_secs(crate::bounds::DEFAULT_MAX_TOKEN_LIFETIME_SECS),
+            max_clock_skew: Duration::from_secs(crate::bounds::DEFAULT_MAX_CLOCK_SKEW_SECS),
         }
     }
 }
@@ -72,8 +79,9 @@ impl WindowConfig {
         self.fp_rate = rate;
         self
     }
-    /// Clock skew tolerated between issuer, publisher and verifier (whole seconds). A bucket
-    /// is dropped only once its whole span ended more than `leeway` ago.
+    /// How long after `exp` verifiers still accept a token (whole seconds; verifiers clamp
+    /// their own leeway to it). A bucket is dropped only once its whole span ended more than
+    /// `leeway` ago.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -83,6 +91,28 @@ impl WindowConfig {
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
+    }
+
+    /// The longest lifetime (`exp − iat`) of any token the deployment accepts (whole seconds,
+    /// non-zero; default 30 days). Verifiers refuse longer-lived tokens, and the publisher keeps
+    /// claim cutoffs this long. Independent of the horizon, which only sizes the ring.
+    pub fn max_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_token_lifetime = lifetime;
+        self
+    }
+    /// The most any two clocks of the deployment (issuers, publisher, verifiers) may differ by
+    /// (whole seconds; default 5 s).
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+    /// The time bounds this configuration gives a deployment.
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        crate::bounds::Bounds {
+            max_token_lifetime: self.max_token_lifetime.as_secs(),
+            leeway: self.leeway.as_secs(),
+            max_clock_skew: self.max_clock_skew.as_secs(),
+        }
     }
 
     /// Bucket width in seconds.
@@ -131,6 +161,17 @@ impl WindowConfig {
             return Err(ConfigError::Leeway {
                 got_ms: self.leeway.as_millis(),
                 horizon_s: horizon,
+            });
+        }
+        if !whole(self.max_token_lifetime) || self.max_token_lifetime.is_zero() {
+            return Err(ConfigError::MaxTokenLifetime {
+                got_ms: self.max_token_lifetime.as_millis(),
+            });
+        }
+        if !whole(self.max_clock_skew) || self.max_clock_skew.as_secs() > MAX_CLOCK_SKEW_SECS {
+            return Err(ConfigError::MaxClockSkew {
+                got_ms: self.max_clock_skew.as_millis(),
+                max_s: MAX_CLOCK_SKEW_SECS,
             });
         }
         if self.fp_rate.is_nan() || self.fp_rate < MIN_FP_RATE || self.fp_rate >= 1.0 {

@@ -31,6 +31,20 @@ pub enum ConfigError {
         /// The horizon, in seconds.
         horizon_s: u64,
     },
+    /// `max_token_lifetime` was zero or not a whole number of seconds.
+    #[error("max_token_lifetime must be a whole, non-zero number of seconds (got {got_ms} ms)")]
+    MaxTokenLifetime {
+        /// The lifetime that was given, in milliseconds.
+        got_ms: u128,
+    },
+    /// `max_clock_skew` was not a whole number of seconds, or over the supported maximum.
+    #[error("max_clock_skew must be a whole number of seconds, at most {max_s} (got {got_ms} ms)")]
+    MaxClockSkew {
+        /// The skew that was given, in milliseconds.
+        got_ms: u128,
+        /// The supported maximum, in seconds.
+        max_s: u64,
+    },
     /// `fp_rate` was not strictly between 0 and 1, or below the smallest supported rate.
     #[error("fp_rate must lie in [{min}, 1), exclusive of 1 (got {got})")]
     FpRate {

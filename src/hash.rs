@@ -57,9 +57,24 @@ impl KeyHasher {
     }
 }
 
+/// The form of an issuer identifier that keys revocations and cutoffs: trailing `/`
+/// characters removed, so `https://idp.example/` and `https://idp.example` are one issuer on
+/// both sides. (Merging them can only make more tokens revoked, never fewer.)
+pub fn normalize_issuer(iss: &str) -> &str {
+    iss.trim_end_matches('/')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuers_lose_trailing_slashes() {
+        assert_eq!(normalize_issuer("https://idp/"), "https://idp");
+        assert_eq!(normalize_issuer("https://idp//"), "https://idp");
+        assert_eq!(normalize_issuer("https://idp"), "https://idp");
+        assert_eq!(normalize_issuer("/"), "");
+    }
 
     #[test]
     fn issuer_qualification_separates_jti_spaces() {

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bloom;
+pub mod bounds;
 mod config;
 pub mod cutoff;
 pub mod delta;
@@ -46,6 +47,7 @@ pub mod server;
 #[cfg(feature = "sync")]
 pub mod sync;
 
+pub use bounds::{Bounds, OutOfBounds, MAX_JTI_BYTES};
 pub use config::{BucketDivisor, Geometry, WindowConfig, MAX_BUCKETS, MIN_FP_RATE};
 pub use cutoff::{CutoffKey, CutoffSet};
 pub use delta::{DeltaError, DeltaView};

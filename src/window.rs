@@ -127,6 +127,8 @@ pub struct Window {
     journal: Option<Vec<(BucketId, KeyHash)>>,
     /// The layout epoch at the last `take_journal` (or when journaling was enabled).
     journal_epoch: u64,
+    /// Issuer assumed for tokens without `iss` (normalised), carried into snapshots.
+    default_iss: Option<std::sync::Arc<str>>,
 }
 
 /// The insertions a delta needs, taken with [`Window::take_journal`].
@@ -183,7 +185,28 @@ impl Window {
             layout_epoch: 0,
             journal: None,
             journal_epoch: 0,
+            default_iss: None,
         })
+    }
+
+    /// Set the issuer assumed for tokens without an `iss` claim (normalised with
+    /// [`normalize_issuer`](crate::hash::normalize_issuer); an empty result means none). It
+    /// travels in snapshots, so verifiers apply exactly the publisher's choice.
+    pub fn set_default_issuer(&mut self, iss: Option<&str>) {
+        self.default_iss = iss
+            .map(crate::hash::normalize_issuer)
+            .filter(|i| !i.is_empty())
+            .map(std::sync::Arc::from);
+    }
+
+    /// The issuer assumed for tokens without `iss`, if any.
+    pub fn default_issuer(&self) -> Option<&str> {
+        self.default_iss.as_deref()
+    }
+
+    /// The deployment's time bounds (from the configuration).
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        self.config.bounds()
     }
 
     /// The configuration.
