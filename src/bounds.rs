@@ -63,7 +63,9 @@ pub enum OutOfBounds {
         leeway: u64,
     },
     /// `exp − iat`, or `exp − now`, is beyond the deployment's longest token lifetime.
-    #[error("the token lives longer than the deployment's maximum of {max} s (exp {exp}, iat {iat:?})")]
+    #[error(
+        "the token lives longer than the deployment's maximum of {max} s (exp {exp}, iat {iat:?})"
+    )]
     LifetimeTooLong {
         /// The token's `exp`.
         exp: u64,

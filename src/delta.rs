@@ -21,8 +21,12 @@ use crate::window::{BucketId, Journal, Window};
 
 /// The first eight bytes of every delta.
 pub const DELTA_MAGIC: [u8; 8] = *b"RVBLDLTA";
-/// The delta format version this crate writes and reads.
-pub const DELTA_VERSION: u16 = 1;
+/// The delta format version this crate writes; it also reads version 1. A delta applies only
+/// to a snapshot of the same format version.
+pub const DELTA_VERSION: u16 = 2;
+/// Flag bit (version 2): the signature of the snapshot the delta produces follows the cutoff
+/// records, so applying the delta yields the publisher's signed snapshot, byte for byte.
+pub const FLAG_RESULT_SIGNED: u16 = 1 << 1;
 /// Bytes of the fixed delta header.
 pub const DELTA_HEADER_BYTES: usize = 80;
 /// Bytes of one revocation record: directory index `u32`, key hash `u64`.
@@ -111,6 +115,14 @@ pub enum DeltaError {
         /// Directory entries in the snapshot.
         buckets: u64,
     },
+    /// The delta's format version is not the snapshot's.
+    #[error("delta format version {delta} does not apply to a snapshot of format version {snapshot}; fetch a full snapshot")]
+    Version {
+        /// The snapshot's format version.
+        snapshot: u16,
+        /// The delta's format version.
+        delta: u16,
+    },
     /// The result would not fit the snapshot format.
     #[error("applying the delta gives an invalid snapshot: {0}")]
     Result(#[from] SnapshotError),
@@ -128,6 +140,9 @@ pub struct DeltaView<'a> {
     coverage: u64,
     records: &'a [u8],
     cutoffs: &'a [u8],
+    version: u16,
+    /// Signature of the resulting snapshot, when the delta carries one.
+    result_signature: Option<&'a [u8]>,
 }
 
 fn dfield(field: &'static str, at: usize, expected: &'static str, found: u64) -> DeltaError {
@@ -173,18 +188,24 @@ impl<'a> DeltaView<'a> {
             return Err(dfield("magic", 0, "\"RVBLDLTA\"", u64h(0)));
         }
         let version = f::u16_at(h, doff::VERSION).unwrap_or(0);
-        if version != DELTA_VERSION {
-            return Err(dfield("version", doff::VERSION, "1", version.into()));
+        if version != DELTA_VERSION && version != 1 {
+            return Err(dfield("version", doff::VERSION, "1 or 2", version.into()));
         }
         let flags = f::u16_at(h, doff::FLAGS).unwrap_or(0);
-        if flags & !f::FLAG_SIGNED != 0 {
+        let known = if version == 1 {
+            f::FLAG_SIGNED
+        } else {
+            f::FLAG_SIGNED | FLAG_RESULT_SIGNED
+        };
+        if flags & !known != 0 {
             return Err(dfield(
                 "flags",
                 doff::FLAGS,
-                "only bit 0 (signed)",
+                "only bit 0 (signed) and, in version 2, bit 1 (result signed)",
                 flags.into(),
             ));
         }
+        let result_signed = flags & FLAG_RESULT_SIGNED != 0;
         if f::u32_at(h, doff::RESERVED_A) != Some(0) {
             return Err(dfield("reserved bytes 12..16", doff::RESERVED_A, "0", 1));
         }
@@ -211,9 +232,11 @@ impl<'a> DeltaView<'a> {
         // In u64, u32 counts of small records cannot overflow; the total is then checked
         // against the input length before any of it is used as an index.
         let tail = (f::CHECKSUM_BYTES + if signed { f::SIGNATURE_BYTES } else { 0 }) as u64;
+        let result_sig_len = if result_signed { f::SIGNATURE_BYTES } else { 0 };
         let needed = DELTA_HEADER_BYTES as u64
             + nrec * DELTA_RECORD_BYTES as u64
             + ncut * RECORD_BYTES as u64
+            + result_sig_len as u64
             + tail;
         if needed > len as u64 {
             return Err(DeltaError::Truncated {
@@ -223,11 +246,13 @@ impl<'a> DeltaView<'a> {
         }
         // All three are <= needed <= len, so they fit a usize.
         let rec_end = DELTA_HEADER_BYTES + nrec as usize * DELTA_RECORD_BYTES;
-        let trailer = rec_end + ncut as usize * RECORD_BYTES;
+        let cut_end = rec_end + ncut as usize * RECORD_BYTES;
+        let trailer = cut_end + result_sig_len;
         let end = needed as usize;
         let ncut = ncut as usize;
         let records = &bytes[DELTA_HEADER_BYTES..rec_end];
-        let cutoffs = &bytes[rec_end..trailer];
+        let cutoffs = &bytes[rec_end..cut_end];
+        let result_signature = result_signed.then(|| &bytes[cut_end..trailer]);
         let mut prev = (0u32, 0u64);
         for (i, r) in records.chunks_exact(DELTA_RECORD_BYTES).enumerate() {
             let rec = (f::u32_at(r, 0).unwrap_or(0), f::u64_at(r, 4).unwrap_or(0));
@@ -284,6 +309,8 @@ impl<'a> DeltaView<'a> {
             coverage: u64h(doff::COVERAGE),
             records,
             cutoffs,
+            version,
+            result_signature,
         };
         Ok((view, &bytes[end..]))
     }
@@ -313,6 +340,15 @@ impl<'a> DeltaView<'a> {
         self.seed
     }
     /// Number of revocation records.
+    /// The delta's format version (1 or 2).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+    /// Whether the delta carries the signature of the snapshot it produces.
+    pub fn has_result_signature(&self) -> bool {
+        self.result_signature.is_some()
+    }
+    /// Distinct revocations (records) the delta adds.
     pub fn revocations(&self) -> usize {
         self.records.len() / DELTA_RECORD_BYTES
     }
@@ -357,6 +393,62 @@ pub fn encode_delta(
     new_cutoffs: &[(CutoffKey, u64)],
     meta: &SnapshotMeta,
     signing_key: Option<&SigningKey>,
+    out: impl Write,
+) -> io::Result<u64> {
+    encode_delta_inner(window, journal, new_cutoffs, meta, signing_key, None, out)
+}
+
+/// [`encode_delta`] for a signed deployment: the delta is signed with `signing_key` and also
+/// carries the signature of `result`, the publisher's signed full snapshot of
+/// `meta.generation` (what [`encode`](crate::snapshot::encode) wrote with the same key).
+/// Applying the delta then gives exactly `result`, signature included, so a verifier's copy
+/// stays a signed file that reopens under the publisher's key.
+///
+/// Fails with `InvalidInput` as [`encode_delta`] does, and when `result` is not a signed
+/// snapshot of `meta.generation` with this window's layout.
+pub fn encode_signed_delta(
+    window: &Window,
+    journal: &Journal,
+    new_cutoffs: &[(CutoffKey, u64)],
+    meta: &SnapshotMeta,
+    signing_key: &SigningKey,
+    result: &[u8],
+    out: impl Write,
+) -> io::Result<u64> {
+    let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+    let flags = f::u16_at(result, off::FLAGS).unwrap_or(0);
+    let matches = f::u16_at(result, off::VERSION) == Some(f::FORMAT_VERSION)
+        && flags & f::FLAG_SIGNED != 0
+        && f::u64_at(result, off::GENERATION) == Some(meta.generation)
+        && f::u64_at(result, off::LAYOUT_ID) == Some(crate::snapshot::layout_id(window));
+    let sig = result
+        .len()
+        .checked_sub(f::SIGNATURE_BYTES)
+        .and_then(|at| result.get(at..))
+        .and_then(|s| <[u8; 64]>::try_from(s).ok());
+    match sig {
+        Some(sig) if matches => encode_delta_inner(
+            window,
+            journal,
+            new_cutoffs,
+            meta,
+            Some(signing_key),
+            Some(sig),
+            out,
+        ),
+        _ => Err(invalid(
+            "the result must be the signed snapshot of this generation and layout",
+        )),
+    }
+}
+
+fn encode_delta_inner(
+    window: &Window,
+    journal: &Journal,
+    new_cutoffs: &[(CutoffKey, u64)],
+    meta: &SnapshotMeta,
+    signing_key: Option<&SigningKey>,
+    result_signature: Option<[u8; 64]>,
     mut out: impl Write,
 ) -> io::Result<u64> {
     let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
@@ -390,11 +482,14 @@ pub fn encode_delta(
     );
     buf.extend_from_slice(&DELTA_MAGIC);
     buf.extend_from_slice(&DELTA_VERSION.to_le_bytes());
-    let flags: u16 = if signing_key.is_some() {
+    let mut flags: u16 = if signing_key.is_some() {
         f::FLAG_SIGNED
     } else {
         0
     };
+    if result_signature.is_some() {
+        flags |= FLAG_RESULT_SIGNED;
+    }
     buf.extend_from_slice(&flags.to_le_bytes());
     buf.extend_from_slice(&[0u8; 4]);
     for v in [
@@ -417,6 +512,9 @@ pub fn encode_delta(
     for (key, before) in cutoffs {
         buf.extend_from_slice(&key.0.to_le_bytes());
         buf.extend_from_slice(&before.to_le_bytes());
+    }
+    if let Some(sig) = result_signature {
+        buf.extend_from_slice(&sig);
     }
     let sum = f::checksum(&buf);
     buf.extend_from_slice(&sum.to_le_bytes());
@@ -442,6 +540,12 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 seed_matches: delta.seed == self.hasher().seed(),
             });
         }
+        if delta.version != self.format_version() {
+            return Err(DeltaError::Version {
+                snapshot: self.format_version(),
+                delta: delta.version,
+            });
+        }
         if delta.parent != self.generation() {
             return Err(DeltaError::Parent {
                 snapshot: self.generation(),
@@ -449,7 +553,8 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             });
         }
         let src = self.as_bytes();
-        let cutoff_start = src.len() - self.cutoff_table().len() - self.trailer_tail();
+        let ext = self.extension_bytes();
+        let cutoff_start = src.len() - self.cutoff_table().len() - ext.len() - self.trailer_tail();
         let mut out = Vec::with_capacity(
             cutoff_start + self.cutoff_table().len() + delta.cutoffs.len() + f::CHECKSUM_BYTES,
         );
@@ -472,7 +577,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 .and_then(|s| <&mut [u8; BLOCK_BYTES]>::try_from(s).ok())
                 .ok_or_else(bad)?;
             bloom::block_bytes_insert(block, hash);
-            let at = f::HEADER_BYTES + index as usize * f::DIR_ENTRY_BYTES + f::dir::ENTRIES;
+            let at = self.dir_entry_offset(index as usize) + f::dir::ENTRIES;
             let entries = f::u64_at(&out, at).unwrap_or(0);
             f::put_u64(&mut out, at, entries.saturating_add(1));
         }
@@ -517,7 +622,12 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 found: count,
             })
         })?;
+        let ext_offset = out.len() as u64;
+        out.extend_from_slice(ext);
         let mut flags = f::u16_at(&out, off::FLAGS).unwrap_or(0) & !f::FLAG_SIGNED;
+        if delta.result_signature.is_some() {
+            flags |= f::FLAG_SIGNED;
+        }
         if count > 0 {
             flags |= f::FLAG_CUTOFFS;
         } else {
@@ -539,9 +649,15 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         ] {
             f::put_u64(&mut out, at, v);
         }
+        if self.format_version() != f::FORMAT_VERSION_1 {
+            f::put_u64(&mut out, off::EXT_OFFSET, ext_offset);
+        }
         let mut h = Xxh3Default::new();
         h.update(&out);
         out.extend_from_slice(&h.digest().to_le_bytes());
+        if let Some(sig) = delta.result_signature {
+            out.extend_from_slice(sig);
+        }
         // Re-validate the structure (cheap: header, directory, cutoff order); the checksum was
         // just computed over these very bytes.
         Ok(SnapshotView::open(

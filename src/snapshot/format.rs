@@ -1,14 +1,19 @@
-//! Byte layout of snapshot format v1: offsets, sizes and the small helpers both the writer and
-//! the reader use, so the two cannot drift apart. `docs/FORMAT.md` is the prose version.
+//! Byte layout of snapshot formats v1 and v2: offsets, sizes and the small helpers both the
+//! writer and the reader use, so the two cannot drift apart. `docs/FORMAT.md` is the prose
+//! version.
 
 use xxhash_rust::xxh3::Xxh3Default;
 
 /// The first eight bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"RVBLSNAP";
 
-/// The snapshot format version this crate writes and the only one it reads. A reader refuses
-/// other versions instead of guessing: a new layout gets a new number (and new golden fixtures).
-pub const FORMAT_VERSION: u16 = 1;
+/// The snapshot format version this crate writes. It reads this one and
+/// [`FORMAT_VERSION_1`], and refuses any other instead of guessing: a new layout gets a new
+/// number (and new golden fixtures).
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format version, still read: 160-byte header, keys issuer-qualified when the
+/// verifier names an issuer, no deployment bounds beyond horizon and leeway.
+pub const FORMAT_VERSION_1: u16 = 1;
 
 /// Flag bit: an Ed25519 signature follows the checksum trailer.
 pub const FLAG_SIGNED: u16 = 1 << 0;
@@ -18,8 +23,30 @@ pub const FLAG_CUTOFFS: u16 = 1 << 1;
 /// sections, which must be refused by readers that cannot honour them).
 pub const KNOWN_FLAGS: u16 = FLAG_SIGNED | FLAG_CUTOFFS;
 
-/// Bytes of the fixed header.
-pub const HEADER_BYTES: usize = 160;
+/// Bytes of the fixed header of a version 1 file.
+pub const HEADER_BYTES_V1: usize = 160;
+/// Bytes of the fixed header of a version 2 file.
+pub const HEADER_BYTES: usize = 192;
+
+/// Header bytes of a file of `version` (either known version).
+pub const fn header_bytes(version: u16) -> usize {
+    if version == FORMAT_VERSION_1 {
+        HEADER_BYTES_V1
+    } else {
+        HEADER_BYTES
+    }
+}
+
+/// Bytes of an extension record's head (type, flags, length).
+pub const EXT_HEAD_BYTES: usize = 8;
+/// Extension records are padded with zeros to a multiple of this.
+pub const EXT_ALIGN: usize = 8;
+/// Extension record flag: a reader that does not know the type must refuse the file.
+pub const EXT_CRITICAL: u16 = 1 << 0;
+/// Extension type 1: the issuer assumed for tokens without `iss` (UTF-8, normalised, critical).
+pub const EXT_DEFAULT_ISS: u16 = 1;
+/// Longest default issuer, in bytes.
+pub const MAX_DEFAULT_ISS_BYTES: usize = 1024;
 /// Bytes of one bucket directory entry.
 pub const DIR_ENTRY_BYTES: usize = 32;
 /// Alignment of every bit array, relative to the start of the file: one cache line.
@@ -77,8 +104,18 @@ pub mod off {
     pub const CUTOFF_OFFSET: usize = 128;
     /// `u64` offset of the checksum trailer.
     pub const TRAILER_OFFSET: usize = 136;
-    /// 16 reserved zero bytes.
+    /// 16 reserved zero bytes (version 1).
     pub const RESERVED_B: usize = 144;
+    /// `u64` longest token lifetime, seconds (version 2).
+    pub const MAX_TOKEN_LIFETIME: usize = 144;
+    /// `u64` largest clock skew, seconds (version 2).
+    pub const MAX_CLOCK_SKEW: usize = 152;
+    /// `u64` offset of the extension section (version 2).
+    pub const EXT_OFFSET: usize = 160;
+    /// `u32` bytes of the extension section (version 2).
+    pub const EXT_LEN: usize = 168;
+    /// 20 reserved zero bytes (version 2).
+    pub const RESERVED_C: usize = 172;
 }
 
 /// Directory entry field offsets, relative to the entry.
@@ -129,17 +166,31 @@ pub fn ring_len(width: u64, horizon: u64, leeway: u64) -> Option<u64> {
 }
 
 /// Digest identifying a layout: the 48 parameter bytes at offsets 16..64 (seed, width, horizon,
-/// leeway, fp rate, load target), the oldest bucket number, and each directory entry's
+/// leeway, fp rate, load target), in version 2 also the bounds (offsets 144..160) and the
+/// extension section, then the oldest bucket number and each directory entry's
 /// `(number, blocks)`. Two snapshots with equal layout ids put every key's bits at the same
-/// byte positions, which is what lets a delta be applied to one of them.
+/// byte positions and share every parameter a delta cannot change, which is what lets a delta
+/// be applied to one of them.
 pub struct LayoutDigest(Xxh3Default);
 
 impl LayoutDigest {
-    /// Start from the parameter bytes and the oldest bucket.
+    /// Version 1: start from the parameter bytes and the oldest bucket.
     pub fn new(params: &[u8], oldest: u64) -> Self {
         let mut h = Xxh3Default::new();
         h.update(b"revbloom.layout.1");
         h.update(params);
+        h.update(&oldest.to_le_bytes());
+        LayoutDigest(h)
+    }
+    /// Version 2: the parameter bytes, the bounds bytes (144..160), the extension section and
+    /// the oldest bucket.
+    pub fn new_v2(params: &[u8], bounds: &[u8], extensions: &[u8], oldest: u64) -> Self {
+        let mut h = Xxh3Default::new();
+        h.update(b"revbloom.layout.2");
+        h.update(params);
+        h.update(bounds);
+        h.update(&(extensions.len() as u64).to_le_bytes());
+        h.update(extensions);
         h.update(&oldest.to_le_bytes());
         LayoutDigest(h)
     }
@@ -188,6 +239,20 @@ pub fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
     if let Some(s) = at.checked_add(8).and_then(|end| bytes.get_mut(at..end)) {
         s.copy_from_slice(&v.to_le_bytes());
     }
+}
+
+/// The extension section holding `default_iss` (empty without one): one critical record of
+/// type [`EXT_DEFAULT_ISS`], zero-padded to [`EXT_ALIGN`].
+pub fn extensions(default_iss: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(iss) = default_iss {
+        out.extend_from_slice(&EXT_DEFAULT_ISS.to_le_bytes());
+        out.extend_from_slice(&EXT_CRITICAL.to_le_bytes());
+        out.extend_from_slice(&(iss.len() as u32).to_le_bytes());
+        out.extend_from_slice(iss.as_bytes());
+        out.resize(out.len().div_ceil(EXT_ALIGN) * EXT_ALIGN, 0);
+    }
+    out
 }
 
 /// xxh3-64 (seed 0) of `bytes`: the checksum trailer.

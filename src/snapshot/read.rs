@@ -4,7 +4,8 @@ use super::error::SnapshotError;
 use super::format::{self as f, off, HashAlgorithm, LayoutDigest};
 use super::options::{verify_signature, OpenOptions, SignatureStatus};
 use crate::bloom::{self, BLOCK_BYTES, WORDS};
-use crate::config::{BucketDivisor, MAX_BUCKETS, MIN_FP_RATE};
+use crate::bounds::Bounds;
+use crate::config::{BucketDivisor, MAX_BUCKETS, MAX_CLOCK_SKEW_SECS, MIN_FP_RATE};
 use crate::cutoff::{self, CutoffKey, RECORD_BYTES};
 use crate::hash::{KeyHash, KeyHasher};
 use crate::window::{BucketId, BucketStats, Verdict};
@@ -43,6 +44,11 @@ pub struct SnapshotView<B> {
     layout_epoch: u64,
     created_at: u64,
     coverage: u64,
+    version: u16,
+    header_len: usize,
+    bounds: Bounds,
+    /// Byte range of the default issuer in the input, if the file names one.
+    default_iss: Option<(usize, usize)>,
     dir: Vec<BucketRef>,
     cutoffs: (usize, usize),
     trailer: usize,
@@ -86,8 +92,8 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         let b = bytes.as_ref();
         let len = b.len();
         let head = b
-            .get(..f::HEADER_BYTES)
-            .ok_or_else(|| truncated("header", f::HEADER_BYTES, len))?;
+            .get(..f::HEADER_BYTES_V1)
+            .ok_or_else(|| truncated("header", f::HEADER_BYTES_V1, len))?;
         let u64h = |at: usize| f::u64_at(head, at).unwrap_or(0);
         let u32h = |at: usize| f::u32_at(head, at).unwrap_or(0);
 
@@ -97,12 +103,16 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             return Err(SnapshotError::Magic { found: magic });
         }
         let version = f::u16_at(head, off::VERSION).unwrap_or(0);
-        if version != f::FORMAT_VERSION {
+        if version != f::FORMAT_VERSION && version != f::FORMAT_VERSION_1 {
             return Err(SnapshotError::Version {
                 expected: f::FORMAT_VERSION,
                 found: version,
             });
         }
+        let header_len = f::header_bytes(version);
+        let head = b
+            .get(..header_len)
+            .ok_or_else(|| truncated("header", header_len, len))?;
         let flags = f::u16_at(head, off::FLAGS).unwrap_or(0);
         if flags & !f::KNOWN_FLAGS != 0 {
             return Err(SnapshotError::Flags {
@@ -121,12 +131,21 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             off::SEED,
             "reserved header bytes 13..16",
         )?;
-        zero(
-            head,
-            off::RESERVED_B,
-            f::HEADER_BYTES,
-            "reserved header bytes 144..160",
-        )?;
+        if version == f::FORMAT_VERSION_1 {
+            zero(
+                head,
+                off::RESERVED_B,
+                f::HEADER_BYTES_V1,
+                "reserved header bytes 144..160",
+            )?;
+        } else {
+            zero(
+                head,
+                off::RESERVED_C,
+                f::HEADER_BYTES,
+                "reserved header bytes 172..192",
+            )?;
+        }
 
         let (width, horizon, leeway) = (u64h(off::WIDTH), u64h(off::HORIZON), u64h(off::LEEWAY));
         if width == 0 {
@@ -143,6 +162,39 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         if leeway > horizon {
             return Err(field("leeway", off::LEEWAY, "<= horizon", leeway));
         }
+        let bounds = if version == f::FORMAT_VERSION_1 {
+            // Version 1 files predate explicit bounds: the ring's horizon is the longest
+            // lifetime they can vouch for, and clocks are taken to agree.
+            Bounds {
+                max_token_lifetime: horizon,
+                leeway,
+                max_clock_skew: 0,
+            }
+        } else {
+            let lifetime = u64h(off::MAX_TOKEN_LIFETIME);
+            if lifetime == 0 {
+                return Err(field(
+                    "max token lifetime",
+                    off::MAX_TOKEN_LIFETIME,
+                    "> 0",
+                    lifetime,
+                ));
+            }
+            let skew = u64h(off::MAX_CLOCK_SKEW);
+            if skew > MAX_CLOCK_SKEW_SECS {
+                return Err(field(
+                    "max clock skew",
+                    off::MAX_CLOCK_SKEW,
+                    "at most 3600 seconds",
+                    skew,
+                ));
+            }
+            Bounds {
+                max_token_lifetime: lifetime,
+                leeway,
+                max_clock_skew: skew,
+            }
+        };
         let fp_rate = f64::from_bits(u64h(off::FP_RATE));
         if !(MIN_FP_RATE..1.0).contains(&fp_rate) {
             return Err(field(
@@ -200,7 +252,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
 
         // Directory: its size is bounded by the input length before anything is allocated.
         let count = count as usize;
-        let dir_end = f::HEADER_BYTES + count * f::DIR_ENTRY_BYTES; // count <= 65537: no overflow
+        let dir_end = header_len + count * f::DIR_ENTRY_BYTES; // count <= 65537: no overflow
         if dir_end > len {
             return Err(truncated("bucket directory", dir_end, len));
         }
@@ -208,10 +260,10 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             f::align_up(dir_end).ok_or_else(|| truncated("bit arrays", usize::MAX, len))?;
         zero(b, dir_end, bits_start, "padding before the bit arrays")?;
         let mut dir = Vec::with_capacity(count);
-        let mut layout = LayoutDigest::new(&head[off::SEED..off::GENERATION], oldest);
+        let mut entries_shape = Vec::with_capacity(count);
         let mut next = bits_start;
         for i in 0..count {
-            let at = f::HEADER_BYTES + i * f::DIR_ENTRY_BYTES;
+            let at = header_len + i * f::DIR_ENTRY_BYTES;
             let e = &b[at..at + f::DIR_ENTRY_BYTES];
             let number = f::u64_at(e, f::dir::NUMBER).unwrap_or(0);
             let want = if i == 0 {
@@ -253,7 +305,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 });
             }
             let end = needed as usize; // <= len
-            layout.bucket(number, blocks);
+            entries_shape.push((number, blocks));
             dir.push(BucketRef {
                 number,
                 entries: f::u64_at(e, f::dir::ENTRIES).unwrap_or(0),
@@ -290,7 +342,12 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 len: len as u64,
             });
         }
-        let trailer = needed as usize; // <= len
+        let cutoff_end = needed as usize; // <= len
+        let (trailer, default_iss, ext) = if version == f::FORMAT_VERSION_1 {
+            (cutoff_end, None, &b[cutoff_end..cutoff_end])
+        } else {
+            read_extensions(b, head, cutoff_end)?
+        };
         let trailer_field = u64h(off::TRAILER_OFFSET);
         if trailer_field != trailer as u64 {
             return Err(SnapshotError::Offset {
@@ -309,7 +366,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                 found: len as u64,
             });
         }
-        let table = &b[next..trailer];
+        let table = &b[next..cutoff_end];
         for i in 1..cutoff_count as usize {
             let prev = f::u64_at(table, (i - 1) * RECORD_BYTES);
             let this = f::u64_at(table, i * RECORD_BYTES);
@@ -319,6 +376,20 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
                     offset: (next + i * RECORD_BYTES) as u64,
                 });
             }
+        }
+        let params = &head[off::SEED..off::GENERATION];
+        let mut layout = if version == f::FORMAT_VERSION_1 {
+            LayoutDigest::new(params, oldest)
+        } else {
+            LayoutDigest::new_v2(
+                params,
+                &head[off::MAX_TOKEN_LIFETIME..off::EXT_OFFSET],
+                ext,
+                oldest,
+            )
+        };
+        for (number, blocks) in entries_shape {
+            layout.bucket(number, blocks);
         }
         let layout_id = u64h(off::LAYOUT_ID);
         if layout.finish() != layout_id {
@@ -356,8 +427,12 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             layout_epoch: u64h(off::LAYOUT_EPOCH),
             created_at: u64h(off::CREATED_AT),
             coverage: u64h(off::COVERAGE),
+            version,
+            header_len,
+            bounds,
+            default_iss,
             dir,
-            cutoffs: (next, trailer),
+            cutoffs: (next, cutoff_end),
             trailer,
             signature,
             bytes,
@@ -430,6 +505,36 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             let fp = f::u64_at(r, 0).unwrap_or(0);
             (CutoffKey(fp), f::u64_at(r, 8).unwrap_or(0))
         })
+    }
+
+    /// The format version of the file (1 or 2).
+    pub fn format_version(&self) -> u16 {
+        self.version
+    }
+    /// Whether the filter is keyed on the `jti` alone, whatever the issuer (version 2). In a
+    /// version 1 file a revocation with an issuer was keyed on `(iss, jti)`; check both keys.
+    pub fn keys_on_jti_alone(&self) -> bool {
+        self.version != f::FORMAT_VERSION_1
+    }
+    /// The deployment's time bounds this snapshot vouches within.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+    /// The issuer the publisher assumes for tokens without `iss`, if it names one.
+    pub fn default_issuer(&self) -> Option<&str> {
+        let (start, end) = self.default_iss?;
+        std::str::from_utf8(self.bytes.as_ref().get(start..end)?).ok()
+    }
+    /// Byte offset of directory entry `index` in the file.
+    pub(crate) fn dir_entry_offset(&self, index: usize) -> usize {
+        self.header_len + index * f::DIR_ENTRY_BYTES
+    }
+    /// The extension section's bytes (empty in version 1).
+    pub(crate) fn extension_bytes(&self) -> &[u8] {
+        self.bytes
+            .as_ref()
+            .get(self.cutoffs.1..self.trailer)
+            .unwrap_or(&[])
     }
 
     /// The keyed hasher the snapshot's keys were hashed with.
@@ -586,4 +691,117 @@ impl<B: AsRef<[u8]>> std::fmt::Debug for SnapshotView<B> {
             .field("signature", &self.signature)
             .finish()
     }
+}
+
+/// Validate a version 2 extension section starting at `at` (right after the cutoff table):
+/// returns the trailer offset, the default issuer's byte range, and the section's bytes.
+/// Records are `type u16, flags u16, len u32, value`, zero-padded to 8 bytes, types strictly
+/// increasing; an unknown critical type is refused.
+fn read_extensions<'b>(
+    b: &'b [u8],
+    head: &[u8],
+    at: usize,
+) -> Result<(usize, Option<(usize, usize)>, &'b [u8]), SnapshotError> {
+    let len = b.len();
+    let ext_offset = f::u64_at(head, off::EXT_OFFSET).unwrap_or(0);
+    if ext_offset != at as u64 {
+        return Err(SnapshotError::Offset {
+            field: "extension section offset",
+            offset: off::EXT_OFFSET as u64,
+            expected: at as u64,
+            found: ext_offset,
+        });
+    }
+    let ext_len = f::u32_at(head, off::EXT_LEN).unwrap_or(0) as usize;
+    if ext_len % f::EXT_ALIGN != 0 {
+        return Err(field(
+            "extension section length",
+            off::EXT_LEN,
+            "a multiple of 8",
+            ext_len as u64,
+        ));
+    }
+    let end = at
+        .checked_add(ext_len)
+        .filter(|&e| e <= len)
+        .ok_or_else(|| truncated("extension section", at.saturating_add(ext_len), len))?;
+    let section = &b[at..end];
+    let mut pos = 0usize;
+    let mut last_type = 0u16;
+    let mut default_iss = None;
+    while pos < section.len() {
+        let rec_at = at + pos;
+        let (Some(ty), Some(flags), Some(vlen)) = (
+            f::u16_at(section, pos),
+            f::u16_at(section, pos + 2),
+            f::u32_at(section, pos + 4),
+        ) else {
+            return Err(truncated(
+                "extension record",
+                rec_at + f::EXT_HEAD_BYTES,
+                end,
+            ));
+        };
+        if ty <= last_type {
+            return Err(field(
+                "extension type",
+                rec_at,
+                "types strictly increasing, from 1",
+                ty.into(),
+            ));
+        }
+        if flags & !f::EXT_CRITICAL != 0 {
+            return Err(SnapshotError::Reserved {
+                field: "extension record flags",
+                offset: (rec_at + 2) as u64,
+            });
+        }
+        let vstart = pos + f::EXT_HEAD_BYTES;
+        let vend = vstart
+            .checked_add(vlen as usize)
+            .filter(|&e| e <= section.len())
+            .ok_or_else(|| truncated("extension value", at + vstart + vlen as usize, end))?;
+        let padded = vend.div_ceil(f::EXT_ALIGN) * f::EXT_ALIGN;
+        if padded > section.len() {
+            return Err(truncated("extension padding", at + padded, end));
+        }
+        zero(section, vend, padded, "extension padding").map_err(|e| match e {
+            SnapshotError::Reserved { field, offset } => SnapshotError::Reserved {
+                field,
+                offset: offset + at as u64,
+            },
+            other => other,
+        })?;
+        match ty {
+            f::EXT_DEFAULT_ISS => {
+                let value = &section[vstart..vend];
+                let valid = std::str::from_utf8(value).ok().filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= f::MAX_DEFAULT_ISS_BYTES
+                        && crate::hash::normalize_issuer(s) == *s
+                });
+                if valid.is_none() || flags & f::EXT_CRITICAL == 0 {
+                    return Err(field(
+                        "default issuer",
+                        rec_at,
+                        "critical, non-empty normalised UTF-8 of at most 1024 bytes",
+                        vlen.into(),
+                    ));
+                }
+                default_iss = Some((at + vstart, at + vend));
+            }
+            unknown if flags & f::EXT_CRITICAL != 0 => {
+                return Err(field(
+                    "extension type",
+                    rec_at,
+                    "a type this reader knows (the record is critical)",
+                    unknown.into(),
+                ));
+            }
+            _ => {}
+        }
+        last_type = ty;
+        pos = padded;
+    }
+    Ok((end, default_iss, section))
 }

@@ -76,6 +76,7 @@ fn estimated_len(window: &Window, cutoffs: &CutoffSet) -> usize {
         + f::ALIGN
         + window.filter_bytes() as usize
         + cutoffs.len() * crate::cutoff::RECORD_BYTES
+        + f::extensions(window.default_issuer()).len()
         + f::CHECKSUM_BYTES
 }
 
@@ -104,6 +105,14 @@ fn encode_body(
         })
         .collect();
     let table = cutoffs.sorted();
+    if window
+        .default_issuer()
+        .is_some_and(|i| i.len() > f::MAX_DEFAULT_ISS_BYTES)
+    {
+        return Err(too_big("default issuer"));
+    }
+    let ext = f::extensions(window.default_issuer());
+    let ext_len = u32::try_from(ext.len()).map_err(|_| too_big("extension section"))?;
     let count = u32::try_from(buckets.len()).map_err(|_| too_big("bucket count"))?;
     let cutoff_count = u32::try_from(table.len()).map_err(|_| too_big("cutoff count"))?;
 
@@ -114,7 +123,9 @@ fn encode_body(
         .map(|b| u64::from(b.2) * BLOCK_BYTES as u64)
         .sum();
     let cutoff_offset = bits_start as u64 + bits_len;
-    let trailer_offset = cutoff_offset + table.len() as u64 * crate::cutoff::RECORD_BYTES as u64;
+    let ext_offset = cutoff_offset + table.len() as u64 * crate::cutoff::RECORD_BYTES as u64;
+    let trailer_offset = ext_offset + ext.len() as u64;
+    let bounds = window.bounds();
 
     let config = window.config();
     let mut flags = 0u16;
@@ -129,7 +140,7 @@ fn encode_body(
     h[off::VERSION..off::VERSION + 2].copy_from_slice(&f::FORMAT_VERSION.to_le_bytes());
     h[off::FLAGS..off::FLAGS + 2].copy_from_slice(&flags.to_le_bytes());
     h[off::HASH_ALG] = f::HashAlgorithm::Xxh3_64 as u8;
-    let words: [(usize, u64); 16] = [
+    let words: [(usize, u64); 18] = [
         (off::SEED, window.hasher().seed()),
         (off::WIDTH, config.bucket_width_secs()),
         (off::HORIZON, config.horizon_secs()),
@@ -145,13 +156,16 @@ fn encode_body(
         (off::OLDEST, window.oldest_bucket()),
         (off::CUTOFF_OFFSET, cutoff_offset),
         (off::TRAILER_OFFSET, trailer_offset),
-        (off::RESERVED_B, 0),
+        (off::MAX_TOKEN_LIFETIME, bounds.max_token_lifetime),
+        (off::MAX_CLOCK_SKEW, bounds.max_clock_skew),
+        (off::EXT_OFFSET, ext_offset),
     ];
     for (at, v) in words {
         f::put_u64(&mut h, at, v);
     }
     h[off::BUCKET_COUNT..off::BUCKET_COUNT + 4].copy_from_slice(&count.to_le_bytes());
     h[off::CUTOFF_COUNT..off::CUTOFF_COUNT + 4].copy_from_slice(&cutoff_count.to_le_bytes());
+    h[off::EXT_LEN..off::EXT_LEN + 4].copy_from_slice(&ext_len.to_le_bytes());
     f::put_u64(&mut h, off::LAYOUT_ID, layout_id(window));
 
     let mut w = Hashing {
@@ -192,6 +206,7 @@ fn encode_body(
         batch.extend_from_slice(&before.to_le_bytes());
     }
     w.put(&batch)?;
+    w.put(&ext)?;
     debug_assert_eq!(w.written, trailer_offset);
     let sum = w.hasher.digest();
     w.inner.write_all(&sum.to_le_bytes())?;
@@ -214,7 +229,12 @@ pub fn layout_id(window: &Window) -> u64 {
     for (i, v) in fields.iter().enumerate() {
         f::put_u64(&mut params, i * 8, *v);
     }
-    let mut layout = LayoutDigest::new(&params, window.oldest_bucket());
+    let b = window.bounds();
+    let mut bounds = [0u8; 16];
+    f::put_u64(&mut bounds, 0, b.max_token_lifetime);
+    f::put_u64(&mut bounds, 8, b.max_clock_skew);
+    let ext = f::extensions(window.default_issuer());
+    let mut layout = LayoutDigest::new_v2(&params, &bounds, &ext, window.oldest_bucket());
     for (id, bloom, _) in window.buckets() {
         let number = match id {
             BucketId::Overflow => f::OVERFLOW_NUMBER,
