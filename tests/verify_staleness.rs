@@ -11,8 +11,8 @@ use http::header::{AUTHORIZATION, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use revbloom::tower::BearerLayer;
 use revbloom::verify::{
-    Checked, ExactError, ExactQuery, ExactSource, MemoryExactSource, MemoryState, RevokedBy,
-    StalenessPolicy, Unavailable, Verifier, VerifyError,
+    Checked, ExactError, ExactFailurePolicy, ExactQuery, ExactSource, MemoryExactSource,
+    MemoryState, RevokedBy, StalenessPolicy, Unavailable, Verifier, VerifyError,
 };
 use serde_json::Value;
 use tower::{Layer, ServiceExt};
@@ -167,17 +167,33 @@ fn fail_open_keeps_using_the_stale_filter_and_counts_it() {
     assert_eq!(s.verifier.stats().fail_open, 5);
 }
 
+/// A fresh filter positive with the exact source down is refused whatever the staleness
+/// policy: failing open on staleness is no licence to accept what the filter says may be
+/// revoked. Accepting it takes its own, explicit policy.
 #[test]
-fn fail_open_accepts_when_the_exact_source_is_down() {
-    let verifier = Verifier::builder(hs256_key(), hs256_validation())
-        .state(aged_state(0))
-        .exact_source(Down)
-        .staleness(Some(MAX_AGE), StalenessPolicy::FailOpen)
+fn exact_source_down_refuses_a_fresh_positive_even_under_fail_open() {
+    let build = |policy: Option<ExactFailurePolicy>| {
+        let b = Verifier::builder(hs256_key(), hs256_validation())
+            .state(aged_state(0))
+            .exact_source(Down)
+            .staleness(Some(MAX_AGE), StalenessPolicy::FailOpen);
+        match policy {
+            Some(p) => b.exact_failure(p),
+            None => b,
+        }
         .build()
-        .unwrap();
-    let r = verifier.verify::<Value>(&hs256(&claims("in-filter", "alice", 5)));
-    assert_eq!(r.unwrap().checked, Checked::FailOpen);
+        .unwrap()
+    };
+    let token = hs256(&claims("in-filter", "alice", 5));
+    let verifier = build(None);
+    assert!(matches!(
+        verifier.verify::<Value>(&token),
+        Err(VerifyError::Unavailable(Unavailable::ExactSource(_)))
+    ));
     assert_eq!(verifier.stats().exact_errors, 1);
+    let verifier = build(Some(ExactFailurePolicy::Accept));
+    let r = verifier.verify::<Value>(&token);
+    assert_eq!(r.unwrap().checked, Checked::FailOpen);
 }
 
 #[tokio::test]

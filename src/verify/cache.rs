@@ -145,7 +145,11 @@ impl<S> CachedSource<S> {
     fn lookup(&self, q: &ExactQuery<'_>) -> Lookup {
         let st = self.lock();
         if let Some(e) = st.map.get(&Self::key(q)) {
-            if q.now < e.until && (e.revoked || e.generation == q.generation) {
+            // A "not revoked" holds only for the generation it was given under, and never
+            // when the state is stale: revocations made since then have not reached the
+            // filter, so the source must be asked again.
+            let negative_ok = !q.stale && e.generation == q.generation;
+            if q.now < e.until && (e.revoked || negative_ok) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Hit(e.revoked);
             }
@@ -248,6 +252,7 @@ mod tests {
             exp,
             generation,
             now,
+            stale: false,
         }
     }
 

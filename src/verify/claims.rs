@@ -52,9 +52,10 @@ pub(crate) struct RevClaims {
     pub iss_not_string: bool,
     /// `iat`, if a non-negative number (fractions dropped).
     pub iat: Option<u64>,
-    /// `exp`, if a non-negative number (fractions dropped).
+    /// `exp`, if a non-negative number (fractions rounded, as jsonwebtoken does).
     pub exp: Option<u64>,
-    /// String values of the cutoff claims, by index in the configured list.
+    /// Cutoff texts of the cutoff claims (strings, or numbers and booleans in canonical
+    /// text), by index in the configured list.
     pub cutoffs: [Option<Box<str>>; MAX_CUTOFF_CLAIMS],
 }
 
@@ -152,12 +153,12 @@ impl<A> Tee<A> {
                     self.rev.iss_not_string = self.rev.iss.is_none();
                 }
                 Fixed::Iat => self.rev.iat = v.as_secs(),
-                Fixed::Exp => self.rev.exp = v.as_secs(),
+                Fixed::Exp => self.rev.exp = v.as_exp(),
             }
         }
         if let Some(i) = p.cutoff {
             if let Some(slot) = self.rev.cutoffs.get_mut(i) {
-                *slot = v.as_str().map(Box::from);
+                *slot = v.as_claim_text();
             }
         }
     }
@@ -252,7 +253,35 @@ impl Scalar<'_> {
         }
     }
 
-    /// A NumericDate as whole seconds; negative, non-finite or non-numeric gives `None`.
+    /// `exp` as jsonwebtoken validates it: a fraction rounds to the nearest second
+    /// ([`canonical_exp`](crate::bounds::canonical_exp)), so the bucket probed is the one the
+    /// publisher filed the revocation in.
+    fn as_exp(&self) -> Option<u64> {
+        match *self {
+            Scalar::F64(f) => crate::bounds::canonical_exp(f),
+            _ => self.as_secs(),
+        }
+    }
+
+    /// The text a cutoff on this claim value is keyed by: a string as is, a number in its
+    /// canonical decimal form (`42` and `42.0` are `"42"`, as an operator types it), a boolean
+    /// as `true`/`false`. Objects, arrays and null have no cutoff text.
+    fn as_claim_text(&self) -> Option<Box<str>> {
+        match self {
+            Scalar::Str(s) => Some(Box::from(&**s)),
+            Scalar::U64(n) => Some(n.to_string().into()),
+            Scalar::I64(n) => Some(n.to_string().into()),
+            Scalar::F64(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                Some((*f as i64).to_string().into())
+            }
+            Scalar::F64(f) => serde_json::Number::from_f64(*f).map(|n| n.to_string().into()),
+            Scalar::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
+            _ => None,
+        }
+    }
+
+    /// A NumericDate as whole seconds, fractions dropped (`iat`: an earlier issue time can only
+    /// make a cutoff revoke more); negative, non-finite or non-numeric gives `None`.
     fn as_secs(&self) -> Option<u64> {
         match *self {
             Scalar::U64(n) => Some(n),

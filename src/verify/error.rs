@@ -30,6 +30,11 @@ pub enum VerifyError {
     /// rather than guess. Retry later; the token itself may be fine.
     #[error("revocation state is unavailable: {0}")]
     Unavailable(Unavailable),
+    /// The token lies outside what the revocation state covers (no `exp`, a lifetime longer
+    /// than the deployment's maximum, a `jti` too long to have been revoked): the state cannot
+    /// vouch for it, so it is refused.
+    #[error("the token is outside what revocation covers: {0}")]
+    OutOfBounds(crate::bounds::OutOfBounds),
     /// The token has no `jti` (or a `jti` that is not a string) and the verifier requires
     /// revocation by token id. Issue tokens with a `jti`, or build the verifier with
     /// `require_jti(false)` if such tokens should only be subject to claim cutoffs.
@@ -47,6 +52,9 @@ impl VerifyError {
             VerifyError::Revoked { .. } => "the access token has been revoked",
             VerifyError::Unavailable(_) => "token revocation state is temporarily unavailable",
             VerifyError::MissingJti => "the access token has no jti claim",
+            VerifyError::OutOfBounds(_) => {
+                "the access token's lifetime is outside what this service accepts"
+            }
         }
     }
 }

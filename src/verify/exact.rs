@@ -28,6 +28,9 @@ pub struct ExactQuery<'a> {
     pub generation: u64,
     /// The verifier's clock, unix seconds.
     pub now: u64,
+    /// The revocation state was stale when the question was asked: new revocations may not
+    /// have reached it, so a cached "not revoked" must not answer.
+    pub stale: bool,
 }
 
 /// An exact source could not answer.
@@ -46,6 +49,17 @@ pub enum ExactError {
     /// A recent failure put the source in back-off; it was not asked.
     #[error("exact source is backing off after a recent failure")]
     BackingOff,
+    /// The source no longer covers the token: it may have pruned revocations of tokens expiring
+    /// before `pruned_before` (the publisher's clock), and this one expires at `exp`.
+    #[error(
+        "exact source no longer covers a token expiring at {exp} (pruned before {pruned_before})"
+    )]
+    NotCovered {
+        /// The token's `exp`.
+        exp: u64,
+        /// The source's prune watermark.
+        pruned_before: u64,
+    },
 }
 
 /// A blocking exact source, for synchronous verifiers (and for non-blocking in-memory sources
@@ -159,6 +173,7 @@ mod tests {
             exp: Some(100),
             generation: 1,
             now: 10,
+            stale: false,
         }
     }
 

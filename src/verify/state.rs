@@ -32,6 +32,17 @@ pub trait RevocationState: Send + Sync {
     fn generation(&self) -> u64;
     /// When the state was produced, unix seconds: what staleness is measured from.
     fn created_at(&self) -> u64;
+    /// The deployment's time bounds the state vouches within.
+    fn bounds(&self) -> crate::bounds::Bounds;
+    /// The issuer assumed for tokens without `iss`, if the publisher names one.
+    fn default_issuer(&self) -> Option<&str> {
+        None
+    }
+    /// Whether the filter is keyed on the `jti` alone (otherwise also on `(iss, jti)` for
+    /// revocations that named an issuer: version 1 snapshots).
+    fn keys_on_jti_alone(&self) -> bool {
+        true
+    }
 }
 
 /// Hands out the current [`RevocationState`].
@@ -93,6 +104,12 @@ impl RevocationState for MemoryState {
     }
     fn created_at(&self) -> u64 {
         self.created_at
+    }
+    fn bounds(&self) -> crate::bounds::Bounds {
+        self.window.bounds()
+    }
+    fn default_issuer(&self) -> Option<&str> {
+        self.window.default_issuer()
     }
 }
 
@@ -161,6 +178,15 @@ impl<B: AsRef<[u8]> + Send + Sync> RevocationState for crate::snapshot::Snapshot
     }
     fn created_at(&self) -> u64 {
         crate::snapshot::SnapshotView::created_at(self)
+    }
+    fn bounds(&self) -> crate::bounds::Bounds {
+        crate::snapshot::SnapshotView::bounds(self)
+    }
+    fn default_issuer(&self) -> Option<&str> {
+        crate::snapshot::SnapshotView::default_issuer(self)
+    }
+    fn keys_on_jti_alone(&self) -> bool {
+        crate::snapshot::SnapshotView::keys_on_jti_alone(self)
     }
 }
 

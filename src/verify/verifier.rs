@@ -14,7 +14,9 @@ use super::claims::{lend_cutoff_names, Captured, RevClaims, MAX_CUTOFF_CLAIMS};
 use super::error::{RevokedBy, Unavailable, VerifyError};
 use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
 use super::state::{NoState, RevocationState, StateSource};
+use crate::bounds::Bounds;
 use crate::cutoff::{revokes, CutoffKey, DEFAULT_CLAIM};
+use crate::hash::normalize_issuer;
 use crate::swap::StalenessPolicy;
 use crate::window::Verdict;
 
@@ -88,6 +90,20 @@ enum Exact {
     Async(Arc<dyn AsyncExactSource>),
 }
 
+/// What to do when the exact source fails (unreachable, timeout, bad answer) while settling a
+/// filter positive. Independent of the [`StalenessPolicy`]: a fresh filter that matched says
+/// the token may well be revoked, so accepting it is never implied by anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ExactFailurePolicy {
+    /// Refuse the token as [`Unavailable::ExactSource`] (HTTP 503): the default.
+    #[default]
+    Refuse,
+    /// Accept it (`Checked::FailOpen`, counted in [`VerifierStats::fail_open`]): an explicit
+    /// choice of availability over safety, for deployments that alarm on the counter.
+    Accept,
+}
+
 /// A [`Verifier`] that cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -106,7 +122,13 @@ pub enum BuildError {
 enum Local {
     Accept(Checked),
     Reject(VerifyError),
-    Ask { generation: u64 },
+    Ask {
+        generation: u64,
+        /// The issuer the exact source is asked about (the token's, or the default).
+        iss: Option<Box<str>>,
+        /// The decision was made on stale state: a cached "not revoked" must not settle it.
+        stale: bool,
+    },
 }
 
 /// Builds a [`Verifier`]; see [`Verifier::builder`].
@@ -117,6 +139,7 @@ pub struct VerifierBuilder {
     has_state: bool,
     exact: Exact,
     staleness: Option<(Option<u64>, StalenessPolicy)>,
+    exact_failure: ExactFailurePolicy,
     require_jti: Option<bool>,
     key_on_issuer: Option<bool>,
     cutoff_claims: Vec<Box<str>>,
@@ -163,6 +186,13 @@ impl VerifierBuilder {
         self
     }
 
+    /// What to do when the exact source fails on a filter positive. Default:
+    /// [`ExactFailurePolicy::Refuse`].
+    pub fn exact_failure(mut self, policy: ExactFailurePolicy) -> Self {
+        self.exact_failure = policy;
+        self
+    }
+
     /// Refuse tokens without a string `jti` ([`VerifyError::MissingJti`]). Default: on when a
     /// state source is configured.
     pub fn require_jti(mut self, yes: bool) -> Self {
@@ -170,8 +200,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// Key revocations and cutoffs on the token's `iss` too. Default: on when the
-    /// `Validation` names issuers. Turning it on makes `iss` a required claim.
+    /// Require an `iss` claim. Default: on when the `Validation` names issuers. Revocations
+    /// and cutoffs are matched on the token's issuer whenever it has one (and on the
+    /// snapshot's default issuer when it has none), and issuer-less revocations and cutoffs
+    /// apply to every issuer, so this only decides whether a token without `iss` is refused.
     pub fn key_on_issuer(mut self, yes: bool) -> Self {
         self.key_on_issuer = Some(yes);
         self
@@ -220,6 +252,7 @@ impl VerifierBuilder {
             exact: self.exact,
             policy,
             max_age,
+            exact_failure: self.exact_failure,
             require_jti: self.require_jti.unwrap_or(self.has_state),
             has_state: self.has_state,
             issuer_keyed,
@@ -245,6 +278,7 @@ pub struct Verifier {
     exact: Exact,
     policy: StalenessPolicy,
     max_age: Option<u64>,
+    exact_failure: ExactFailurePolicy,
     require_jti: bool,
     has_state: bool,
     issuer_keyed: bool,
@@ -259,6 +293,7 @@ impl std::fmt::Debug for Verifier {
             .field("algorithms", &self.validation.algorithms)
             .field("policy", &self.policy)
             .field("max_age", &self.max_age)
+            .field("exact_failure", &self.exact_failure)
             .field("require_jti", &self.require_jti)
             .field("issuer_keyed", &self.issuer_keyed)
             .field("cutoff_claims", &self.cutoff_claims)
@@ -277,6 +312,7 @@ impl Verifier {
             has_state: false,
             exact: Exact::None,
             staleness: None,
+            exact_failure: ExactFailurePolicy::Refuse,
             require_jti: None,
             key_on_issuer: None,
             cutoff_claims: vec![Box::from(DEFAULT_CLAIM)],
@@ -302,8 +338,12 @@ impl Verifier {
         let checked = match self.local(&rev) {
             Local::Accept(c) => c,
             Local::Reject(e) => return Err(e),
-            Local::Ask { generation } => {
-                let Some(q) = self.query(&rev, generation) else {
+            Local::Ask {
+                generation,
+                iss,
+                stale,
+            } => {
+                let Some(q) = self.query(&rev, generation, iss.as_deref(), stale) else {
                     return Err(VerifyError::MissingJti);
                 };
                 let answer = match &self.exact {
@@ -336,8 +376,12 @@ impl Verifier {
         let checked = match self.local(&rev) {
             Local::Accept(c) => c,
             Local::Reject(e) => return Err(e),
-            Local::Ask { generation } => {
-                let Some(q) = self.query(&rev, generation) else {
+            Local::Ask {
+                generation,
+                iss,
+                stale,
+            } => {
+                let Some(q) = self.query(&rev, generation, iss.as_deref(), stale) else {
                     return Err(VerifyError::MissingJti);
                 };
                 let answer = match &self.exact {
@@ -375,17 +419,20 @@ impl Verifier {
         }
     }
 
-    fn query<'a>(&self, rev: &'a RevClaims, generation: u64) -> Option<ExactQuery<'a>> {
+    fn query<'a>(
+        &self,
+        rev: &'a RevClaims,
+        generation: u64,
+        iss: Option<&'a str>,
+        stale: bool,
+    ) -> Option<ExactQuery<'a>> {
         Some(ExactQuery {
-            iss: if self.issuer_keyed {
-                rev.iss.as_deref()
-            } else {
-                None
-            },
+            iss,
             jti: rev.jti.as_deref()?,
             exp: rev.exp,
             generation,
             now: (self.clock)(),
+            stale,
         })
     }
 
@@ -409,9 +456,12 @@ impl Verifier {
         match answer {
             Ok(false) => Ok(Checked::ExactSource),
             Ok(true) => Err(VerifyError::Revoked { by: RevokedBy::Jti }),
+            // The source may already have forgotten this token: it is past the publisher's
+            // prune watermark, i.e. expired by the publisher's clock.
+            Err(super::exact::ExactError::NotCovered { .. }) => Err(VerifyError::Expired),
             Err(e) => {
                 bump(&self.counters.exact_errors);
-                if self.policy == StalenessPolicy::FailOpen {
+                if self.exact_failure == ExactFailurePolicy::Accept {
                     bump(&self.counters.fail_open);
                     Ok(Checked::FailOpen)
                 } else {
@@ -421,47 +471,40 @@ impl Verifier {
         }
     }
 
-    /// The CPU-only part: staleness, filter, cutoffs, against one view of the state.
+    /// The CPU-only part: staleness, bounds, filter, cutoffs, against one view of the state.
     fn local(&self, rev: &RevClaims) -> Local {
         if self.require_jti && rev.jti.is_none() {
             return Local::Reject(VerifyError::MissingJti);
         }
-        let iss = if self.issuer_keyed {
-            match (&rev.iss, rev.iss_not_string) {
-                (Some(iss), _) => Some(&**iss),
-                // An array of issuers cannot name one key space.
-                (None, true) => {
-                    return Local::Reject(VerifyError::Invalid(ErrorKind::InvalidIssuer))
-                }
-                (None, false) => {
-                    return Local::Reject(VerifyError::Invalid(ErrorKind::MissingRequiredClaim(
-                        "iss".to_owned(),
-                    )))
-                }
-            }
-        } else {
-            None
-        };
         if !self.has_state {
             return Local::Accept(Checked::NotApplicable);
         }
+        if let Some(jti) = rev.jti.as_deref() {
+            if let Err(e) = Bounds::admit_jti(jti) {
+                return Local::Reject(VerifyError::OutOfBounds(e));
+            }
+        }
+        // An array of issuers names no single issuer whose revocations apply.
+        if rev.iss_not_string {
+            return Local::Reject(VerifyError::Invalid(ErrorKind::InvalidIssuer));
+        }
+        if self.issuer_keyed && rev.iss.is_none() {
+            return Local::Reject(VerifyError::Invalid(ErrorKind::MissingRequiredClaim(
+                "iss".to_owned(),
+            )));
+        }
         let mut out = Local::Accept(Checked::NotApplicable);
         self.state.with_current(&mut |state| {
-            out = self.decide(state, rev, iss);
+            out = self.decide(state, rev);
         });
         out
     }
 
-    fn decide(
-        &self,
-        state: Option<&dyn RevocationState>,
-        rev: &RevClaims,
-        iss: Option<&str>,
-    ) -> Local {
+    fn decide(&self, state: Option<&dyn RevocationState>, rev: &RevClaims) -> Local {
+        let now = (self.clock)();
         let stale = match (state, self.max_age) {
             (None, _) => Some(Unavailable::NoSnapshot),
             (Some(s), Some(max)) => {
-                let now = (self.clock)();
                 let age = now.saturating_sub(s.created_at());
                 (age > max).then_some(Unavailable::Stale {
                     age_secs: age,
@@ -470,18 +513,28 @@ impl Verifier {
             }
             (Some(_), None) => None,
         };
+        // The bounds the state vouches within: a token outside them is refused whatever the
+        // filter says, so nothing the publisher may already have pruned is ever accepted.
+        if let Some(s) = state {
+            match s.bounds().admit(rev.exp, rev.iat, now, s.created_at()) {
+                Ok(()) => {}
+                Err(e) if e.is_expired() => return Local::Reject(VerifyError::Expired),
+                Err(e) => return Local::Reject(VerifyError::OutOfBounds(e)),
+            }
+        }
+        let token_iss = rev.iss.as_deref();
+        let is_stale = stale.is_some();
         if let Some(why) = stale {
             match self.policy {
                 StalenessPolicy::FailOpen => {
+                    bump(&self.counters.fail_open);
                     if state.is_none() {
-                        bump(&self.counters.fail_open);
                         return Local::Accept(Checked::FailOpen);
                     }
-                    bump(&self.counters.fail_open);
                 }
                 StalenessPolicy::ExactSource if !matches!(self.exact, Exact::None) => {
                     if let Some(s) = state {
-                        if let Some(e) = self.cutoff_match(s, rev, iss) {
+                        if let Some(e) = self.cutoff_match(s, rev, token_iss) {
                             return Local::Reject(e);
                         }
                     }
@@ -489,8 +542,11 @@ impl Verifier {
                         return Local::Accept(Checked::NotApplicable);
                     }
                     bump(&self.counters.filter_positives);
-                    let generation = state.map_or(0, |s| s.generation());
-                    return Local::Ask { generation };
+                    return Local::Ask {
+                        generation: state.map_or(0, |s| s.generation()),
+                        iss: effective_issuer(state, token_iss).map(Box::from),
+                        stale: true,
+                    };
                 }
                 _ => return Local::Reject(self.unavailable(why)),
             }
@@ -501,24 +557,29 @@ impl Verifier {
         let mut positive = false;
         if let Some(jti) = rev.jti.as_deref() {
             let hasher = s.hasher();
-            let hash = match iss {
-                Some(iss) => hasher.issuer(iss).hash(jti),
-                None => hasher.hash(jti),
-            };
-            match s.check_hash(hash, rev.exp) {
+            let mut verdict = s.check_hash(hasher.hash(jti), rev.exp);
+            if !s.keys_on_jti_alone() && verdict == Verdict::Clear {
+                // A version 1 file keyed a revocation that named an issuer on `(iss, jti)`.
+                if let Some(iss) = token_iss {
+                    verdict = s.check_hash(hasher.issuer(iss).hash(jti), rev.exp);
+                }
+            }
+            match verdict {
                 Verdict::Clear => {}
                 Verdict::Expired => return Local::Reject(VerifyError::Expired),
                 // MaybeRevoked, and any verdict added later: not clear on the filter's word.
                 _ => positive = true,
             }
         }
-        if let Some(e) = self.cutoff_match(s, rev, iss) {
+        if let Some(e) = self.cutoff_match(s, rev, token_iss) {
             return Local::Reject(e);
         }
         if positive {
             bump(&self.counters.filter_positives);
             return Local::Ask {
                 generation: s.generation(),
+                iss: effective_issuer(Some(s), token_iss).map(Box::from),
+                stale: is_stale,
             };
         }
         if rev.jti.is_none() {
@@ -529,26 +590,36 @@ impl Verifier {
         })
     }
 
+    /// The first cutoff that revokes the token. Each claim is looked up under the token's
+    /// issuer (or the state's default issuer when it has none) and under no issuer, since an
+    /// issuer-less cutoff applies to every issuer.
     fn cutoff_match(
         &self,
         s: &dyn RevocationState,
         rev: &RevClaims,
-        iss: Option<&str>,
+        token_iss: Option<&str>,
     ) -> Option<VerifyError> {
         if !s.has_cutoffs() {
             return None;
         }
         let hasher = s.hasher();
+        // Version 1 files fingerprinted the issuer as the publisher received it.
+        let iss = if s.keys_on_jti_alone() {
+            effective_issuer(Some(s), token_iss)
+        } else {
+            token_iss
+        };
         for (name, value) in self.cutoff_claims.iter().zip(rev.cutoffs.iter()) {
             let Some(value) = value else { continue };
-            let key = CutoffKey::new(
-                &hasher,
-                iss.map(str::as_bytes),
-                name.as_bytes(),
-                value.as_bytes(),
-            );
-            if let Some(before) = s.cutoff(key) {
-                if revokes(before, rev.iat) {
+            let scopes = [iss.map(str::as_bytes), None];
+            let scopes = if iss.is_some() {
+                &scopes[..]
+            } else {
+                &scopes[1..]
+            };
+            for &scope in scopes {
+                let key = CutoffKey::new(&hasher, scope, name.as_bytes(), value.as_bytes());
+                if s.cutoff(key).is_some_and(|before| revokes(before, rev.iat)) {
                     return Some(VerifyError::Revoked {
                         by: RevokedBy::Cutoff {
                             claim: name.to_string(),
@@ -558,5 +629,17 @@ impl Verifier {
             }
         }
         None
+    }
+}
+
+/// The issuer revocations are matched on: the token's own (normalised), else the state's
+/// default issuer.
+fn effective_issuer<'a>(
+    state: Option<&'a dyn RevocationState>,
+    token_iss: Option<&'a str>,
+) -> Option<&'a str> {
+    match token_iss {
+        Some(iss) => Some(normalize_issuer(iss)),
+        None => state.and_then(|s| s.default_issuer()),
     }
 }
