@@ -346,7 +346,8 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         let (trailer, default_iss, ext) = if version == f::FORMAT_VERSION_1 {
             (cutoff_end, None, &b[cutoff_end..cutoff_end])
         } else {
-            read_extensions(b, head, cutoff_end)?
+            let e = read_extensions(b, head, cutoff_end)?;
+            (e.end, e.default_iss, e.bytes)
         };
         let trailer_field = u64h(off::TRAILER_OFFSET);
         if trailer_field != trailer as u64 {
@@ -693,15 +694,24 @@ impl<B: AsRef<[u8]>> std::fmt::Debug for SnapshotView<B> {
     }
 }
 
-/// Validate a version 2 extension section starting at `at` (right after the cutoff table):
-/// returns the trailer offset, the default issuer's byte range, and the section's bytes.
+/// A validated extension section.
+struct Extensions<'b> {
+    /// Offset of the checksum trailer, right after the section.
+    end: usize,
+    /// Byte range of the default issuer's value.
+    default_iss: Option<(usize, usize)>,
+    /// The section's bytes (they enter the layout id).
+    bytes: &'b [u8],
+}
+
+/// Validate a version 2 extension section starting at `at` (right after the cutoff table).
 /// Records are `type u16, flags u16, len u32, value`, zero-padded to 8 bytes, types strictly
 /// increasing; an unknown critical type is refused.
 fn read_extensions<'b>(
     b: &'b [u8],
     head: &[u8],
     at: usize,
-) -> Result<(usize, Option<(usize, usize)>, &'b [u8]), SnapshotError> {
+) -> Result<Extensions<'b>, SnapshotError> {
     let len = b.len();
     let ext_offset = f::u64_at(head, off::EXT_OFFSET).unwrap_or(0);
     if ext_offset != at as u64 {
@@ -713,7 +723,7 @@ fn read_extensions<'b>(
         });
     }
     let ext_len = f::u32_at(head, off::EXT_LEN).unwrap_or(0) as usize;
-    if ext_len % f::EXT_ALIGN != 0 {
+    if !ext_len.is_multiple_of(f::EXT_ALIGN) {
         return Err(field(
             "extension section length",
             off::EXT_LEN,
@@ -803,5 +813,9 @@ fn read_extensions<'b>(
         last_type = ty;
         pos = padded;
     }
-    Ok((end, default_iss, section))
+    Ok(Extensions {
+        end,
+        default_iss,
+        bytes: section,
+    })
 }
