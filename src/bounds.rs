@@ -74,6 +74,11 @@ pub enum OutOfBounds {
         /// The deployment's longest token lifetime.
         max: u64,
     },
+    /// The token carries a claim that cutoffs apply to (e.g. `sub`) but no `iat`: nothing
+    /// bounds how long ago it was issued, so a cutoff that has since been pruned cannot be
+    /// ruled out.
+    #[error("the token has no iat, so no claim cutoff can be ruled out")]
+    NoIssuedAt,
     /// The `jti` is longer than [`MAX_JTI_BYTES`]: no publisher could have stored its
     /// revocation.
     #[error("the jti is {len} bytes; at most {max} are covered", max = MAX_JTI_BYTES)]

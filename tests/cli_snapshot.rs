@@ -87,16 +87,7 @@ fn build_inspect_check_round_trip() {
     );
     let c = run(
         &dir,
-        &[
-            "check",
-            "s.snap",
-            "--jti",
-            "issued",
-            "--exp",
-            "1767229200",
-            "--iss",
-            "https://idp",
-        ],
+        &["check", "s.snap", "--jti", "issued", "--exp", "1767229200"],
     );
     assert_eq!(c.status.code(), Some(3));
 
@@ -214,4 +205,69 @@ fn errors_are_one_line_with_nonzero_exit() {
         ],
     );
     assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn build_refuses_lines_that_cannot_mean_what_they_say() {
+    let dir = tmpdir("build-lines");
+    let refused = |name: &str, line: String, wanted: &[&str]| {
+        std::fs::write(
+            dir.join("in.jsonl"),
+            format!("{{\"jti\":\"ok\",\"exp\":{}}}\n{line}\n", NOW + 600),
+        )
+        .unwrap();
+        let b = build(&dir, &[]);
+        assert_eq!(b.status.code(), Some(1), "{name}: {}", stderr(&b));
+        let err = stderr(&b);
+        assert!(err.contains("line 2"), "{name}: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{name}: {err}");
+        }
+        assert!(!dir.join("s.snap").exists(), "{name}: no output");
+    };
+    // A misspelt field would otherwise drop the exp and file the jti under "any exp".
+    refused(
+        "Exp",
+        format!("{{\"jti\":\"a\",\"Exp\":{}}}", NOW + 600),
+        &["Exp"],
+    );
+    refused("null", "{\"jti\":\"a\",\"exp\":null}".into(), &["null"]);
+    refused(
+        "millis",
+        format!("{{\"jti\":\"a\",\"exp\":{}}}", (NOW + 600) * 1000),
+        &["exp_too_far", "milliseconds"],
+    );
+    refused(
+        "long jti",
+        format!("{{\"jti\":\"{}\",\"exp\":{}}}", "j".repeat(1025), NOW + 600),
+        &["1024"],
+    );
+
+    // Fractional exp lands where a verifier rounding it looks; a token every verifier already
+    // refuses as expired is skipped, not inserted.
+    std::fs::write(
+        dir.join("in.jsonl"),
+        format!(
+            "{{\"jti\":\"frac\",\"exp\":{}.6}}\n{{\"jti\":\"late\",\"exp\":{}}}\n{{\"jti\":\"gone\",\"exp\":{}}}\n",
+            NOW + 100,
+            NOW - 60,
+            NOW - 66
+        ),
+    )
+    .unwrap();
+    let b = build(&dir, &[]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert!(
+        stderr(&b).contains("wrote s.snap: 2 revocations"),
+        "{}",
+        stderr(&b)
+    );
+    assert!(
+        stderr(&b).contains("1 already expired skipped"),
+        "{}",
+        stderr(&b)
+    );
+    let exp = (NOW + 101).to_string();
+    let c = run(&dir, &["check", "s.snap", "--jti", "frac", "--exp", &exp]);
+    assert_eq!(c.status.code(), Some(3), "{}", stdout(&c));
 }

@@ -1,6 +1,8 @@
 //! The HTTP exact source against a stand-in publisher speaking the lookup contract, driven
 //! through the tower layer (async path), with a cache in front; and a dead publisher.
 
+#[cfg(feature = "server")]
+mod server_support;
 mod verify_support;
 
 use std::collections::HashMap;
@@ -138,4 +140,114 @@ async fn a_dead_publisher_fails_closed_with_503() {
     // Tokens the filter clears do not need the publisher.
     let clear = hs256(&claims("other", "u", 1));
     assert_eq!(call(&verifier, &clear).await.status(), StatusCode::OK);
+}
+
+/// Any jti a token can carry reaches the real publisher's lookup byte for byte: the source
+/// percent-encodes every byte outside RFC 3986 unreserved, and the publisher decodes it back.
+#[cfg(feature = "server")]
+mod through_the_real_publisher {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use revbloom::verify::{AsyncExactSource, ExactError, ExactQuery, HttpExactSource};
+    use serde_json::json;
+
+    use super::server_support;
+
+    /// Arbitrary strings, and strings made of the bytes URLs mangle most.
+    fn jtis() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[\t\r\n/?#%+ .~&=;:@\\\\a-zé€😀\u{0}]{1,12}",
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+        ]
+        .prop_filter("the API refuses an empty jti", |j| {
+            !j.is_empty() && j.len() <= revbloom::bounds::MAX_JTI_BYTES
+        })
+    }
+
+    /// The same length in chars, one char different.
+    fn one_char_off(jti: &str) -> String {
+        let mut chars: Vec<char> = jti.chars().collect();
+        chars[0] = if chars[0] == 'a' { 'b' } else { 'a' };
+        chars.into_iter().collect()
+    }
+
+    #[test]
+    fn any_jti_round_trips_through_the_lookup() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let srv = rt.block_on(server_support::start(server_support::config(
+            server_support::temp_dir("http-any-jti"),
+        )));
+        let base = format!("http://{}", srv.local_addr());
+        let source = HttpExactSource::new(&base).unwrap();
+        let http = server_support::client();
+        let now = server_support::now();
+        let exp = now + 3600;
+        let revoked = RefCell::new(HashSet::new());
+        let source = &source;
+        let mut runner = TestRunner::new(Config {
+            cases: 96,
+            ..Config::default()
+        });
+        let result = runner.run(&jtis(), |jti| {
+            rt.block_on(async {
+                let res = http
+                    .post(format!("{base}/v1/revocations"))
+                    .bearer_auth(server_support::TOKEN)
+                    .json(&json!({"jti": jti, "exp": exp}))
+                    .send()
+                    .await
+                    .unwrap();
+                prop_assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
+                revoked.borrow_mut().insert(jti.clone());
+                let query = |jti| ExactQuery {
+                    iss: None,
+                    jti,
+                    exp: Some(exp),
+                    generation: 1,
+                    now,
+                    stale: false,
+                };
+                let answer = source.is_revoked_async(&query(&jti)).await;
+                prop_assert_eq!(answer, Ok(true), "jti {:?}", jti);
+                let other = one_char_off(&jti);
+                if !revoked.borrow().contains(&other) {
+                    let answer = source.is_revoked_async(&query(&other)).await;
+                    prop_assert_eq!(answer, Ok(false), "jti {:?}", other);
+                }
+                Ok(())
+            })
+        });
+        // Once the publisher has pruned (its first tick), "not revoked" for a token older than
+        // its watermark vouches for nothing.
+        let old = rt.block_on(async {
+            for _ in 0..100 {
+                let query = ExactQuery {
+                    iss: None,
+                    jti: "never-revoked",
+                    exp: Some(now - 1000),
+                    generation: 1,
+                    now,
+                    stale: false,
+                };
+                match source.is_revoked_async(&query).await {
+                    Ok(false) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                    other => return other,
+                }
+            }
+            Ok(false)
+        });
+        srv.shutdown();
+        rt.block_on(srv.wait()).unwrap();
+        result.unwrap();
+        assert!(
+            matches!(old, Err(ExactError::NotCovered { exp: Some(e), pruned_before })
+                if e == now - 1000 && pruned_before >= now - 65),
+            "{old:?}"
+        );
+    }
 }

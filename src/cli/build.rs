@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use indicatif::{ProgressBar, ProgressStyle};
+use revbloom::bounds::{canonical_exp, Bounds, MAX_JTI_BYTES};
+use revbloom::server::config::Limits;
 use revbloom::snapshot::{self, SnapshotMeta};
 use revbloom::{CutoffSet, InsertOutcome, Window, WindowConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::{now, parse_duration};
 
@@ -23,7 +25,8 @@ const PROGRESS_BYTES: u64 = 16 << 20;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// JSON Lines file, one revocation per line: {"jti": "...", "exp": 1767225600, "iss": "..."}
-    /// (`exp` and `iss` optional; other fields are ignored). `-` reads stdin.
+    /// (`exp` and `iss` optional, `exp` rounded to whole seconds; any other field is an
+    /// error). `-` reads stdin.
     #[arg(long)]
     input: PathBuf,
     /// Snapshot file to write (atomically: temp file, fsync, rename).
@@ -38,9 +41,18 @@ pub struct Args {
     /// Longest token lifetime covered; a multiple of the bucket width.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     horizon: Duration,
-    /// Clock skew tolerated between issuer, publisher and verifiers.
+    /// Verifiers accept a token until its exp plus this.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     leeway: Duration,
+    /// Longest lifetime (exp − iat) of any token the deployment accepts.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    max_token_lifetime: Duration,
+    /// Most any two clocks of the deployment (issuers, publisher, verifiers) differ by.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    max_clock_skew: Duration,
+    /// Issuer verifiers assume for tokens without an `iss` claim.
+    #[arg(long)]
+    default_iss: Option<String>,
     /// Sign the snapshot with this Ed25519 private key (PKCS#8 PEM, from `revbloom keygen`).
     #[arg(long)]
     signing_key: Option<PathBuf>,
@@ -56,13 +68,64 @@ pub struct Args {
     seed: Option<u64>,
 }
 
+/// One input line. Unknown fields are refused: a misspelt `"Exp"` silently dropped would
+/// put the revocation where no token's check looks.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Line {
     jti: String,
+    /// Absent: the revocation holds for any `exp`. `null` is refused (a lost value, not a
+    /// choice).
+    #[serde(default, deserialize_with = "present_number")]
+    exp: Option<serde_json::Number>,
+    /// Accepted for the record; filters are keyed on the `jti` alone.
     #[serde(default)]
-    exp: Option<u64>,
-    #[serde(default)]
+    #[allow(dead_code)]
     iss: Option<String>,
+}
+
+fn present_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Number>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(d)? {
+        Some(n) => Ok(Some(n)),
+        None => Err(serde::de::Error::custom(
+            "exp is null; give the token's exp in unix seconds, or leave the field out",
+        )),
+    }
+}
+
+/// What to do with one line's `exp` at build time `now`.
+#[derive(Debug, PartialEq, Eq)]
+enum Placed {
+    /// Insert with this canonical exp (`None`: any exp).
+    Insert(Option<u64>),
+    /// Every verifier already refuses this token as expired: nothing to insert.
+    Expired,
+}
+
+/// Check a line's `exp` as the publisher's API does: rounded like verifiers read it, refused
+/// when more than `max_ahead` seconds ahead (milliseconds), skipped when no verifier can still
+/// accept the token.
+fn place(
+    exp: Option<&serde_json::Number>,
+    now: u64,
+    bounds: &Bounds,
+    max_ahead: u64,
+) -> Result<Placed> {
+    let Some(n) = exp else {
+        return Ok(Placed::Insert(None));
+    };
+    let Some(exp) = n.as_u64().or_else(|| n.as_f64().and_then(canonical_exp)) else {
+        bail!("exp {n} is not a unix time in seconds (a non-negative number)");
+    };
+    if exp.saturating_sub(now) > max_ahead {
+        bail!(
+            "exp_too_far: exp {exp} is more than {max_ahead} s ahead of {now}; is it in milliseconds? exp is unix seconds"
+        );
+    }
+    if exp < bounds.earliest_useful_exp(now) {
+        return Ok(Placed::Expired);
+    }
+    Ok(Placed::Insert(Some(exp)))
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -75,6 +138,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .bucket_width(args.bucket_width)
         .horizon(args.horizon)
         .leeway(args.leeway)
+        .max_token_lifetime(args.max_token_lifetime)
+        .max_clock_skew(args.max_clock_skew)
         .fp_rate(args.fp_rate)
         // Buckets grow as needed and are fitted to their counts at the end; the cap only
         // guards against absurd inputs.
@@ -85,6 +150,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => Window::new(config, now),
     };
     let mut window = window.context("invalid window settings")?;
+    window.set_default_issuer(args.default_iss.as_deref());
+    let bounds = window.bounds();
+    let max_ahead = Limits::default().max_exp_ahead_secs;
 
     let (reader, size): (Box<dyn BufRead>, u64) = if args.input.as_os_str() == "-" {
         (Box::new(BufReader::new(std::io::stdin().lock())), 0)
@@ -113,17 +181,30 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
+        let at = || format!("{}: line {line_no}", args.input.display());
         let rec: Line = serde_json::from_str(&line).map_err(|e| {
             anyhow!(
-                "{}: line {line_no}: {e} (expected {{\"jti\": \"...\", \"exp\": <unix seconds>, \"iss\": \"...\"}})",
-                args.input.display()
+                "{}: {e} (expected {{\"jti\": \"...\", \"exp\": <unix seconds>, \"iss\": \"...\"}})",
+                at()
             )
         })?;
-        let hash = match &rec.iss {
-            Some(iss) => window.hasher().hash_issued(iss, &rec.jti),
-            None => window.hasher().hash(&rec.jti),
+        if rec.jti.is_empty() || rec.jti.len() > MAX_JTI_BYTES {
+            bail!(
+                "{}: jti is {} bytes; 1 to {MAX_JTI_BYTES} are accepted (verifiers refuse longer ones)",
+                at(),
+                rec.jti.len()
+            );
+        }
+        let exp = match place(rec.exp.as_ref(), now, &bounds, max_ahead).with_context(at)? {
+            Placed::Insert(exp) => exp,
+            Placed::Expired => {
+                expired += 1;
+                continue;
+            }
         };
-        match window.insert_hash(hash, rec.exp) {
+        // The jti alone, whatever the issuer: what verifiers probe.
+        let hash = window.hasher().hash(&rec.jti);
+        match window.insert_hash(hash, exp) {
             InsertOutcome::Inserted => inserted += 1,
             InsertOutcome::Expired => expired += 1,
             _ => duplicate += 1,
@@ -202,4 +283,59 @@ fn write_atomically(
         let _ = d.sync_all();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Bounds = Bounds {
+        max_token_lifetime: 1000,
+        leeway: 60,
+        max_clock_skew: 5,
+    };
+
+    fn n(v: serde_json::Value) -> serde_json::Number {
+        match v {
+            serde_json::Value::Number(n) => n,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn exp_is_rounded_bounded_and_skipped_when_useless() {
+        let now = 10_000;
+        let p = |v: serde_json::Value| place(Some(&n(v)), now, &B, 500);
+        assert_eq!(
+            p(serde_json::json!(10_100.5)).unwrap(),
+            Placed::Insert(Some(10_101))
+        );
+        assert_eq!(
+            p(serde_json::json!(10_500)).unwrap(),
+            Placed::Insert(Some(10_500))
+        );
+        let far = p(serde_json::json!(10_501)).unwrap_err().to_string();
+        assert!(
+            far.contains("exp_too_far") && far.contains("milliseconds"),
+            "{far}"
+        );
+        // Verifiers accept until exp + leeway by a clock up to the skew behind.
+        assert_eq!(
+            p(serde_json::json!(9_935)).unwrap(),
+            Placed::Insert(Some(9_935))
+        );
+        assert_eq!(p(serde_json::json!(9_934)).unwrap(), Placed::Expired);
+        assert!(p(serde_json::json!(-1)).is_err());
+        assert_eq!(place(None, now, &B, 500).unwrap(), Placed::Insert(None));
+    }
+
+    #[test]
+    fn lines_refuse_unknown_fields_and_null_exp() {
+        assert!(serde_json::from_str::<Line>(r#"{"jti": "a", "Exp": 1}"#).is_err());
+        let null = serde_json::from_str::<Line>(r#"{"jti": "a", "exp": null}"#);
+        assert!(null.is_err_and(|e| e.to_string().contains("null")));
+        let l: Line = serde_json::from_str(r#"{"jti": "a", "exp": 1.5, "iss": "i"}"#).unwrap();
+        assert_eq!(l.exp.and_then(|e| e.as_f64()), Some(1.5));
+        assert!(serde_json::from_str::<Line>(r#"{"jti": "a"}"#).is_ok_and(|l| l.exp.is_none()));
+    }
 }

@@ -17,11 +17,11 @@ pub struct CutoffArgs {
     /// The claim value to match.
     #[arg(long)]
     pub value: Option<String>,
-    /// Tokens issued before this unix time are revoked [default: the server's current second + 1,
-    /// so tokens issued in the same second are revoked too].
+    /// Tokens issued before this unix time are revoked [default: the server's current second +
+    /// its max clock skew + 1, so every token any issuer clock has stamped so far is revoked].
     #[arg(long)]
     pub before: Option<u64>,
-    /// The issuer, when cutoffs are keyed by issuer.
+    /// The issuer; without it the cutoff applies to tokens of every issuer.
     #[arg(long)]
     pub iss: Option<String>,
     /// The publisher.

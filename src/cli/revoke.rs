@@ -78,7 +78,7 @@ pub struct RevokeArgs {
     /// The token's `exp`: unix seconds, or `+SECS` from now.
     #[arg(long)]
     pub exp: String,
-    /// The token's issuer, when revocations are keyed by issuer.
+    /// The token's issuer; without it the jti is revoked for every issuer.
     #[arg(long)]
     pub iss: Option<String>,
     /// The publisher.

@@ -26,7 +26,9 @@ use super::feed;
 use super::metrics::{route_index, Metrics};
 use super::publish::{unix_now, Hub};
 use super::store::{Cutoff, Revocation, Store};
+use crate::bounds::{canonical_exp, Bounds};
 use crate::cutoff::DEFAULT_CLAIM;
+use crate::hash::normalize_issuer;
 
 /// Longest claim name accepted (`sub`, `sid`, `client_id`, ...).
 pub const MAX_CLAIM_BYTES: usize = 64;
@@ -82,7 +84,7 @@ pub(super) struct Inner {
     pub(super) hub: Hub,
     pub(super) metrics: Arc<Metrics>,
     pub(super) limits: Limits,
-    default_iss: Option<String>,
+    bounds: Bounds,
     admin_token: String,
     pub(super) shutdown: watch::Receiver<bool>,
 }
@@ -94,7 +96,7 @@ impl AppState {
         hub: Hub,
         metrics: Arc<Metrics>,
         limits: Limits,
-        default_iss: Option<String>,
+        bounds: Bounds,
         admin_token: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -104,7 +106,7 @@ impl AppState {
                 hub,
                 metrics,
                 limits,
-                default_iss,
+                bounds,
                 admin_token,
                 shutdown,
             }),
@@ -116,7 +118,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let limit = state.inner.limits.max_body_bytes;
     Router::new()
-        .route("/v1/revocations", post(revoke))
+        .route("/v1/revocations", post(revoke).get(lookup_by_query))
         .route("/v1/revocations/{jti}", get(lookup))
         .route("/v1/cutoffs", post(cutoff))
         .route("/v1/snapshot", get(feed::snapshot))
@@ -259,41 +261,70 @@ fn check_string(
 pub struct RevokeItem {
     /// The token's `jti`.
     pub jti: String,
-    /// The token's `exp`, unix seconds.
-    pub exp: u64,
-    /// The token's issuer (optional).
+    /// The token's `exp`, unix seconds; a fractional value is rounded to the nearest second,
+    /// as verifiers read it.
+    pub exp: serde_json::Number,
+    /// The token's issuer; without it the revocation applies to the `jti` of every issuer.
     #[serde(default)]
     pub iss: Option<String>,
+}
+
+/// An issuer from a request, normalised; empty (also after normalising) is refused.
+fn issuer(iss: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    let Some(iss) = iss else {
+        return Ok(None);
+    };
+    check_string("iss", &iss, max, "iss_too_long")?;
+    let normal = normalize_issuer(&iss);
+    if normal.is_empty() {
+        return Err(ApiError::bad(
+            "empty_field",
+            "`iss` must not be empty (trailing `/` are removed); omit it to mean every issuer",
+        ));
+    }
+    Ok(Some(normal.to_owned()))
+}
+
+/// A JSON `exp` as the integer verifiers compare ([`canonical_exp`]).
+fn exp_seconds(exp: &serde_json::Number) -> Result<u64, ApiError> {
+    exp.as_u64()
+        .or_else(|| exp.as_f64().and_then(canonical_exp))
+        .ok_or_else(|| {
+            ApiError::bad(
+                "invalid_body",
+                format!("exp {exp} is not a unix time in seconds (a non-negative number)"),
+            )
+        })
 }
 
 fn to_revocation(st: &Inner, item: RevokeItem, now: u64) -> Result<Revocation, ApiError> {
     let l = &st.limits;
     check_string("jti", &item.jti, l.max_jti_bytes, "jti_too_long")?;
-    if let Some(iss) = &item.iss {
-        check_string("iss", iss, l.max_string_bytes, "iss_too_long")?;
-    }
-    if item.exp <= now {
+    let iss = issuer(item.iss, l.max_string_bytes)?;
+    let exp = exp_seconds(&item.exp)?;
+    let earliest = st.bounds.earliest_useful_exp(now);
+    if exp < earliest {
         return Err(ApiError::bad(
             "exp_in_past",
             format!(
-                "exp {} is not in the future (now {now}): an expired token needs no revocation",
-                item.exp
+                "exp {exp} is before {earliest} (now {now} minus leeway and clock skew): \
+                 verifiers already refuse this token as expired, so it needs no revocation"
             ),
         ));
     }
-    if item.exp - now > l.max_exp_ahead_secs {
+    if exp.saturating_sub(now) > l.max_exp_ahead_secs {
         return Err(ApiError::bad(
             "exp_too_far",
             format!(
-                "exp {} is more than {} s ahead; is it in milliseconds? exp is unix seconds",
-                item.exp, l.max_exp_ahead_secs
+                "exp {exp} is more than {} s ahead; is it in milliseconds? exp is unix seconds",
+                l.max_exp_ahead_secs
             ),
         ));
     }
     Ok(Revocation {
-        iss: item.iss.or_else(|| st.default_iss.clone()),
+        iss,
         jti: item.jti,
-        exp: item.exp,
+        exp,
     })
 }
 
@@ -369,12 +400,11 @@ pub struct CutoffItem {
     /// The claim (default `sub`).
     #[serde(default)]
     pub claim: Option<String>,
-    /// Tokens issued before this unix time are revoked (default: now + 1, so every token issued
-    /// up to and including the current second is revoked: `iat` has one-second resolution, and
-    /// a token minted in the same second as the logout may well predate it).
+    /// Tokens issued before this unix time are revoked (default: now + clock skew + 1, so
+    /// every token any issuer clock has stamped up to the current second is revoked).
     #[serde(default)]
     pub before: Option<u64>,
-    /// The issuer (optional).
+    /// The issuer; without it the cutoff applies to tokens of every issuer.
     #[serde(default)]
     pub iss: Option<String>,
 }
@@ -388,19 +418,22 @@ async fn cutoff(State(st): State<AppState>, req: Request) -> Result<Response, Ap
     check_string("value", &item.value, l.max_string_bytes, "value_too_long")?;
     let claim = item.claim.unwrap_or_else(|| DEFAULT_CLAIM.to_owned());
     check_string("claim", &claim, MAX_CLAIM_BYTES, "claim_too_long")?;
-    if let Some(iss) = &item.iss {
-        check_string("iss", iss, l.max_string_bytes, "iss_too_long")?;
-    }
+    let iss = issuer(item.iss, l.max_string_bytes)?;
     let now = unix_now();
-    let before = item.before.unwrap_or(now.saturating_add(1));
-    if before > now.saturating_add(MAX_BEFORE_AHEAD_SECS) {
+    let before = item
+        .before
+        .unwrap_or_else(|| st.bounds.default_cutoff_before(now));
+    let latest = now
+        .saturating_add(MAX_BEFORE_AHEAD_SECS)
+        .max(st.bounds.default_cutoff_before(now));
+    if before > latest {
         return Err(ApiError::bad(
             "before_in_future",
             format!("before {before} is in the future (now {now}); it would revoke logins that have not happened yet"),
         ));
     }
     let c = Cutoff {
-        iss: item.iss.or_else(|| st.default_iss.clone()),
+        iss,
         claim,
         value: item.value,
         before,
@@ -424,20 +457,37 @@ struct LookupQuery {
     iss: Option<String>,
 }
 
+/// Query of the exact lookup with the `jti` in the query: the form for the `jti`s `.` and
+/// `..`, which URL clients resolve away as dot segments in a path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupByQuery {
+    jti: String,
+    iss: Option<String>,
+}
+
 async fn lookup(
     State(st): State<AppState>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     query: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let st = &st.inner;
     let Path(jti) = path.map_err(|e| ApiError::bad("invalid_jti", e.body_text()))?;
     let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    answer_lookup(&st.inner, jti, q.iss)
+}
+
+async fn lookup_by_query(
+    State(st): State<AppState>,
+    query: Result<Query<LookupByQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    answer_lookup(&st.inner, q.jti, q.iss)
+}
+
+fn answer_lookup(st: &Inner, jti: String, iss: Option<String>) -> Result<Response, ApiError> {
     check_string("jti", &jti, st.limits.max_jti_bytes, "jti_too_long")?;
-    if let Some(iss) = &q.iss {
-        check_string("iss", iss, st.limits.max_string_bytes, "iss_too_long")?;
-    }
-    let iss = q.iss.or_else(|| st.default_iss.clone());
-    let exp = st.store.lookup(iss.as_deref(), &jti).map_err(|e| {
+    let iss = issuer(iss, st.limits.max_string_bytes)?;
+    let found = st.store.lookup_covered(iss.as_deref(), &jti).map_err(|e| {
         st.metrics.store_errors_total.fetch_add(1, Relaxed);
         tracing::error!(error = %e, "store read failed");
         ApiError::new(
@@ -446,7 +496,13 @@ async fn lookup(
             "the store could not be read; retry",
         )
     })?;
-    let body = json!({"revoked": exp.is_some(), "jti": jti, "iss": iss, "exp": exp});
+    let body = json!({
+        "revoked": found.exp.is_some(),
+        "jti": jti,
+        "iss": iss,
+        "exp": found.exp,
+        "pruned_before": found.pruned_before,
+    });
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 

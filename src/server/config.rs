@@ -10,6 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::bounds::{
+    Bounds, DEFAULT_MAX_CLOCK_SKEW_SECS, DEFAULT_MAX_TOKEN_LIFETIME_SECS, MAX_JTI_BYTES,
+};
+use crate::hash::normalize_issuer;
 use crate::WindowConfig;
 
 /// Environment variable that sets the admin bearer token.
@@ -73,8 +77,14 @@ pub struct WindowSettings {
     pub expected_per_bucket: u64,
     /// Target false-positive rate (default 0.001).
     pub fp_rate: f64,
-    /// Clock-skew leeway in seconds (default 60).
+    /// Verifiers accept a token until its `exp` plus this many seconds (default 60).
     pub leeway_secs: u64,
+    /// Longest lifetime `exp − iat` of any token the deployment accepts, seconds (default 30
+    /// days). Verifiers refuse longer-lived tokens; cutoffs are kept this long.
+    pub max_token_lifetime_secs: u64,
+    /// Most any two clocks of the deployment (issuers, publisher, verifiers) differ by,
+    /// seconds (default 5).
+    pub max_clock_skew_secs: u64,
 }
 
 impl Default for WindowSettings {
@@ -85,6 +95,8 @@ impl Default for WindowSettings {
             expected_per_bucket: 10_000,
             fp_rate: 0.001,
             leeway_secs: 60,
+            max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+            max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
         }
     }
 }
@@ -98,6 +110,13 @@ impl WindowSettings {
             .expected_per_bucket(self.expected_per_bucket)
             .fp_rate(self.fp_rate)
             .leeway(Duration::from_secs(self.leeway_secs))
+            .max_token_lifetime(Duration::from_secs(self.max_token_lifetime_secs))
+            .max_clock_skew(Duration::from_secs(self.max_clock_skew_secs))
+    }
+
+    /// The deployment's time bounds these settings describe.
+    pub fn bounds(&self) -> Bounds {
+        self.to_window_config().bounds()
     }
 }
 
@@ -109,7 +128,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most revocations in one batch (default 1000).
     pub max_batch: usize,
-    /// Longest `jti`, in bytes (default 256).
+    /// Longest `jti`, in bytes (default and minimum [`MAX_JTI_BYTES`], 1024: verifiers refuse
+    /// tokens with a longer `jti`, and any shorter limit would leave tokens they accept
+    /// unrevocable).
     pub max_jti_bytes: usize,
     /// Longest `iss`, claim value or claim name, in bytes (default 1024).
     pub max_string_bytes: usize,
@@ -125,7 +146,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1 << 20,
             max_batch: 1000,
-            max_jti_bytes: 256,
+            max_jti_bytes: MAX_JTI_BYTES,
             max_string_bytes: 1024,
             max_exp_ahead_secs: 400 * 86_400,
             max_wait_secs: 60,
@@ -144,8 +165,9 @@ pub struct ServerConfig {
     /// Admin bearer token. When absent (and `REVBLOOM_ADMIN_TOKEN` unset) one is generated on
     /// first start and kept in `data_dir/admin-token`, readable by the owner only.
     pub admin_token: Option<String>,
-    /// Issuer assumed for revocations and cutoffs that name none. Set it when verifiers key
-    /// revocations by issuer, so a revocation without `iss` still matches their tokens.
+    /// Issuer assumed for *tokens* without an `iss` claim (trailing `/` removed). It travels in
+    /// every snapshot, and the exact lookup uses it for queries without `iss`. Revocations and
+    /// cutoffs without `iss` apply to every issuer whatever this is.
     pub default_iss: Option<String>,
     /// Ed25519 private key (PKCS#8 PEM) to sign snapshots with; unsigned when absent.
     pub signing_key: Option<PathBuf>,
@@ -239,8 +261,11 @@ impl ServerConfig {
                 );
             }
         }
-        if matches!(&self.default_iss, Some(i) if i.is_empty()) {
-            return field("default_iss", "must not be empty; leave it unset".into());
+        if matches!(&self.default_iss, Some(i) if normalize_issuer(i).is_empty()) {
+            return field(
+                "default_iss",
+                "must not be empty (nor only `/`); leave it unset".into(),
+            );
         }
         // Upper bounds keep every timer arithmetic far from overflow, and catch unit mix-ups.
         if !(1..=60_000).contains(&self.coalesce_ms) {
@@ -259,20 +284,30 @@ impl ServerConfig {
             return field("delta_ring", "must be at least 1".into());
         }
         let l = &self.limits;
-        if l.max_body_bytes < 1024 || l.max_batch == 0 || l.max_jti_bytes == 0 {
+        if l.max_body_bytes < 1024 || l.max_batch == 0 {
             return field(
                 "limits",
-                "max_body_bytes >= 1024, max_batch >= 1 and max_jti_bytes >= 1 are required".into(),
+                "max_body_bytes >= 1024 and max_batch >= 1 are required".into(),
+            );
+        }
+        if l.max_jti_bytes < MAX_JTI_BYTES {
+            return field(
+                "limits.max_jti_bytes",
+                format!(
+                    "must be at least {MAX_JTI_BYTES}: verifiers accept tokens with a jti that long, \
+                     and a lower limit would leave them unrevocable"
+                ),
             );
         }
         Ok(())
     }
 
-    /// Lifetime after which a cutoff can no longer match a live token: horizon plus leeway.
-    pub fn cutoff_lifetime(&self) -> u64 {
-        self.window
-            .horizon_secs
-            .saturating_add(self.window.leeway_secs)
+    /// The configured default issuer, normalised; `None` when unset.
+    pub fn default_issuer(&self) -> Option<&str> {
+        self.default_iss
+            .as_deref()
+            .map(normalize_issuer)
+            .filter(|i| !i.is_empty())
     }
 }
 
@@ -365,6 +400,42 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("window"));
         let c: ServerConfig = serde_json::from_str(r#"{"admin_token": "short"}"#).unwrap();
         assert!(c.validate().is_err());
+        let c: ServerConfig =
+            serde_json::from_str(r#"{"limits": {"max_jti_bytes": 256}}"#).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.max_jti_bytes"), "{e}");
+        let c: ServerConfig = serde_json::from_str(r#"{"default_iss": "//"}"#).unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn time_bounds_and_default_issuer_reach_the_window() {
+        let c: ServerConfig = serde_json::from_str(
+            r#"{"default_iss": "https://idp/",
+                "window": {"leeway_secs": 30, "max_token_lifetime_secs": 7200,
+                           "max_clock_skew_secs": 2}}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.window.bounds(),
+            Bounds {
+                max_token_lifetime: 7200,
+                leeway: 30,
+                max_clock_skew: 2
+            }
+        );
+        assert_eq!(c.default_issuer(), Some("https://idp"));
+        let d = ServerConfig::default();
+        assert_eq!(d.limits.max_jti_bytes, MAX_JTI_BYTES);
+        assert_eq!(
+            d.window.bounds(),
+            Bounds {
+                max_token_lifetime: 30 * 86_400,
+                leeway: 60,
+                max_clock_skew: 5
+            }
+        );
     }
 
     #[test]

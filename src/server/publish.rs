@@ -20,7 +20,8 @@ use tokio::time::{sleep_until, Instant};
 use super::config::ServerConfig;
 use super::metrics::Metrics;
 use super::store::{Committed, Cutoff, Revocation, Store, StoreError};
-use crate::delta::encode_delta;
+use crate::bounds::Bounds;
+use crate::delta::{encode_delta, encode_signed_delta};
 use crate::snapshot::{encode_to_vec, SnapshotMeta};
 use crate::{ConfigError, CutoffKey, CutoffSet, KeyHasher, Window};
 
@@ -204,8 +205,7 @@ pub struct Publisher {
     coalesce: Duration,
     refresh: Duration,
     prune_every: Duration,
-    leeway: u64,
-    cutoff_lifetime: u64,
+    bounds: Bounds,
 }
 
 impl Publisher {
@@ -219,6 +219,7 @@ impl Publisher {
     ) -> Result<(Publisher, Hub), PublishError> {
         let now = unix_now();
         let mut window = Window::new(config.window.to_window_config(), now)?;
+        window.set_default_issuer(config.default_issuer());
         let mut cutoffs = CutoffSet::new();
         let hasher = *window.hasher();
         // Straight from the read transaction into the window: no copy of the store in memory.
@@ -272,8 +273,7 @@ impl Publisher {
             coalesce: Duration::from_millis(config.coalesce_ms),
             refresh: Duration::from_secs(config.refresh_secs),
             prune_every: Duration::from_secs(config.prune_secs),
-            leeway: config.window.leeway_secs,
-            cutoff_lifetime: config.cutoff_lifetime(),
+            bounds: config.window.bounds(),
         };
         publisher.publish(first.created_at).await?;
         Ok((publisher, Hub { current: rx, ring }))
@@ -340,14 +340,27 @@ impl Publisher {
             None
         } else {
             let mut buf = Vec::new();
-            encode_delta(
-                &self.window,
-                &journal,
-                &self.new_cutoffs,
-                &meta,
-                key,
-                &mut buf,
-            )
+            match key {
+                // Signed deployments ship the full snapshot's signature in the delta, so a
+                // verifier's copy built from deltas is the publisher's signed file.
+                Some(key) => encode_signed_delta(
+                    &self.window,
+                    &journal,
+                    &self.new_cutoffs,
+                    &meta,
+                    key,
+                    &snapshot,
+                    &mut buf,
+                ),
+                None => encode_delta(
+                    &self.window,
+                    &journal,
+                    &self.new_cutoffs,
+                    &meta,
+                    None,
+                    &mut buf,
+                ),
+            }
             .map_err(encode_err)?;
             Some(buf)
         };
@@ -452,11 +465,7 @@ impl Publisher {
     }
 
     async fn prune(&mut self, now: u64) {
-        match self
-            .store
-            .prune(now, self.leeway, self.cutoff_lifetime)
-            .await
-        {
+        match self.store.prune(now, self.bounds).await {
             Ok(p) if p.revocations + p.cutoffs > 0 => {
                 tracing::info!(
                     revocations = p.revocations,
@@ -472,17 +481,23 @@ impl Publisher {
                 tracing::warn!(error = %e, "pruning the store failed");
             }
         }
-        self.cutoffs.prune(now, self.cutoff_lifetime);
+        prune_cutoffs(&mut self.cutoffs, now, &self.bounds);
     }
 }
 
-/// The filter key of a revocation: issuer-qualified when it names an issuer, as verifiers
-/// configured with issuers hash it.
+/// Drop the cutoffs no verifier can need at publisher time `now`: the store's rule, keep while
+/// [`Bounds::cutoff_needed_until`]`(before) >= now`.
+fn prune_cutoffs(set: &mut CutoffSet, now: u64, bounds: &Bounds) -> usize {
+    // `cutoff_needed_until(before)` is `before + cutoff_needed_until(0)` (saturating), which
+    // is the lifetime `CutoffSet::prune` keeps a cutoff for.
+    set.prune(now, bounds.cutoff_needed_until(0))
+}
+
+/// The filter key of a revocation: the `jti` alone, whatever its issuer. Verifiers probe the
+/// token's `jti` alone too, so the key never depends on an issuer one side may not know; a
+/// cross-issuer collision only costs an exact lookup, which does compare issuers.
 pub fn key_hash(hasher: &KeyHasher, r: &Revocation) -> crate::KeyHash {
-    match &r.iss {
-        Some(iss) => hasher.hash_issued(iss, &r.jti),
-        None => hasher.hash(&r.jti),
-    }
+    hasher.hash(&r.jti)
 }
 
 /// The cutoff table key of a cutoff.
@@ -520,6 +535,32 @@ mod tests {
             generation,
             bytes: Bytes::from(vec![generation as u8; 4]),
         }
+    }
+
+    #[test]
+    fn revocations_are_keyed_on_the_jti_alone() {
+        let h = KeyHasher::new(7);
+        let r = |iss: Option<&str>| Revocation {
+            iss: iss.map(str::to_owned),
+            jti: "j".into(),
+            exp: 1,
+        };
+        assert_eq!(key_hash(&h, &r(Some("https://idp"))), h.hash("j"));
+        assert_eq!(key_hash(&h, &r(None)), h.hash("j"));
+    }
+
+    #[test]
+    fn cutoff_set_prunes_by_the_store_rule() {
+        let b = Bounds {
+            max_token_lifetime: 100,
+            leeway: 10,
+            max_clock_skew: 5,
+        };
+        let mut set = CutoffSet::new();
+        set.insert(CutoffKey(1), 1_000);
+        let needed = b.cutoff_needed_until(1_000);
+        assert_eq!(prune_cutoffs(&mut set, needed, &b), 0);
+        assert_eq!(prune_cutoffs(&mut set, needed + 1, &b), 1);
     }
 
     #[test]

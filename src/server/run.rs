@@ -97,6 +97,7 @@ pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running,
     };
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();
     let (store, writer) = Store::open(&config.data_dir, Some(commit_tx))?;
+    let store = store.with_default_issuer(config.default_issuer());
     let metrics = Arc::new(Metrics::default());
     let (publisher, hub) =
         Publisher::start(store.clone(), &config, signing_key, Arc::clone(&metrics)).await?;
@@ -116,7 +117,7 @@ pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running,
         hub.clone(),
         metrics,
         config.limits.clone(),
-        config.default_iss.clone(),
+        config.window.bounds(),
         admin_token,
         shutdown_rx.clone(),
     );

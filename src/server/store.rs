@@ -20,17 +20,22 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-/// `(iss or "", jti, exp)`. An absent issuer is stored as the empty string, which the API
-/// refuses as an explicit issuer, so the two never meet. `exp` is part of the key: a jti
+use crate::bounds::Bounds;
+use crate::hash::normalize_issuer;
+
+/// `(iss or "", jti, exp)`. An absent issuer (a revocation for every issuer) is stored as the
+/// empty string, which the API refuses as an explicit issuer, so the two never meet. `exp` is part of the key: a jti
 /// revoked twice with two different `exp` values keeps both, because the window buckets by
 /// `exp` and we cannot know which one the real token carries — dropping either could make a
 /// revoked token read as clear after a restart.
 const REVOCATIONS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("revocations");
 /// `(iss or "", claim, value) -> before`.
 const CUTOFFS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cutoffs");
-/// Named counters; today only [`GENERATION_KEY`].
+/// Named counters: [`GENERATION_KEY`] and [`PRUNED_BEFORE_KEY`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const GENERATION_KEY: &str = "generation";
+/// The prune watermark: every revocation with an `exp` below it may have been deleted.
+const PRUNED_BEFORE_KEY: &str = "pruned_before";
 
 /// Most requests folded into one transaction. Bounds the latency one commit adds to the
 /// requests queued behind it, and the memory a group holds.
@@ -39,7 +44,7 @@ const MAX_GROUP: usize = 1024;
 /// One revoked token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
-    /// The token's issuer, when revocations are keyed by issuer.
+    /// The token's issuer (normalised); `None` revokes the `jti` of every issuer.
     pub iss: Option<String>,
     /// The token's `jti`.
     pub jti: String,
@@ -50,7 +55,7 @@ pub struct Revocation {
 /// One claim cutoff: tokens whose `claim` equals `value` issued before `before` are revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cutoff {
-    /// The issuer the cutoff applies to, if keyed by issuer.
+    /// The issuer the cutoff applies to (normalised); `None` applies to every issuer.
     pub iss: Option<String>,
     /// The claim name, e.g. `sub` or `sid`.
     pub claim: String,
@@ -79,12 +84,24 @@ pub struct RevokeOutcome {
     pub duplicates: usize,
 }
 
+/// The answer of an exact lookup, read from one consistent snapshot of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lookup {
+    /// The latest stored `exp` of a matching revocation; `None` if not revoked.
+    pub exp: Option<u64>,
+    /// The prune watermark: revocations of tokens with `exp` below it may have been deleted,
+    /// so "not revoked" says nothing about such a token (0 if never pruned).
+    pub pruned_before: u64,
+}
+
 /// How many entries a prune removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pruned {
-    /// Revocations whose token has expired (plus grace).
+    /// Revocations no verifier can need any more
+    /// ([`Bounds::revocation_needed_until`] is past).
     pub revocations: u64,
-    /// Cutoffs that no live token can match any more.
+    /// Cutoffs that no live token can match any more ([`Bounds::cutoff_needed_until`] is
+    /// past).
     pub cutoffs: u64,
 }
 
@@ -125,11 +142,7 @@ enum Op {
     Revoke(Vec<Revocation>),
     Cutoff(Cutoff),
     SetGeneration(u64),
-    Prune {
-        now: u64,
-        revocation_grace: u64,
-        cutoff_lifetime: u64,
-    },
+    Prune { now: u64, bounds: Bounds },
 }
 
 enum Reply {
@@ -151,6 +164,8 @@ pub struct Store {
     db: Arc<Database>,
     tx: mpsc::Sender<Job>,
     commits: Arc<AtomicU64>,
+    /// The issuer assumed for lookups without `iss` (normalised).
+    default_iss: Option<Arc<str>>,
 }
 
 /// Owns the writer thread. [`StoreWriter::join`] waits until every [`Store`] handle is
@@ -205,11 +220,26 @@ impl Store {
             .spawn(move || writer_loop(&writer_db, rx, on_commit, &writer_commits))
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
         Ok((
-            Store { db, tx, commits },
+            Store {
+                db,
+                tx,
+                commits,
+                default_iss: None,
+            },
             StoreWriter {
                 thread: Some(thread),
             },
         ))
+    }
+
+    /// This handle with `iss` (normalised; empty means none) as the issuer assumed by
+    /// [`Store::lookup`] for queries that name none: the deployment's `default_iss`.
+    pub fn with_default_issuer(mut self, iss: Option<&str>) -> Self {
+        self.default_iss = iss
+            .map(normalize_issuer)
+            .filter(|i| !i.is_empty())
+            .map(Arc::from);
+        self
     }
 
     async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
@@ -248,19 +278,12 @@ impl Store {
         self.submit(Op::SetGeneration(generation)).await.map(|_| ())
     }
 
-    /// Delete revocations whose `exp + revocation_grace` is before `now`, and cutoffs whose
-    /// `before + cutoff_lifetime` is before `now`.
-    pub async fn prune(
-        &self,
-        now: u64,
-        revocation_grace: u64,
-        cutoff_lifetime: u64,
-    ) -> Result<Pruned, StoreError> {
-        let op = Op::Prune {
-            now,
-            revocation_grace,
-            cutoff_lifetime,
-        };
+    /// Delete revocations and cutoffs no verifier can need at publisher time `now`
+    /// ([`Bounds::revocation_needed_until`], [`Bounds::cutoff_needed_until`] before `now`),
+    /// and raise the prune watermark to [`Bounds::earliest_useful_exp`]`(now)` in the same
+    /// transaction.
+    pub async fn prune(&self, now: u64, bounds: Bounds) -> Result<Pruned, StoreError> {
+        let op = Op::Prune { now, bounds };
         match self.submit(op).await? {
             Reply::Pruned(p) => Ok(p),
             _ => Err(StoreError::Transaction(
@@ -275,18 +298,51 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// The latest stored `exp` of a revocation of `jti` (by issuer `iss`), if revoked.
+    /// The latest stored `exp` of a revocation of `jti` for a token of issuer `iss`, if
+    /// revoked: see [`Store::lookup_covered`].
     pub fn lookup(&self, iss: Option<&str>, jti: &str) -> Result<Option<u64>, StoreError> {
+        self.lookup_covered(iss, jti).map(|l| l.exp)
+    }
+
+    /// Whether a token with `jti` and issuer `iss` is revoked, with the prune watermark, from
+    /// one read transaction. The token's issuer is `iss` (normalised) or, when absent, the
+    /// default issuer; it is revoked by a revocation for that issuer or by one for every
+    /// issuer (stored without `iss`).
+    pub fn lookup_covered(&self, iss: Option<&str>, jti: &str) -> Result<Lookup, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
         let t = r.open_table(REVOCATIONS).map_err(db_err)?;
-        let iss = iss.unwrap_or("");
-        let mut range = t
-            .range((iss, jti, 0)..=(iss, jti, u64::MAX))
-            .map_err(db_err)?;
-        match range.next_back() {
-            Some(item) => Ok(Some(item.map_err(db_err)?.0.value().2)),
-            None => Ok(None),
+        let effective = iss
+            .map(normalize_issuer)
+            .filter(|i| !i.is_empty())
+            .or(self.default_iss.as_deref());
+        let latest = |iss: &str| -> Result<Option<u64>, StoreError> {
+            let mut range = t
+                .range((iss, jti, 0)..=(iss, jti, u64::MAX))
+                .map_err(db_err)?;
+            match range.next_back() {
+                Some(item) => Ok(Some(item.map_err(db_err)?.0.value().2)),
+                None => Ok(None),
+            }
+        };
+        let mut exp = latest("")?;
+        if let Some(iss) = effective {
+            exp = exp.max(latest(iss)?);
         }
+        let meta = r.open_table(META).map_err(db_err)?;
+        let pruned_before = meta
+            .get(PRUNED_BEFORE_KEY)
+            .map_err(db_err)?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        Ok(Lookup { exp, pruned_before })
+    }
+
+    /// The prune watermark (0 if the store was never pruned): see [`Lookup::pruned_before`].
+    pub fn pruned_before(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(META).map_err(db_err)?;
+        let got = t.get(PRUNED_BEFORE_KEY).map_err(db_err)?;
+        Ok(got.map(|g| g.value()).unwrap_or(0))
     }
 
     /// The last generation recorded with [`Store::set_generation`] (0 on a new store).
@@ -426,14 +482,16 @@ fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
                     }
                     replies.push(Reply::Done);
                 }
-                Op::Prune {
-                    now,
-                    revocation_grace,
-                    cutoff_lifetime,
-                } => {
+                Op::Prune { now, bounds } => {
                     let (r0, c0) = (rev.len()?, cut.len()?);
-                    rev.retain(|(_, _, exp), ()| exp.saturating_add(*revocation_grace) >= *now)?;
-                    cut.retain(|_, before| before.saturating_add(*cutoff_lifetime) >= *now)?;
+                    rev.retain(|(_, _, exp), ()| bounds.revocation_needed_until(exp) >= *now)?;
+                    cut.retain(|_, before| bounds.cutoff_needed_until(before) >= *now)?;
+                    // Every revocation with exp below this may now be gone; lookups say so.
+                    let watermark = bounds.earliest_useful_exp(*now);
+                    let old = meta.get(PRUNED_BEFORE_KEY)?.map(|v| v.value()).unwrap_or(0);
+                    if watermark > old {
+                        meta.insert(PRUNED_BEFORE_KEY, watermark)?;
+                    }
                     replies.push(Reply::Pruned(Pruned {
                         revocations: r0.saturating_sub(rev.len()?),
                         cutoffs: c0.saturating_sub(cut.len()?),
@@ -506,7 +564,9 @@ mod tests {
         let (store, writer) = Store::open(&dir, None).unwrap();
         assert_eq!(store.lookup(None, "a").unwrap(), Some(100));
         assert_eq!(store.lookup(Some("i"), "a").unwrap(), Some(200));
-        assert_eq!(store.lookup(Some("j"), "a").unwrap(), None);
+        // The revocation without iss holds for every issuer.
+        assert_eq!(store.lookup(Some("j"), "a").unwrap(), Some(100));
+        assert_eq!(store.lookup(Some("j"), "b").unwrap(), None);
         assert_eq!(store.generation().unwrap(), 7);
         assert_eq!(store.counts().unwrap(), (3, 1));
         let mut scanned = Vec::new();
@@ -522,15 +582,84 @@ mod tests {
                 (Some("i".to_owned()), "a".to_owned(), 200)
             ]
         );
-        let p = store.prune(150, 10, 100).await.unwrap();
+        assert_eq!(store.pruned_before().unwrap(), 0);
+        // Revocations are needed until exp + 10 + 5; the cutoff until before + 100 + 10 + 5.
+        let b = Bounds {
+            max_token_lifetime: 100,
+            leeway: 10,
+            max_clock_skew: 5,
+        };
+        assert_eq!(store.prune(65, b).await.unwrap(), Pruned::default());
+        let p = store.prune(66, b).await.unwrap();
         assert_eq!(
             p,
             Pruned {
-                revocations: 2,
+                revocations: 1,
+                cutoffs: 0
+            }
+        );
+        assert_eq!(store.pruned_before().unwrap(), 51);
+        assert_eq!(store.lookup(None, "a").unwrap(), Some(100));
+        let p = store.prune(150, b).await.unwrap();
+        assert_eq!(
+            p,
+            Pruned {
+                revocations: 1,
                 cutoffs: 1
             }
         );
         assert_eq!(store.lookup(None, "a").unwrap(), None);
+        // The watermark never goes down, and survives a reopen.
+        store.prune(120, b).await.unwrap();
+        assert_eq!(
+            store.lookup_covered(None, "a").unwrap(),
+            Lookup {
+                exp: None,
+                pruned_before: 135
+            }
+        );
+        drop(store);
+        writer.join();
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        assert_eq!(store.pruned_before().unwrap(), 135);
+        drop(store);
+        writer.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn issuerless_revocations_match_every_issuer_and_default_applies() {
+        let dir = std::env::temp_dir().join(format!("revbloom-store-iss-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        let store = store.with_default_issuer(Some("https://d/"));
+        store
+            .revoke(vec![
+                rev(None, "all", 100),
+                rev(Some("https://a"), "all", 300),
+                rev(Some("https://a"), "only-a", 200),
+                rev(Some("https://d"), "only-d", 200),
+            ])
+            .await
+            .unwrap();
+        // Without iss: revoked for every issuer, whatever the token says.
+        assert_eq!(store.lookup(Some("https://z"), "all").unwrap(), Some(100));
+        assert_eq!(store.lookup(None, "all").unwrap(), Some(100));
+        // Both rows match: the later exp is the answer.
+        assert_eq!(store.lookup(Some("https://a/"), "all").unwrap(), Some(300));
+        assert_eq!(
+            store.lookup(Some("https://a"), "only-a").unwrap(),
+            Some(200)
+        );
+        assert_eq!(store.lookup(Some("https://b"), "only-a").unwrap(), None);
+        assert_eq!(store.lookup(None, "only-a").unwrap(), None);
+        // A query without iss is a token of the default issuer.
+        assert_eq!(store.lookup(None, "only-d").unwrap(), Some(200));
+        assert_eq!(
+            store.lookup(Some("https://d//"), "only-d").unwrap(),
+            Some(200)
+        );
+        assert_eq!(store.lookup(Some("https://a"), "only-d").unwrap(), None);
         drop(store);
         writer.join();
         let _ = std::fs::remove_dir_all(&dir);

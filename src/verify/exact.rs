@@ -14,6 +14,9 @@ use std::sync::RwLock;
 
 use thiserror::Error;
 
+use crate::bounds::Bounds;
+use crate::hash::normalize_issuer;
+
 /// One question to an exact source: is this token id revoked?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExactQuery<'a> {
@@ -49,15 +52,16 @@ pub enum ExactError {
     /// A recent failure put the source in back-off; it was not asked.
     #[error("exact source is backing off after a recent failure")]
     BackingOff,
-    /// The source no longer covers the token: it may have pruned revocations of tokens expiring
-    /// before `pruned_before` (the publisher's clock), and this one expires at `exp`.
-    #[error(
-        "exact source no longer covers a token expiring at {exp} (pruned before {pruned_before})"
-    )]
+    /// The source answered "not revoked", but it has pruned revocations of tokens expiring
+    /// before `pruned_before` and this token's `exp` is earlier (or absent): it may have
+    /// forgotten this token's revocation, so the answer vouches for nothing. Such a token is
+    /// past every verifier's leeway by the publisher's clock; treat it as expired.
+    #[error("exact source no longer covers this token (exp {exp:?} before its prune watermark {pruned_before})")]
     NotCovered {
-        /// The token's `exp`.
-        exp: u64,
-        /// The source's prune watermark.
+        /// The token's `exp`, if it has one.
+        exp: Option<u64>,
+        /// The source's prune watermark: revocations of tokens with an earlier `exp` may be
+        /// gone.
         pruned_before: u64,
     },
 }
@@ -96,6 +100,9 @@ type MemoryKey = (Option<Box<str>>, Box<str>);
 /// An in-process exact source: a set of revoked `(iss, jti)` with their `exp`. It never
 /// blocks for long (one read lock), so it serves both the blocking and the async path.
 ///
+/// Issuers are normalised ([`normalize_issuer`]); a revocation without an issuer revokes the
+/// `jti` for every issuer, as in the publisher's store.
+///
 /// Useful on the publisher itself, in tests, and for applications that keep their own list.
 #[derive(Debug, Default)]
 pub struct MemoryExactSource {
@@ -109,19 +116,25 @@ impl MemoryExactSource {
         Self::default()
     }
 
-    /// Record a revocation of `jti` (of issuer `iss`, when issuer keying is on) until `exp`.
+    /// Record a revocation of `jti` of issuer `iss` (of every issuer when `None`) until `exp`.
     pub fn revoke(&self, iss: Option<&str>, jti: &str, exp: Option<u64>) {
-        let key = (iss.map(Box::from), Box::from(jti));
+        let key = (iss.map(normalize_issuer).map(Box::from), Box::from(jti));
         // A poisoned lock only means another thread panicked mid-insert; the map is still a
         // valid map, so keep serving it rather than lose revocations.
         let mut map = self.revoked.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(key, exp);
+        // Restated with another exp: keep the later one, which covers the token longer.
+        let slot = map.entry(key).or_insert(exp);
+        *slot = match (*slot, exp) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
     }
 
-    /// Drop revocations whose token expired before `now`.
-    pub fn prune(&self, now: u64) {
+    /// Drop revocations no verifier of a deployment with `bounds` can need at time `now`
+    /// ([`Bounds::revocation_needed_until`] is past); those without `exp` are kept.
+    pub fn prune(&self, now: u64, bounds: &Bounds) {
         let mut map = self.revoked.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, exp| exp.is_none_or(|e| e >= now));
+        map.retain(|_, exp| exp.is_none_or(|e| bounds.revocation_needed_until(e) >= now));
     }
 
     /// How many times the source has been asked (for tests and metrics).
@@ -144,8 +157,13 @@ impl MemoryExactSource {
         let map = self.revoked.read().unwrap_or_else(|e| e.into_inner());
         // Borrowed lookup without allocating would need a custom key type; positives are
         // rare (filter false positives and revoked tokens), so one allocation is fine.
-        let key: MemoryKey = (q.iss.map(Box::from), Box::from(q.jti));
-        map.contains_key(&key)
+        let jti: Box<str> = Box::from(q.jti);
+        let every: MemoryKey = (None, jti);
+        if map.contains_key(&every) {
+            return true;
+        }
+        let iss = q.iss.map(normalize_issuer).map(Box::from);
+        iss.is_some() && map.contains_key(&(iss, every.1))
     }
 }
 
@@ -184,8 +202,34 @@ mod tests {
         assert_eq!(ExactSource::is_revoked(&s, &q(Some("a"), "j1")), Ok(true));
         assert_eq!(ExactSource::is_revoked(&s, &q(Some("b"), "j1")), Ok(false));
         assert_eq!(ExactSource::is_revoked(&s, &q(None, "j1")), Ok(false));
-        assert_eq!(s.calls(), 3);
-        s.prune(101);
-        assert!(s.is_empty());
+        assert_eq!(ExactSource::is_revoked(&s, &q(Some("a/"), "j1")), Ok(true));
+        assert_eq!(s.calls(), 4);
+    }
+
+    #[test]
+    fn memory_source_issuerless_revocations_match_every_issuer() {
+        let s = MemoryExactSource::new();
+        s.revoke(None, "j", Some(100));
+        assert_eq!(ExactSource::is_revoked(&s, &q(Some("a"), "j")), Ok(true));
+        assert_eq!(ExactSource::is_revoked(&s, &q(Some("b"), "j")), Ok(true));
+        assert_eq!(ExactSource::is_revoked(&s, &q(None, "j")), Ok(true));
+        assert_eq!(ExactSource::is_revoked(&s, &q(None, "k")), Ok(false));
+    }
+
+    #[test]
+    fn memory_source_prunes_when_no_verifier_can_need_it() {
+        let b = Bounds {
+            max_token_lifetime: 1000,
+            leeway: 60,
+            max_clock_skew: 5,
+        };
+        let s = MemoryExactSource::new();
+        s.revoke(Some("a"), "j1", Some(100));
+        s.revoke(None, "j2", None);
+        // A verifier may accept the token until exp + leeway by a clock lagging by the skew.
+        s.prune(165, &b);
+        assert_eq!(s.len(), 2);
+        s.prune(166, &b);
+        assert_eq!(s.len(), 1);
     }
 }

@@ -1,12 +1,16 @@
 //! The publisher's lookup endpoint as an exact source (feature `sync`).
 //!
-//! Contract (see `docs/API.md`): `GET {base}/v1/revocations/{jti}` with `?iss=ISS` when
-//! revocations are keyed on the issuer, both percent-encoded; `200` with
-//! `{"revoked": true|false, ...}`. Anything else is an error, which the verifier handles by
-//! its staleness policy (fail closed by default).
+//! Contract (see `docs/API.md`): `GET {base}/v1/revocations/{jti}` with `?iss=ISS` when the
+//! token names an issuer, both with every byte outside RFC 3986 *unreserved* percent-encoded
+//! (so the publisher decodes exactly the token's bytes: tab, CR, LF, `/`, `?`, `#`, `%`,
+//! non-ASCII); `200` with `{"revoked": true|false, "pruned_before": W, ...}`. "Not revoked" for
+//! a token with `exp < W` is [`ExactError::NotCovered`]: the publisher may have forgotten its
+//! revocation. Anything else is an error, which the verifier handles by its exact-failure
+//! policy (fail closed by default).
 
 use std::time::Duration;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Client, StatusCode, Url};
 use serde::Deserialize;
 use thiserror::Error;
@@ -15,6 +19,13 @@ use super::exact::{AsyncExactSource, ExactError, ExactFuture, ExactQuery};
 
 /// Largest response body read from the lookup endpoint; the answer is a few dozen bytes.
 const MAX_BODY: usize = 64 * 1024;
+
+/// Every byte except RFC 3986 unreserved (`A-Z a-z 0-9 - . _ ~`) is percent-encoded.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// An [`HttpExactSource`] that cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -47,6 +58,9 @@ pub struct HttpExactSource {
 #[derive(Deserialize)]
 struct Answer {
     revoked: bool,
+    /// Absent from publishers that never prune: nothing is forgotten.
+    #[serde(default)]
+    pruned_before: u64,
 }
 
 impl HttpExactSource {
@@ -75,17 +89,30 @@ impl HttpExactSource {
         Ok(Self { base, client })
     }
 
-    /// The lookup URL for one query.
+    /// The lookup URL for one query. Encoded here byte by byte rather than through `url`'s
+    /// segment API, which drops tab, CR and LF: the publisher must decode exactly `jti`.
+    ///
+    /// The `jti`s `.` and `..` go in the query (`/v1/revocations?jti=..`): as a path segment
+    /// (even as `%2E`) every URL parser resolves them as dot segments.
     pub fn lookup_url(&self, iss: Option<&str>, jti: &str) -> Url {
         let mut url = self.base.clone();
-        if let Ok(mut segs) = url.path_segments_mut() {
-            // push() percent-encodes, so a jti with '/' or '?' stays one segment.
-            segs.pop_if_empty().extend(["v1", "revocations", jti]);
+        let base = self.base.path().trim_end_matches('/');
+        let mut query = Vec::new();
+        if jti == "." || jti == ".." {
+            url.set_path(&format!("{base}/v1/revocations"));
+            query.push(format!("jti={}", utf8_percent_encode(jti, NOT_UNRESERVED)));
+        } else {
+            // Neither setter re-encodes `%`, and nothing else is left to encode.
+            url.set_path(&format!(
+                "{base}/v1/revocations/{}",
+                utf8_percent_encode(jti, NOT_UNRESERVED)
+            ));
         }
-        url.set_query(None);
         if let Some(iss) = iss {
-            url.query_pairs_mut().append_pair("iss", iss);
+            query.push(format!("iss={}", utf8_percent_encode(iss, NOT_UNRESERVED)));
         }
+        url.set_query((!query.is_empty()).then(|| query.join("&")).as_deref());
+        url.set_fragment(None);
         url
     }
 
@@ -107,9 +134,24 @@ impl HttpExactSource {
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice::<Answer>(&body)
-            .map(|a| a.revoked)
-            .map_err(|e| ExactError::BadResponse(format!("lookup answer is not valid: {e}")))
+        let answer = serde_json::from_slice::<Answer>(&body)
+            .map_err(|e| ExactError::BadResponse(format!("lookup answer is not valid: {e}")))?;
+        covered(q.exp, answer)
+    }
+}
+
+/// "Not revoked" only counts for a token the publisher still remembers: one whose `exp` is
+/// at or after the prune watermark (a token without `exp` is never covered once it pruned).
+fn covered(exp: Option<u64>, answer: Answer) -> Result<bool, ExactError> {
+    if answer.revoked || answer.pruned_before == 0 {
+        return Ok(answer.revoked);
+    }
+    match exp {
+        Some(e) if e >= answer.pruned_before => Ok(false),
+        _ => Err(ExactError::NotCovered {
+            exp,
+            pruned_before: answer.pruned_before,
+        }),
     }
 }
 
@@ -138,12 +180,61 @@ mod tests {
             s.lookup_url(Some("https://iss/x?y"), "a/b c").as_str(),
             "http://127.0.0.1:9/base/v1/revocations/a%2Fb%20c?iss=https%3A%2F%2Fiss%2Fx%3Fy"
         );
+        // Bytes the url crate's segment API drops or leaves alone are encoded too.
+        assert_eq!(
+            s.lookup_url(Some("i+ é"), "\t\r\n?#%+;=é~._-").as_str(),
+            "http://127.0.0.1:9/base/v1/revocations/%09%0D%0A%3F%23%25%2B%3B%3D%C3%A9~._-\
+             ?iss=i%2B%20%C3%A9"
+        );
+        assert_eq!(
+            s.lookup_url(None, ".").as_str(),
+            "http://127.0.0.1:9/base/v1/revocations?jti=."
+        );
+        assert_eq!(
+            s.lookup_url(Some("i"), "..").as_str(),
+            "http://127.0.0.1:9/base/v1/revocations?jti=..&iss=i"
+        );
+        assert_eq!(
+            s.lookup_url(None, "...").as_str(),
+            "http://127.0.0.1:9/base/v1/revocations/..."
+        );
         let s = HttpExactSource::new("http://h:1").unwrap();
         assert_eq!(
             s.lookup_url(None, "j").as_str(),
             "http://h:1/v1/revocations/j"
         );
+        let s = HttpExactSource::new("http://h:1/p?x=1#f").unwrap();
+        assert_eq!(
+            s.lookup_url(None, "j").as_str(),
+            "http://h:1/p/v1/revocations/j"
+        );
         assert!(HttpExactSource::new("mailto:x@y").is_err());
         assert!(HttpExactSource::new("not a url").is_err());
+    }
+
+    #[test]
+    fn not_revoked_before_the_watermark_is_not_covered() {
+        let a = |revoked, pruned_before| Answer {
+            revoked,
+            pruned_before,
+        };
+        assert_eq!(covered(Some(5), a(false, 0)), Ok(false));
+        assert_eq!(covered(None, a(false, 0)), Ok(false));
+        assert_eq!(covered(Some(100), a(false, 100)), Ok(false));
+        assert_eq!(covered(Some(1), a(true, 100)), Ok(true));
+        assert_eq!(
+            covered(Some(99), a(false, 100)),
+            Err(ExactError::NotCovered {
+                exp: Some(99),
+                pruned_before: 100
+            })
+        );
+        assert_eq!(
+            covered(None, a(false, 100)),
+            Err(ExactError::NotCovered {
+                exp: None,
+                pruned_before: 100
+            })
+        );
     }
 }

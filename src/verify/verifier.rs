@@ -14,7 +14,7 @@ use super::claims::{lend_cutoff_names, Captured, RevClaims, MAX_CUTOFF_CLAIMS};
 use super::error::{RevokedBy, Unavailable, VerifyError};
 use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
 use super::state::{NoState, RevocationState, StateSource};
-use crate::bounds::Bounds;
+use crate::bounds::{Bounds, OutOfBounds};
 use crate::cutoff::{revokes, CutoffKey, DEFAULT_CLAIM};
 use crate::hash::normalize_issuer;
 use crate::swap::StalenessPolicy;
@@ -599,8 +599,13 @@ impl Verifier {
         rev: &RevClaims,
         token_iss: Option<&str>,
     ) -> Option<VerifyError> {
+        // Without `iat` a token cannot show it was issued after a cutoff that the publisher
+        // has since pruned; one that carries a cutoff claim is refused unless a cutoff still
+        // in the table already revokes it (that answer is the more useful one).
+        let unbounded = (rev.iat.is_none() && rev.cutoffs.iter().any(Option::is_some))
+            .then_some(VerifyError::OutOfBounds(OutOfBounds::NoIssuedAt));
         if !s.has_cutoffs() {
-            return None;
+            return unbounded;
         }
         let hasher = s.hasher();
         // Version 1 files fingerprinted the issuer as the publisher received it.
@@ -628,7 +633,7 @@ impl Verifier {
                 }
             }
         }
-        None
+        unbounded
     }
 }
 
