@@ -717,6 +717,7 @@ async fn case9c_forward_clock_jump_does_not_unrevoke() {
         exp: Some(exp),
         generation: g,
         now: now(),
+        stale: false,
     };
     let answer = source.is_revoked_async(&q).await;
     f.check(

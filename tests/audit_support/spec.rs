@@ -57,10 +57,7 @@ pub fn pruned_before(lookup: &Value) -> Option<u64> {
 /// `now`, with its configured window; the publisher must be stopped.
 pub async fn prune_store_as_publisher_at(data_dir: &Path, config: &ServerConfig, now: u64) {
     let (store, writer) = Store::open(data_dir, None).unwrap();
-    store
-        .prune(now, config.window.leeway_secs, config.cutoff_lifetime())
-        .await
-        .unwrap();
+    store.prune(now, config.window.bounds()).await.unwrap();
     drop(store);
     tokio::task::spawn_blocking(move || writer.join())
         .await
