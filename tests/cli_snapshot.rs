@@ -87,14 +87,7 @@ fn build_inspect_check_round_trip() {
     );
     let c = run(
         &dir,
-        &[
-            "check",
-            "s.snap",
-            "--jti",
-            "issued",
-            "--exp",
-            "1767229200",
-        ],
+        &["check", "s.snap", "--jti", "issued", "--exp", "1767229200"],
     );
     assert_eq!(c.status.code(), Some(3));
 
@@ -233,7 +226,11 @@ fn build_refuses_lines_that_cannot_mean_what_they_say() {
         assert!(!dir.join("s.snap").exists(), "{name}: no output");
     };
     // A misspelt field would otherwise drop the exp and file the jti under "any exp".
-    refused("Exp", format!("{{\"jti\":\"a\",\"Exp\":{}}}", NOW + 600), &["Exp"]);
+    refused(
+        "Exp",
+        format!("{{\"jti\":\"a\",\"Exp\":{}}}", NOW + 600),
+        &["Exp"],
+    );
     refused("null", "{\"jti\":\"a\",\"exp\":null}".into(), &["null"]);
     refused(
         "millis",
@@ -260,8 +257,16 @@ fn build_refuses_lines_that_cannot_mean_what_they_say() {
     .unwrap();
     let b = build(&dir, &[]);
     assert!(b.status.success(), "{}", stderr(&b));
-    assert!(stderr(&b).contains("wrote s.snap: 2 revocations"), "{}", stderr(&b));
-    assert!(stderr(&b).contains("1 already expired skipped"), "{}", stderr(&b));
+    assert!(
+        stderr(&b).contains("wrote s.snap: 2 revocations"),
+        "{}",
+        stderr(&b)
+    );
+    assert!(
+        stderr(&b).contains("1 already expired skipped"),
+        "{}",
+        stderr(&b)
+    );
     let exp = (NOW + 101).to_string();
     let c = run(&dir, &["check", "s.snap", "--jti", "frac", "--exp", &exp]);
     assert_eq!(c.status.code(), Some(3), "{}", stdout(&c));

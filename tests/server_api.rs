@@ -312,13 +312,17 @@ async fn bad_input_gets_a_json_4xx_and_writes_nothing() {
         "invalid_body",
     );
     assert_error(rev(r#"{"jti": "a", "exp": -5}"#).await, 400, "invalid_body");
+    assert_error(rev(r#"{"jti": "a", "exp": 1.5}"#).await, 400, "exp_in_past");
     assert_error(
-        rev(r#"{"jti": "a", "exp": 1.5}"#).await,
+        rev(r#"{"jti": "a", "exp": "1"}"#).await,
         400,
-        "exp_in_past",
+        "invalid_body",
     );
-    assert_error(rev(r#"{"jti": "a", "exp": "1"}"#).await, 400, "invalid_body");
-    assert_error(rev(r#"{"jti": "a", "exp": null}"#).await, 400, "invalid_body");
+    assert_error(
+        rev(r#"{"jti": "a", "exp": null}"#).await,
+        400,
+        "invalid_body",
+    );
     assert_error(
         rev(&format!(r#"{{"jti": "", "exp": {exp}}}"#)).await,
         400,
@@ -343,7 +347,10 @@ async fn bad_input_gets_a_json_4xx_and_writes_nothing() {
     // Leeway 60 + skew 5: verifiers refuse a token whose exp is more than 65 s past.
     let got = rev(&json!({"jti": "a", "exp": now() - 200}).to_string()).await;
     assert!(
-        got.1["message"].as_str().unwrap().contains("verifiers already refuse"),
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("verifiers already refuse"),
         "{}",
         got.1
     );
@@ -577,7 +584,9 @@ async fn issuers_times_and_lengths_follow_the_deployment_bounds() {
     // A query without iss is a token of the default issuer.
     assert_eq!(revoked("of-d").await, true);
     assert_eq!(revoked("of-d?iss=https%3A%2F%2Fa").await, false);
-    let (_, v) = api.get_json("/v1/revocations/of-a?iss=https%3A%2F%2Fa%2F").await;
+    let (_, v) = api
+        .get_json("/v1/revocations/of-a?iss=https%3A%2F%2Fa%2F")
+        .await;
     assert_eq!(v["iss"], "https://a");
 
     // Cutoffs: without iss stay issuer-less; a given issuer is normalised.

@@ -105,7 +105,12 @@ enum Placed {
 /// Check a line's `exp` as the publisher's API does: rounded like verifiers read it, refused
 /// when more than `max_ahead` seconds ahead (milliseconds), skipped when no verifier can still
 /// accept the token.
-fn place(exp: Option<&serde_json::Number>, now: u64, bounds: &Bounds, max_ahead: u64) -> Result<Placed> {
+fn place(
+    exp: Option<&serde_json::Number>,
+    now: u64,
+    bounds: &Bounds,
+    max_ahead: u64,
+) -> Result<Placed> {
     let Some(n) = exp else {
         return Ok(Placed::Insert(None));
     };
@@ -190,9 +195,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 rec.jti.len()
             );
         }
-        let exp = match place(rec.exp.as_ref(), now, &bounds, max_ahead)
-            .with_context(at)?
-        {
+        let exp = match place(rec.exp.as_ref(), now, &bounds, max_ahead).with_context(at)? {
             Placed::Insert(exp) => exp,
             Placed::Expired => {
                 expired += 1;
@@ -303,12 +306,24 @@ mod tests {
     fn exp_is_rounded_bounded_and_skipped_when_useless() {
         let now = 10_000;
         let p = |v: serde_json::Value| place(Some(&n(v)), now, &B, 500);
-        assert_eq!(p(serde_json::json!(10_100.5)).unwrap(), Placed::Insert(Some(10_101)));
-        assert_eq!(p(serde_json::json!(10_500)).unwrap(), Placed::Insert(Some(10_500)));
+        assert_eq!(
+            p(serde_json::json!(10_100.5)).unwrap(),
+            Placed::Insert(Some(10_101))
+        );
+        assert_eq!(
+            p(serde_json::json!(10_500)).unwrap(),
+            Placed::Insert(Some(10_500))
+        );
         let far = p(serde_json::json!(10_501)).unwrap_err().to_string();
-        assert!(far.contains("exp_too_far") && far.contains("milliseconds"), "{far}");
+        assert!(
+            far.contains("exp_too_far") && far.contains("milliseconds"),
+            "{far}"
+        );
         // Verifiers accept until exp + leeway by a clock up to the skew behind.
-        assert_eq!(p(serde_json::json!(9_935)).unwrap(), Placed::Insert(Some(9_935)));
+        assert_eq!(
+            p(serde_json::json!(9_935)).unwrap(),
+            Placed::Insert(Some(9_935))
+        );
         assert_eq!(p(serde_json::json!(9_934)).unwrap(), Placed::Expired);
         assert!(p(serde_json::json!(-1)).is_err());
         assert_eq!(place(None, now, &B, 500).unwrap(), Placed::Insert(None));

@@ -400,7 +400,8 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("window"));
         let c: ServerConfig = serde_json::from_str(r#"{"admin_token": "short"}"#).unwrap();
         assert!(c.validate().is_err());
-        let c: ServerConfig = serde_json::from_str(r#"{"limits": {"max_jti_bytes": 256}}"#).unwrap();
+        let c: ServerConfig =
+            serde_json::from_str(r#"{"limits": {"max_jti_bytes": 256}}"#).unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("limits.max_jti_bytes"), "{e}");
         let c: ServerConfig = serde_json::from_str(r#"{"default_iss": "//"}"#).unwrap();

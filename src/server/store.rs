@@ -142,10 +142,7 @@ enum Op {
     Revoke(Vec<Revocation>),
     Cutoff(Cutoff),
     SetGeneration(u64),
-    Prune {
-        now: u64,
-        bounds: Bounds,
-    },
+    Prune { now: u64, bounds: Bounds },
 }
 
 enum Reply {
@@ -650,12 +647,18 @@ mod tests {
         assert_eq!(store.lookup(None, "all").unwrap(), Some(100));
         // Both rows match: the later exp is the answer.
         assert_eq!(store.lookup(Some("https://a/"), "all").unwrap(), Some(300));
-        assert_eq!(store.lookup(Some("https://a"), "only-a").unwrap(), Some(200));
+        assert_eq!(
+            store.lookup(Some("https://a"), "only-a").unwrap(),
+            Some(200)
+        );
         assert_eq!(store.lookup(Some("https://b"), "only-a").unwrap(), None);
         assert_eq!(store.lookup(None, "only-a").unwrap(), None);
         // A query without iss is a token of the default issuer.
         assert_eq!(store.lookup(None, "only-d").unwrap(), Some(200));
-        assert_eq!(store.lookup(Some("https://d//"), "only-d").unwrap(), Some(200));
+        assert_eq!(
+            store.lookup(Some("https://d//"), "only-d").unwrap(),
+            Some(200)
+        );
         assert_eq!(store.lookup(Some("https://a"), "only-d").unwrap(), None);
         drop(store);
         writer.join();
