@@ -176,6 +176,23 @@ mod through_the_real_publisher {
         chars.into_iter().collect()
     }
 
+    async fn ask(
+        source: &HttpExactSource,
+        jti: &str,
+        exp: u64,
+        now: u64,
+    ) -> Result<bool, ExactError> {
+        let query = ExactQuery {
+            iss: None,
+            jti,
+            exp: Some(exp),
+            generation: 1,
+            now,
+            stale: false,
+        };
+        source.is_revoked_async(&query).await
+    }
+
     #[test]
     fn any_jti_round_trips_through_the_lookup() {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -204,20 +221,12 @@ mod through_the_real_publisher {
                     .unwrap();
                 prop_assert_eq!(res.status().as_u16(), 200, "{:?}", res.text().await);
                 revoked.borrow_mut().insert(jti.clone());
-                let query = |jti| ExactQuery {
-                    iss: None,
-                    jti,
-                    exp: Some(exp),
-                    generation: 1,
-                    now,
-                    stale: false,
-                };
-                let answer = source.is_revoked_async(&query(&jti)).await;
-                prop_assert_eq!(answer, Ok(true), "jti {:?}", jti);
+                let got = ask(source, &jti, exp, now).await;
+                prop_assert_eq!(got, Ok(true), "jti {:?}", jti);
                 let other = one_char_off(&jti);
                 if !revoked.borrow().contains(&other) {
-                    let answer = source.is_revoked_async(&query(&other)).await;
-                    prop_assert_eq!(answer, Ok(false), "jti {:?}", other);
+                    let got = ask(source, &other, exp, now).await;
+                    prop_assert_eq!(got, Ok(false), "jti {:?}", other);
                 }
                 Ok(())
             })
@@ -226,15 +235,7 @@ mod through_the_real_publisher {
         // its watermark vouches for nothing.
         let old = rt.block_on(async {
             for _ in 0..100 {
-                let query = ExactQuery {
-                    iss: None,
-                    jti: "never-revoked",
-                    exp: Some(now - 1000),
-                    generation: 1,
-                    now,
-                    stale: false,
-                };
-                match source.is_revoked_async(&query).await {
+                match ask(source, "never-revoked", now - 1000, now).await {
                     Ok(false) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                     other => return other,
                 }

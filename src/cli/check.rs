@@ -23,7 +23,7 @@ pub struct Args {
     /// The token's `exp` (unix seconds); omit for tokens without one.
     #[arg(long, requires = "jti")]
     exp: Option<u64>,
-    /// The token's issuer, when the snapshot keys revocations on (iss, jti).
+    /// The token's issuer (only version 1 snapshots key revocations on (iss, jti)).
     #[arg(long, requires = "jti")]
     iss: Option<String>,
     /// JSON Lines of {"jti": ..., "exp": ..., "iss": ...}; one verdict line out per line in,
@@ -60,8 +60,10 @@ fn check<B: AsRef<[u8]>>(
     iss: Option<&str>,
 ) -> Verdict {
     let hash = match iss {
-        Some(iss) => view.hasher().hash_issued(iss, jti),
-        None => view.hasher().hash(jti),
+        // Version 1 files keyed a revocation that named an issuer on (iss, jti); version 2
+        // files key every revocation on the jti alone.
+        Some(iss) if !view.keys_on_jti_alone() => view.hasher().hash_issued(iss, jti),
+        _ => view.hasher().hash(jti),
     };
     view.check_hash(hash, exp)
 }
