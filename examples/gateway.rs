@@ -151,6 +151,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Keeps the handle current until the process ends; errors back off and are retried, and
     // the last good snapshot stays in force meanwhile.
     let _sync = SyncClient::start(sync.open_options(open), handle.clone())?;
+    if let Some(iss) = args.issuer.clone() {
+        // Once the first snapshot is in, say if this gateway's issuer and the publisher's
+        // default issuer disagree in a way that would keep revocations from matching.
+        let mut loaded = _sync.subscribe();
+        let first = handle.clone();
+        tokio::spawn(async move {
+            if loaded.wait_for(Option::is_some).await.is_ok() {
+                if let Some(view) = first.current() {
+                    for w in revbloom::verify::issuer_warnings(&iss, &*view) {
+                        eprintln!("warning: {w}");
+                    }
+                }
+            }
+        });
+    }
 
     let health = handle.clone();
     let app = Router::new()

@@ -336,9 +336,10 @@ fn a_revoked_token_is_never_accepted_across_the_seams() {
         tally.not_revocable.load(Ordering::Relaxed),
         tally.untargeted.load(Ordering::Relaxed)
     );
-    // The model must exercise the filter and cutoffs, not only the bounds.
+    // The model must exercise the filter and cutoffs, not only the bounds: about a quarter of
+    // the cases do (binomial, sd ~1 % at 2000 cases), so an eighth is far from chance.
     assert!(
-        revoked * 4 >= u64::from(cases),
+        revoked * 8 >= u64::from(cases),
         "too few cases reached a revocation check: {revoked} of {cases}"
     );
 }

@@ -82,6 +82,6 @@ pub use exact::{
 pub use http::{HttpExactSource, HttpExactSourceError};
 pub use state::{MemoryState, NoState, RevocationState, StateSource};
 pub use verifier::{
-    BuildError, Checked, ExactFailurePolicy, Verified, Verifier, VerifierBuilder, VerifierStats,
-    DEFAULT_MAX_AGE,
+    issuer_warnings, BuildError, Checked, ExactFailurePolicy, Verified, Verifier, VerifierBuilder,
+    VerifierStats, DEFAULT_MAX_AGE,
 };

@@ -637,6 +637,31 @@ impl Verifier {
     }
 }
 
+/// What a verifier accepting tokens of `issuer` should tell its operator about the state it
+/// checks against: an issuer that is matched in normalised form, or a publisher default issuer
+/// that differs from it (revocations the publisher recorded under that default do not match
+/// this verifier's tokens; issuer-less ones still do). Empty when nothing is amiss; log each
+/// line at start.
+pub fn issuer_warnings(issuer: &str, state: &dyn RevocationState) -> Vec<String> {
+    let mut out = Vec::new();
+    let normal = normalize_issuer(issuer);
+    if normal != issuer {
+        out.push(format!(
+            "issuer {issuer:?} is matched against revocations as {normal:?} (trailing slashes removed)"
+        ));
+    }
+    if let Some(default) = state.default_issuer() {
+        if default != normal {
+            out.push(format!(
+                "the publisher's default issuer is {default:?}, but this verifier accepts tokens \
+                 of {normal:?}: revocations recorded under {default:?} will not match them \
+                 (revocations without an issuer still do)"
+            ));
+        }
+    }
+    out
+}
+
 /// The issuer revocations are matched on: the token's own (normalised), else the state's
 /// default issuer.
 fn effective_issuer<'a>(
@@ -646,5 +671,26 @@ fn effective_issuer<'a>(
     match token_iss {
         Some(iss) => Some(normalize_issuer(iss)),
         None => state.and_then(|s| s.default_issuer()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::MemoryState;
+    use crate::{CutoffSet, Window, WindowConfig};
+
+    #[test]
+    fn issuer_warnings_name_what_would_not_match() {
+        let mut w = Window::with_seed(WindowConfig::default(), 1_000_000, 1).unwrap();
+        let plain = MemoryState::new(w.clone(), CutoffSet::new(), 1, 1_000_000);
+        assert!(issuer_warnings("https://idp", &plain).is_empty());
+        assert_eq!(issuer_warnings("https://idp/", &plain).len(), 1);
+        w.set_default_issuer(Some("https://idp/"));
+        let with_default = MemoryState::new(w, CutoffSet::new(), 1, 1_000_000);
+        assert_eq!(issuer_warnings("https://idp/", &with_default).len(), 1);
+        let other = issuer_warnings("https://other", &with_default);
+        assert_eq!(other.len(), 1);
+        assert!(other[0].contains("https://idp"), "{other:?}");
     }
 }
