@@ -1,4 +1,4 @@
-//! What teams do instead, per request, next to revbloom in the same run (issue 6 #2).
+//! What teams do instead, per request, next to revbloom in the same run.
 //!
 //! `cargo bench --bench anchors`
 //!

@@ -1,4 +1,4 @@
-//! Check cost at 1M revocations and a 0.1 % target, side by side with the anchors (issue 2 #4).
+//! Check cost at 1M revocations and a 0.1 % target, side by side with the anchors.
 //!
 //! `cargo bench --bench check` (add `-- --quick` for a fast pass).
 //!

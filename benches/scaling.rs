@@ -1,4 +1,4 @@
-//! How check cost grows with the number of revocations, warm and cold (issue 6 #1).
+//! How check cost grows with the number of revocations, warm and cold.
 //!
 //! `cargo bench --bench scaling` (about 6 minutes on 2 cores; `-- --quick` about 4).
 //!

@@ -1,4 +1,4 @@
-//! Check throughput with 1 and 2 threads sharing one read-only window (issue 6 #4).
+//! Check throughput with 1 and 2 threads sharing one read-only window.
 //!
 //! `cargo bench --bench threads`
 //!

@@ -1,5 +1,6 @@
-//! SPEC-DEPENDENT (issue 9, `/work/spec-issue9.md`): every use of a name the issue-9 design
-//! introduces lives in this file, so the tests adapt to the final API here and nowhere else.
+//! The names of the seam rules these tests exercise (bounds in the server config, the verifier's
+//! refusals, the exact-source failure policy) are used only in this file, so a change of API
+//! touches the audit tests here and nowhere else.
 //!
 //! - server config `window.max_token_lifetime_secs` / `window.max_clock_skew_secs`;
 //! - `VerifyError::OutOfBounds`;
