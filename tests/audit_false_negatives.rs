@@ -15,6 +15,7 @@
 #![cfg(feature = "cli")]
 
 mod audit_support;
+mod server_support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,7 +21,7 @@ use revbloom::hash::normalize_issuer;
 use revbloom::server::publish::{cutoff_key, key_hash};
 use revbloom::server::store::{Cutoff, Revocation, Store};
 use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
-use revbloom::verify::{ExactError, ExactQuery, ExactSource, Verifier, VerifyError};
+use revbloom::verify::{covered, ExactError, ExactQuery, ExactSource, Verifier, VerifyError};
 use revbloom::{CutoffSet, Window, WindowConfig};
 use serde_json::{json, Value};
 
@@ -128,18 +128,7 @@ impl ExactSource for StoreSource {
             .0
             .lookup_covered(q.iss, q.jti)
             .map_err(|e| ExactError::Unreachable(e.to_string()))?;
-        match (found.exp, q.exp) {
-            (Some(_), _) => Ok(true),
-            (None, exp)
-                if found.pruned_before > 0 && exp.is_none_or(|e| e < found.pruned_before) =>
-            {
-                Err(ExactError::NotCovered {
-                    exp,
-                    pruned_before: found.pruned_before,
-                })
-            }
-            (None, _) => Ok(false),
-        }
+        covered(found.exp.is_some(), q.exp, found.pruned_before)
     }
 }
 

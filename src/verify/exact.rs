@@ -66,6 +66,20 @@ pub enum ExactError {
     },
 }
 
+/// Settle an exact source's answer against its prune watermark: "revoked" stands, and "not
+/// revoked" counts only for a token the source still remembers, one whose `exp` is at or after
+/// `pruned_before` (a token without `exp` is never covered once the source pruned; 0 means it
+/// never did). Otherwise [`ExactError::NotCovered`].
+pub fn covered(revoked: bool, exp: Option<u64>, pruned_before: u64) -> Result<bool, ExactError> {
+    if revoked || pruned_before == 0 {
+        return Ok(revoked);
+    }
+    match exp {
+        Some(e) if e >= pruned_before => Ok(false),
+        _ => Err(ExactError::NotCovered { exp, pruned_before }),
+    }
+}
+
 /// A blocking exact source, for synchronous verifiers (and for non-blocking in-memory sources
 /// under [`Verifier::verify_async`](super::Verifier::verify_async), which calls it inline).
 pub trait ExactSource: Send + Sync {

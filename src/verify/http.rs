@@ -15,7 +15,7 @@ use reqwest::{Client, StatusCode, Url};
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::exact::{AsyncExactSource, ExactError, ExactFuture, ExactQuery};
+use super::exact::{covered, AsyncExactSource, ExactError, ExactFuture, ExactQuery};
 
 /// Largest response body read from the lookup endpoint; the answer is a few dozen bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -136,22 +136,7 @@ impl HttpExactSource {
         }
         let answer = serde_json::from_slice::<Answer>(&body)
             .map_err(|e| ExactError::BadResponse(format!("lookup answer is not valid: {e}")))?;
-        covered(q.exp, answer)
-    }
-}
-
-/// "Not revoked" only counts for a token the publisher still remembers: one whose `exp` is
-/// at or after the prune watermark (a token without `exp` is never covered once it pruned).
-fn covered(exp: Option<u64>, answer: Answer) -> Result<bool, ExactError> {
-    if answer.revoked || answer.pruned_before == 0 {
-        return Ok(answer.revoked);
-    }
-    match exp {
-        Some(e) if e >= answer.pruned_before => Ok(false),
-        _ => Err(ExactError::NotCovered {
-            exp,
-            pruned_before: answer.pruned_before,
-        }),
+        covered(answer.revoked, q.exp, answer.pruned_before)
     }
 }
 
@@ -214,10 +199,8 @@ mod tests {
 
     #[test]
     fn not_revoked_before_the_watermark_is_not_covered() {
-        let a = |revoked, pruned_before| Answer {
-            revoked,
-            pruned_before,
-        };
+        let a = |revoked, pruned_before| (revoked, pruned_before);
+        let covered = |exp, (revoked, pruned_before)| covered(revoked, exp, pruned_before);
         assert_eq!(covered(Some(5), a(false, 0)), Ok(false));
         assert_eq!(covered(None, a(false, 0)), Ok(false));
         assert_eq!(covered(Some(100), a(false, 100)), Ok(false));

@@ -76,7 +76,7 @@ pub use cache::{CacheConfig, CacheStats, CachedSource};
 pub use claims::MAX_CUTOFF_CLAIMS;
 pub use error::{RevokedBy, Unavailable, VerifyError};
 pub use exact::{
-    AsyncExactSource, ExactError, ExactFuture, ExactQuery, ExactSource, MemoryExactSource,
+    covered, AsyncExactSource, ExactError, ExactFuture, ExactQuery, ExactSource, MemoryExactSource,
 };
 #[cfg(feature = "sync")]
 pub use http::{HttpExactSource, HttpExactSourceError};

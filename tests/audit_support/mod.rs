@@ -6,7 +6,6 @@
 pub mod spec;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,41 +31,15 @@ pub const ISS: &str = "https://issuer.example";
 /// Longest any wait in these tests may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Unix seconds now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+pub use crate::server_support::{client, now, temp_dir};
 
-/// A fresh, empty temp folder unique to this process and call.
-pub fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("revbloom-audit-{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A publisher config on an ephemeral loopback port over `data`: small buckets, a
-/// generation at least every second, quick coalescing.
+/// A publisher config on an ephemeral loopback port over `data` (the server tests' config):
+/// small buckets, a generation at least every second, quick coalescing.
 pub fn config(data: PathBuf) -> ServerConfig {
-    let mut c = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data,
-        coalesce_ms: 20,
-        refresh_secs: 1,
-        ..ServerConfig::default()
-    };
+    let mut c = crate::server_support::config(data);
+    c.refresh_secs = 1;
     c.window.expected_per_bucket = 16;
     c
-}
-
-/// A reqwest client that ignores proxy settings.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 /// Sign `claims` with HS256.
