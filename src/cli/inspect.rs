@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             })
             .collect();
         let out = json!({
-            "format_version": revbloom::snapshot::FORMAT_VERSION,
+            "format_version": view.format_version(),
             "generation": view.generation(),
             "parent": view.parent(),
             "created_at": view.created_at(),
@@ -64,6 +64,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "bucket_width": width,
             "horizon": horizon,
             "leeway": leeway,
+            "max_token_lifetime": view.bounds().max_token_lifetime,
+            "max_clock_skew": view.bounds().max_clock_skew,
+            "default_issuer": view.default_issuer(),
             "target_fp_rate": view.target_fp_rate(),
             "oldest_bucket": view.oldest_bucket(),
             "entries": view.entries(),
@@ -81,11 +84,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let mut text = String::new();
     writeln!(text, "snapshot       {}", args.snapshot.display())?;
-    writeln!(
-        text,
-        "format         v{}",
-        revbloom::snapshot::FORMAT_VERSION
-    )?;
+    writeln!(text, "format         v{}", view.format_version())?;
     writeln!(
         text,
         "generation     {} (parent {})",
@@ -103,6 +102,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         text,
         "window         {width} s buckets, {horizon} s horizon, {leeway} s leeway, target fp {}",
         view.target_fp_rate()
+    )?;
+    let b = view.bounds();
+    writeln!(
+        text,
+        "bounds         tokens live at most {} s, clocks within {} s{}",
+        b.max_token_lifetime,
+        b.max_clock_skew,
+        if view.format_version() == 1 {
+            " (version 1: implied)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        text,
+        "default iss    {}",
+        view.default_issuer().unwrap_or("(none)")
     )?;
     writeln!(text, "entries        {}", view.entries())?;
     writeln!(text, "cutoffs        {}", view.cutoffs().count())?;
