@@ -206,6 +206,7 @@ impl Store {
                 .map_err(|e| open_err(e.to_string()))?;
             w.open_table(CUTOFFS).map_err(|e| open_err(e.to_string()))?;
             w.open_table(META).map_err(|e| open_err(e.to_string()))?;
+            normalize_stored_issuers(&w).map_err(|e| open_err(e.to_string()))?;
         }
         w.commit().map_err(|e| open_err(e.to_string()))?;
 
@@ -396,6 +397,47 @@ impl Store {
 
 /// The group-commit loop: block for one job, sweep up whatever else is queued, apply all in
 /// one transaction, commit (fsync), then answer every waiter and notify the publisher.
+/// Rewrite rows whose issuer is not in normal form (a store written before issuers were
+/// normalised): lookups normalise the issuer they are asked about, so a row kept under
+/// `https://idp/` would never be found again while the filter still matches its token. A
+/// cutoff merged into an existing row keeps the later `before`. A no-op on a normalised store.
+fn normalize_stored_issuers(w: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let mut rev = w.open_table(REVOCATIONS)?;
+    let mut stale = Vec::new();
+    for item in rev.iter()? {
+        let (k, _) = item?;
+        let (iss, jti, exp) = k.value();
+        if normalize_issuer(iss) != iss {
+            stale.push((iss.to_owned(), jti.to_owned(), exp));
+        }
+    }
+    for (iss, jti, exp) in stale {
+        rev.remove((iss.as_str(), jti.as_str(), exp))?;
+        rev.insert((normalize_issuer(&iss), jti.as_str(), exp), ())?;
+    }
+    let mut cut = w.open_table(CUTOFFS)?;
+    let mut stale = Vec::new();
+    for item in cut.iter()? {
+        let (k, v) = item?;
+        let (iss, claim, value) = k.value();
+        if normalize_issuer(iss) != iss {
+            stale.push((
+                iss.to_owned(),
+                claim.to_owned(),
+                value.to_owned(),
+                v.value(),
+            ));
+        }
+    }
+    for (iss, claim, value, before) in stale {
+        cut.remove((iss.as_str(), claim.as_str(), value.as_str()))?;
+        let key = (normalize_issuer(&iss), claim.as_str(), value.as_str());
+        let kept = cut.get(key)?.map(|v| v.value()).unwrap_or(0);
+        cut.insert(key, before.max(kept))?;
+    }
+    Ok(())
+}
+
 fn writer_loop(
     db: &Database,
     mut rx: mpsc::Receiver<Job>,
@@ -622,6 +664,39 @@ mod tests {
         writer.join();
         let (store, writer) = Store::open(&dir, None).unwrap();
         assert_eq!(store.pruned_before().unwrap(), 135);
+        drop(store);
+        writer.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store written before issuers were normalised is normalised when it opens, so the
+    /// lookup (which normalises the issuer it is asked about) still finds every row.
+    #[tokio::test]
+    async fn unnormalised_issuers_from_an_older_store_are_found() {
+        let dir = std::env::temp_dir().join(format!("revbloom-store-norm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Database::create(dir.join("revbloom.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut rev = w.open_table(REVOCATIONS).unwrap();
+                rev.insert(("https://a/", "j", 100), ()).unwrap();
+                let mut cut = w.open_table(CUTOFFS).unwrap();
+                cut.insert(("https://a//", "sub", "eve"), 50).unwrap();
+                cut.insert(("https://a", "sub", "eve"), 40).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        assert_eq!(store.lookup(Some("https://a"), "j").unwrap(), Some(100));
+        let mut cutoffs = Vec::new();
+        store.scan(|_| {}, |c| cutoffs.push(c)).unwrap();
+        assert_eq!(cutoffs.len(), 1);
+        assert_eq!(
+            (cutoffs[0].iss.as_deref(), cutoffs[0].before),
+            (Some("https://a"), 50)
+        );
         drop(store);
         writer.join();
         let _ = std::fs::remove_dir_all(&dir);
