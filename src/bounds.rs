@@ -22,7 +22,18 @@
 //! assert_eq!(b.revocation_needed_until(now), now + 65);
 //! ```
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use thiserror::Error;
+
+/// The system clock in unix seconds: what publisher, verifier and CLI read "now" from (0 if the
+/// clock is before 1970, which no rule depends on).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Longest `jti` in bytes that a revocation may carry. A verifier refuses tokens with a longer
 /// `jti` ([`OutOfBounds::JtiTooLong`]): a token the publisher could not revoke is never

@@ -11,7 +11,6 @@ mod serve;
 use std::fs::File;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -71,13 +70,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Unix time now, in seconds.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use revbloom::bounds::unix_now as now;
 
 /// Parse a duration such as `90`, `90s`, `15m`, `1h`, `2d` (whole seconds).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -92,10 +92,7 @@ pub fn parse_exp(s: &str) -> anyhow::Result<u64> {
     match s.strip_prefix('+') {
         Some(rel) => {
             let rel: u64 = rel.parse().with_context(bad)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            Ok(now.saturating_add(rel))
+            Ok(super::now().saturating_add(rel))
         }
         None => s.parse().with_context(bad),
     }

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use ed25519_dalek::SigningKey;
@@ -31,13 +31,7 @@ pub const SNAPSHOT_FILE: &str = "snapshot.rbs";
 /// Room left in each bucket when the publisher rebases, as a fraction of its entries.
 const REBASE_HEADROOM: f64 = 0.25;
 
-/// Unix seconds now (0 if the clock is before 1970, which no check depends on).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::bounds::unix_now;
 
 /// Errors producing a generation.
 #[derive(Debug, Error)]

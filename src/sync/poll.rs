@@ -12,12 +12,7 @@ use super::{write_file_atomically, Source, SyncConfig, SyncError, SyncStats};
 use crate::delta::DeltaView;
 use crate::swap::{ReplaceOutcome, SnapshotHandle};
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::bounds::unix_now;
 
 /// Whether a sync step changed the handle.
 type Changed = bool;

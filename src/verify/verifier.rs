@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{DecodingKey, Header, Validation};
@@ -144,13 +144,6 @@ pub struct VerifierBuilder {
     key_on_issuer: Option<bool>,
     cutoff_claims: Vec<Box<str>>,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
-}
-
-fn system_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl VerifierBuilder {
@@ -316,7 +309,7 @@ impl Verifier {
             require_jti: None,
             key_on_issuer: None,
             cutoff_claims: vec![Box::from(DEFAULT_CLAIM)],
-            clock: Arc::new(system_now),
+            clock: Arc::new(crate::bounds::unix_now),
         }
     }
 
