@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use revbloom::bounds::{canonical_exp, Bounds, MAX_JTI_BYTES};
 use revbloom::server::config::Limits;
 use revbloom::snapshot::{self, SnapshotMeta};
+use revbloom::sync::write_file_atomically_with;
 use revbloom::{CutoffSet, InsertOutcome, Window, WindowConfig};
 use serde::{Deserialize, Deserializer};
 
@@ -247,42 +248,19 @@ fn read_signing_key(path: &Path) -> Result<SigningKey> {
     })
 }
 
-/// Write `out` through a temp file in the same directory, fsync it, rename it into place and
-/// fsync the directory: readers (and an mmap) only ever see a complete file.
+/// Write `out` atomically ([`write_file_atomically_with`]) through a 1 MiB buffer: readers
+/// (and an mmap) only ever see a complete file.
 fn write_atomically(
     out: &Path,
     write: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<u64>,
 ) -> Result<u64> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out
-        .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file path", out.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<u64> {
-        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, &file);
-        let n = write(&mut w).with_context(|| format!("writing {}", tmp.display()))?;
+    write_file_atomically_with(out, |file| {
+        let mut w = BufWriter::with_capacity(1 << 20, &*file);
+        let n = write(&mut w)?;
         w.flush()?;
-        drop(w);
-        file.sync_all()?;
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
         Ok(n)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    } else if let Ok(d) = File::open(&dir) {
-        // Persist the rename itself; not every platform can fsync a directory.
-        let _ = d.sync_all();
-    }
-    result
+    })
+    .with_context(|| format!("writing {}", out.display()))
 }
 
 #[cfg(test)]

@@ -263,26 +263,70 @@ impl Drop for SyncClient {
     }
 }
 
-/// Replace `path` with `bytes` so a reader sees the old file or the new one, never a torn one:
-/// write a temp file in the same folder, fsync it, rename it over `path`, fsync the folder
-/// (the rename is durable only once the directory entry is).
+/// Replace `path` with `bytes` so a reader sees the old file or the new one, never a torn one
+/// (see [`write_file_atomically_with`]).
 pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    write_file_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// Replace `path` with what `write` puts into a file: a temp file in the same folder
+/// (`tempfile`, removed if anything fails), fsync it, rename it over `path`, fsync the folder
+/// (the rename is durable only once the directory entry is). The file is created mode 0644:
+/// snapshot copies are meant to be served. Returns what `write` returned.
+pub fn write_file_atomically_with<T>(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or_else(|| std::path::Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "snapshot".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder.tempfile_in(dir)?;
+    let out = write(tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
+    Ok(out)
+}
+
+#[cfg(test)]
+mod atomic_write_tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_files_and_leaves_nothing_behind_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.rbs");
+        write_file_atomically(&path, b"first").unwrap();
+        write_file_atomically(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+        let failed = write_file_atomically_with(&path, |f| {
+            use std::io::Write;
+            f.write_all(b"torn")?;
+            Err::<(), _>(std::io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("copy.rbs")]);
+    }
 }
