@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use ed25519_dalek::pkcs8::DecodePublicKey;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use revbloom::sync::{SyncClient, SyncConfig};
 use revbloom::tower::BearerLayer;
@@ -134,8 +133,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     };
     let mut open = OpenOptions::new();
     if let Some(pem) = &args.snapshot_public_key {
-        let pem = std::fs::read_to_string(pem)?;
-        open = open.verifying_key(ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)?);
+        open = open.verifying_key(revbloom::snapshot::read_verifying_key(pem)?);
     }
 
     let handle: SnapshotHandle =

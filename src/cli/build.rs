@@ -7,8 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ed25519_dalek::pkcs8::DecodePrivateKey;
-use ed25519_dalek::SigningKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use revbloom::bounds::{canonical_exp, Bounds, MAX_JTI_BYTES};
 use revbloom::server::config::Limits;
@@ -132,7 +130,7 @@ fn place(
 pub fn run(args: Args) -> Result<ExitCode> {
     let now = args.now.unwrap_or_else(now);
     let signing_key = match &args.signing_key {
-        Some(p) => Some(read_signing_key(p)?),
+        Some(p) => Some(snapshot::read_signing_key(p)?),
         None => None,
     };
     let config = WindowConfig::default()
@@ -235,17 +233,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if signing_key.is_some() { ", signed" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn read_signing_key(path: &Path) -> Result<SigningKey> {
-    let pem = std::fs::read_to_string(path)
-        .with_context(|| format!("reading signing key {}", path.display()))?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        anyhow!(
-            "{} is not an Ed25519 private key in PKCS#8 PEM form ({e}); make one with `revbloom keygen`",
-            path.display()
-        )
-    })
 }
 
 /// Write `out` atomically ([`write_file_atomically_with`]) through a 1 MiB buffer: readers

@@ -14,7 +14,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use ed25519_dalek::pkcs8::DecodePublicKey;
 use ed25519_dalek::VerifyingKey;
 use memmap2::Mmap;
 use revbloom::{OpenOptions, SnapshotView};
@@ -94,14 +93,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// Read a verifying key from an SPKI PEM file.
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
-    let pem = std::fs::read_to_string(path)
-        .with_context(|| format!("reading public key {}", path.display()))?;
-    VerifyingKey::from_public_key_pem(&pem).with_context(|| {
-        format!(
-            "{} is not an Ed25519 public key in SPKI PEM form (make one with `revbloom keygen`)",
-            path.display()
-        )
-    })
+    Ok(revbloom::snapshot::read_verifying_key(path)?)
 }
 
 /// Map a snapshot file and validate it. With `public_key`, the signature is required.

@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ed25519_dalek::pkcs8::DecodePrivateKey;
-use ed25519_dalek::SigningKey;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -30,13 +28,8 @@ pub enum ServeError {
     #[error(transparent)]
     Publish(#[from] PublishError),
     /// The signing key could not be read.
-    #[error("cannot use signing key {path}: {message}; it must be an Ed25519 PKCS#8 PEM (`revbloom keygen`)")]
-    SigningKey {
-        /// The key file.
-        path: String,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    SigningKey(#[from] crate::snapshot::KeyFileError),
     /// The listen address could not be bound, or serving failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -92,7 +85,7 @@ impl Running {
 pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running, ServeError> {
     config.validate()?;
     let signing_key = match &config.signing_key {
-        Some(path) => Some(load_signing_key(path)?),
+        Some(path) => Some(crate::snapshot::read_signing_key(path)?),
         None => None,
     };
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();
@@ -144,15 +137,6 @@ pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running,
         shutdown: shutdown_tx,
         task,
     })
-}
-
-fn load_signing_key(path: &std::path::Path) -> Result<SigningKey, ServeError> {
-    let err = |message: String| ServeError::SigningKey {
-        path: path.display().to_string(),
-        message,
-    };
-    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| err(e.to_string()))
 }
 
 /// Resolve on ctrl-c or SIGTERM: the signals a service manager or a terminal sends.

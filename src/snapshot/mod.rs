@@ -19,12 +19,14 @@
 
 mod error;
 pub mod format;
+mod keys;
 mod options;
 mod read;
 mod write;
 
 pub use error::SnapshotError;
 pub use format::FORMAT_VERSION;
+pub use keys::{read_signing_key, read_verifying_key, KeyFileError};
 pub use options::{OpenOptions, SignatureStatus};
 pub use read::SnapshotView;
 pub use write::{encode, encode_to_vec, layout_id};
