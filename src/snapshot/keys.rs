@@ -1,6 +1,7 @@
 //! Key files: a publisher's Ed25519 signing key (PKCS#8 PEM) and the verifying key its
 //! verifiers are given (SPKI PEM), as `revbloom keygen` writes them. One loader for each, used
-//! by the publisher, the CLI and verifiers alike.
+//! by the publisher, the CLI and verifiers alike. Messages name the file; the cause is the
+//! error's `source()`, so a reporter that prints the chain shows it once.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum KeyFileError {
     /// The file could not be read.
-    #[error("cannot read key file {}: {source}", path.display())]
+    #[error("cannot read key file {}", path.display())]
     Read {
         /// The key file.
         path: PathBuf,
@@ -23,7 +24,7 @@ pub enum KeyFileError {
         source: std::io::Error,
     },
     /// The file is not an Ed25519 private key in PKCS#8 PEM form.
-    #[error("{} is not an Ed25519 private key in PKCS#8 PEM form ({source}); make one with `revbloom keygen`", path.display())]
+    #[error("{} is not an Ed25519 private key in PKCS#8 PEM form (make one with `revbloom keygen`)", path.display())]
     SigningKey {
         /// The key file.
         path: PathBuf,
@@ -32,7 +33,7 @@ pub enum KeyFileError {
         source: ed25519_dalek::pkcs8::Error,
     },
     /// The file is not an Ed25519 public key in SPKI PEM form.
-    #[error("{} is not an Ed25519 public key in SPKI PEM form ({source}); make one with `revbloom keygen`", path.display())]
+    #[error("{} is not an Ed25519 public key in SPKI PEM form (make one with `revbloom keygen`)", path.display())]
     VerifyingKey {
         /// The key file.
         path: PathBuf,
