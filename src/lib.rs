@@ -41,6 +41,8 @@ pub mod tower;
 #[cfg(feature = "verify")]
 pub mod verify;
 mod window;
+#[cfg(feature = "verify")]
+pub mod wire;
 
 #[cfg(feature = "server")]
 pub mod server;

@@ -2,6 +2,7 @@
 //! before a time, on a running publisher.
 
 use anyhow::bail;
+use revbloom::wire::{self, CutoffItem};
 
 use super::revoke::ServerArgs;
 
@@ -36,12 +37,11 @@ pub fn run(args: CutoffArgs) -> anyhow::Result<()> {
         (None, claim, Some(value)) => (claim.unwrap_or_else(|| "sub".into()), value),
         _ => bail!("give --sub S, or --value V with an optional --claim C"),
     };
-    let mut body = serde_json::json!({"claim": claim, "value": value});
-    if let Some(b) = args.before {
-        body["before"] = b.into();
-    }
-    if let Some(iss) = args.iss {
-        body["iss"] = iss.into();
-    }
-    args.server.post("/v1/cutoffs", body)
+    let body = CutoffItem {
+        value,
+        claim: Some(claim),
+        before: args.before,
+        iss: args.iss,
+    };
+    args.server.post(wire::CUTOFFS, &body)
 }

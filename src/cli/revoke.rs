@@ -1,6 +1,7 @@
 //! `revbloom revoke`: revoke one token on a running publisher. Also holds the small admin
 //! client `revbloom cutoff` shares.
 
+use revbloom::wire::{self, RevokeItem};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ impl ServerArgs {
     }
 
     /// POST `body` as JSON to `path` with the admin token; print the JSON answer.
-    pub fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+    pub fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
         let token = self.token()?;
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -54,7 +55,7 @@ impl ServerArgs {
             let res = client
                 .post(&url)
                 .bearer_auth(&token)
-                .json(&body)
+                .json(body)
                 .send()
                 .await
                 .with_context(|| format!("cannot reach the publisher at {url}"))?;
@@ -100,9 +101,10 @@ pub fn parse_exp(s: &str) -> anyhow::Result<u64> {
 
 /// Revoke the token; prints the publisher's answer once the revocation is durable.
 pub fn run(args: RevokeArgs) -> anyhow::Result<()> {
-    let mut body = serde_json::json!({"jti": args.jti, "exp": parse_exp(&args.exp)?});
-    if let Some(iss) = args.iss {
-        body["iss"] = iss.into();
-    }
-    args.server.post("/v1/revocations", body)
+    let body = RevokeItem {
+        jti: args.jti,
+        exp: parse_exp(&args.exp)?.into(),
+        iss: args.iss,
+    };
+    args.server.post(wire::REVOCATIONS, &body)
 }

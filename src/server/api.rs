@@ -16,7 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -29,6 +29,7 @@ use super::store::{Cutoff, Revocation, Store};
 use crate::bounds::{canonical_exp, Bounds};
 use crate::cutoff::DEFAULT_CLAIM;
 use crate::hash::normalize_issuer;
+use crate::wire;
 
 /// Longest claim name accepted (`sub`, `sid`, `client_id`, ...).
 pub const MAX_CLAIM_BYTES: usize = 64;
@@ -61,7 +62,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": self.code, "message": self.message}));
+        let body = Json(wire::ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+        });
         let mut res = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             let v = format!("Bearer realm=\"revbloom\", error=\"{}\"", self.code);
@@ -118,13 +122,13 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let limit = state.inner.limits.max_body_bytes;
     Router::new()
-        .route("/v1/revocations", post(revoke).get(lookup_by_query))
-        .route("/v1/revocations/{jti}", get(lookup))
-        .route("/v1/cutoffs", post(cutoff))
-        .route("/v1/snapshot", get(feed::snapshot))
-        .route("/v1/deltas", get(feed::deltas))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route(wire::REVOCATIONS, post(revoke).get(lookup_by_query))
+        .route(wire::REVOCATION, get(lookup))
+        .route(wire::CUTOFFS, post(cutoff))
+        .route(wire::SNAPSHOT, get(feed::snapshot))
+        .route(wire::DELTAS, get(feed::deltas))
+        .route(wire::HEALTHZ, get(healthz))
+        .route(wire::METRICS, get(metrics))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -255,19 +259,7 @@ fn check_string(
     Ok(())
 }
 
-/// One revocation as posted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeItem {
-    /// The token's `jti`.
-    pub jti: String,
-    /// The token's `exp`, unix seconds; a fractional value is rounded to the nearest second,
-    /// as verifiers read it.
-    pub exp: serde_json::Number,
-    /// The token's issuer; without it the revocation applies to the `jti` of every issuer.
-    #[serde(default)]
-    pub iss: Option<String>,
-}
+pub use crate::wire::{CutoffItem, RevokeItem};
 
 /// An issuer from a request, normalised; empty (also after normalising) is refused.
 fn issuer(iss: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
@@ -372,10 +364,12 @@ async fn revoke(State(st): State<AppState>, req: Request) -> Result<Response, Ap
     match st.store.revoke(revs).await {
         Ok(o) => {
             st.metrics.revocations_total.fetch_add(n as u64, Relaxed);
-            Ok(
-                Json(json!({"accepted": n, "new": o.new, "duplicates": o.duplicates}))
-                    .into_response(),
-            )
+            Ok(Json(wire::RevokeReply {
+                accepted: n,
+                duplicates: o.duplicates,
+                new: o.new,
+            })
+            .into_response())
         }
         Err(e) => Err(store_error(st, e)),
     }
@@ -389,24 +383,6 @@ fn store_error(st: &Inner, e: super::store::StoreError) -> ApiError {
         "store_unavailable",
         "the revocation could not be stored and was NOT applied; retry",
     )
-}
-
-/// A cutoff as posted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CutoffItem {
-    /// The claim value, e.g. a user id.
-    pub value: String,
-    /// The claim (default `sub`).
-    #[serde(default)]
-    pub claim: Option<String>,
-    /// Tokens issued before this unix time are revoked (default: now + clock skew + 1, so
-    /// every token any issuer clock has stamped up to the current second is revoked).
-    #[serde(default)]
-    pub before: Option<u64>,
-    /// The issuer; without it the cutoff applies to tokens of every issuer.
-    #[serde(default)]
-    pub iss: Option<String>,
 }
 
 async fn cutoff(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -438,13 +414,18 @@ async fn cutoff(State(st): State<AppState>, req: Request) -> Result<Response, Ap
         value: item.value,
         before,
     };
-    let echo = json!({"claim": c.claim, "value": c.value, "iss": c.iss, "before": before});
+    let (claim, value, iss) = (c.claim.clone(), c.value.clone(), c.iss.clone());
     match st.store.cutoff(c).await {
         Ok(changed) => {
             st.metrics.cutoffs_total.fetch_add(1, Relaxed);
-            let mut v = echo;
-            v["changed"] = json!(changed);
-            Ok(Json(v).into_response())
+            Ok(Json(wire::CutoffReply {
+                before,
+                changed,
+                claim,
+                iss,
+                value,
+            })
+            .into_response())
         }
         Err(e) => Err(store_error(st, e)),
     }
@@ -496,13 +477,13 @@ fn answer_lookup(st: &Inner, jti: String, iss: Option<String>) -> Result<Respons
             "the store could not be read; retry",
         )
     })?;
-    let body = json!({
-        "revoked": found.exp.is_some(),
-        "jti": jti,
-        "iss": iss,
-        "exp": found.exp,
-        "pruned_before": found.pruned_before,
-    });
+    let body = wire::LookupAnswer {
+        exp: found.exp,
+        iss,
+        jti,
+        pruned_before: found.pruned_before,
+        revoked: found.exp.is_some(),
+    };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 

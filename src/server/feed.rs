@@ -68,10 +68,10 @@ async fn wait_for_newer(st: &Inner, known: u64, wait: Duration) -> Arc<Published
 
 fn generation_headers(generation: u64) -> [(header::HeaderName, String); 3] {
     [
-        (header::ETAG, format!("\"{generation}\"")),
+        (header::ETAG, crate::wire::etag(generation)),
         (header::CACHE_CONTROL, "no-cache".into()),
         (
-            header::HeaderName::from_static("x-revbloom-generation"),
+            header::HeaderName::from_static(crate::wire::GENERATION_HEADER),
             generation.to_string(),
         ),
     ]

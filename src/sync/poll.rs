@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::{write_file_atomically, Source, SyncConfig, SyncError, SyncStats};
 use crate::delta::DeltaView;
 use crate::swap::{ReplaceOutcome, SnapshotHandle};
+use crate::wire;
 
 use crate::bounds::unix_now;
 
@@ -96,12 +97,11 @@ async fn url_step(
     stats: &SyncStats,
     force_full: &mut bool,
 ) -> Result<Changed, SyncError> {
-    let wait = format!("{}ms", config.wait.as_millis());
     let Some(current) = handle.generation().filter(|_| !*force_full) else {
         *force_full = false;
-        return fetch_full(client, base, handle, config, stats, None, &wait).await;
+        return fetch_full(client, base, handle, config, stats, None, config.wait).await;
     };
-    let url = format!("{base}/v1/deltas?since={current}&wait={wait}");
+    let url = wire::deltas_url(base, current, config.wait);
     let res = client.get(&url).send().await.map_err(http)?;
     match res.status().as_u16() {
         204 | 304 => Ok(false),
@@ -116,7 +116,18 @@ async fn url_step(
                 }
             }
         }
-        410 => fetch_full(client, base, handle, config, stats, Some(current), "0s").await,
+        410 => {
+            fetch_full(
+                client,
+                base,
+                handle,
+                config,
+                stats,
+                Some(current),
+                Duration::ZERO,
+            )
+            .await
+        }
         s => Err(SyncError::Http(format!("GET {url}: unexpected status {s}"))),
     }
 }
@@ -147,12 +158,12 @@ async fn fetch_full(
     config: &SyncConfig,
     stats: &SyncStats,
     known: Option<u64>,
-    wait: &str,
+    wait: Duration,
 ) -> Result<Changed, SyncError> {
-    let url = format!("{base}/v1/snapshot?wait={wait}");
+    let url = wire::snapshot_url(base, wait);
     let mut req = client.get(&url);
     if let Some(g) = known {
-        req = req.header("if-none-match", format!("\"{g}\""));
+        req = req.header(reqwest::header::IF_NONE_MATCH, wire::etag(g));
     }
     let res = req.send().await.map_err(http)?;
     match res.status().as_u16() {

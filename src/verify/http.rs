@@ -8,11 +8,11 @@
 //! revocation. Anything else is an error, which the verifier handles by its exact-failure
 //! policy (fail closed by default).
 
+use crate::wire::{LookupAnswer, ISS, JTI, REVOCATIONS};
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Client, StatusCode, Url};
-use serde::Deserialize;
 use thiserror::Error;
 
 use super::exact::{covered, AsyncExactSource, ExactError, ExactFuture, ExactQuery};
@@ -55,14 +55,6 @@ pub struct HttpExactSource {
     client: Client,
 }
 
-#[derive(Deserialize)]
-struct Answer {
-    revoked: bool,
-    /// Absent from publishers that never prune: nothing is forgotten.
-    #[serde(default)]
-    pruned_before: u64,
-}
-
 impl HttpExactSource {
     /// A source for the publisher at `base_url` with a 2 s request timeout (1 s to
     /// connect), ignoring proxy environment variables.
@@ -99,17 +91,23 @@ impl HttpExactSource {
         let base = self.base.path().trim_end_matches('/');
         let mut query = Vec::new();
         if jti == "." || jti == ".." {
-            url.set_path(&format!("{base}/v1/revocations"));
-            query.push(format!("jti={}", utf8_percent_encode(jti, NOT_UNRESERVED)));
+            url.set_path(&format!("{base}{REVOCATIONS}"));
+            query.push(format!(
+                "{JTI}={}",
+                utf8_percent_encode(jti, NOT_UNRESERVED)
+            ));
         } else {
             // Neither setter re-encodes `%`, and nothing else is left to encode.
             url.set_path(&format!(
-                "{base}/v1/revocations/{}",
+                "{base}{REVOCATIONS}/{}",
                 utf8_percent_encode(jti, NOT_UNRESERVED)
             ));
         }
         if let Some(iss) = iss {
-            query.push(format!("iss={}", utf8_percent_encode(iss, NOT_UNRESERVED)));
+            query.push(format!(
+                "{ISS}={}",
+                utf8_percent_encode(iss, NOT_UNRESERVED)
+            ));
         }
         url.set_query((!query.is_empty()).then(|| query.join("&")).as_deref());
         url.set_fragment(None);
@@ -134,7 +132,7 @@ impl HttpExactSource {
             }
             body.extend_from_slice(&chunk);
         }
-        let answer = serde_json::from_slice::<Answer>(&body)
+        let answer = serde_json::from_slice::<LookupAnswer>(&body)
             .map_err(|e| ExactError::BadResponse(format!("lookup answer is not valid: {e}")))?;
         covered(answer.revoked, q.exp, answer.pruned_before)
     }
