@@ -27,6 +27,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tower")]
+pub mod bearer;
 pub mod bloom;
 pub mod bounds;
 mod config;

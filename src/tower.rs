@@ -40,12 +40,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::bearer::BearerProblem as HeaderProblem;
 use crate::verify::{Verifier, VerifyError};
 
 /// Longest `Authorization` header accepted, in bytes; longer ones get 400 before any parsing.
@@ -119,66 +120,9 @@ impl<S: Clone, C> Clone for Bearer<S, C> {
     }
 }
 
-/// Why a request never reached the verifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HeaderProblem {
-    /// No bearer credentials at all: a plain challenge (RFC 6750 §3.1).
-    Missing,
-    /// Credentials present but unusable: `invalid_request`.
-    Malformed(&'static str),
-}
-
-/// The token from the request's `Authorization` header.
+/// The token from the request's `Authorization` header ([`crate::bearer::bearer_token`]).
 fn bearer_token<B>(req: &Request<B>, max: usize) -> Result<String, HeaderProblem> {
-    let mut values = req.headers().get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Err(HeaderProblem::Missing);
-    };
-    if values.next().is_some() {
-        return Err(HeaderProblem::Malformed(
-            "more than one Authorization header",
-        ));
-    }
-    let bytes = value.as_bytes();
-    if bytes.len() > max {
-        return Err(HeaderProblem::Malformed(
-            "the Authorization header is too long",
-        ));
-    }
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Err(HeaderProblem::Malformed(
-            "the Authorization header is not text",
-        ));
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        // Present but without even a scheme: not "no credentials", but broken ones.
-        return Err(HeaderProblem::Malformed(
-            "the Authorization header is empty",
-        ));
-    }
-    let (scheme, rest) = match text.split_once(' ') {
-        Some((s, r)) => (s, r.trim_start()),
-        None => (text, ""),
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(HeaderProblem::Missing);
-    }
-    if rest.is_empty() {
-        return Err(HeaderProblem::Malformed("the Bearer credentials are empty"));
-    }
-    // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-    let body = rest.trim_end_matches('=');
-    let b64token = !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-    if !b64token {
-        return Err(HeaderProblem::Malformed(
-            "the Bearer token has invalid characters",
-        ));
-    }
-    Ok(rest.to_owned())
+    crate::bearer::bearer_token(req.headers(), max).map(str::to_owned)
 }
 
 fn challenge(error: &str, description: &str) -> HeaderValue {
@@ -268,6 +212,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::AUTHORIZATION;
 
     fn req(values: &[&[u8]]) -> Request<()> {
         let mut r = Request::new(());
