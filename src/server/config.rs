@@ -260,6 +260,14 @@ impl ServerConfig {
                     "must be at least 16 characters; leave it unset to have one generated".into(),
                 );
             }
+            if !crate::bearer::is_b64token(t) {
+                return field(
+                    "admin_token",
+                    "may hold only letters, digits and - . _ ~ + / (then = padding): a bearer \
+                     token (RFC 6750) cannot carry anything else"
+                        .into(),
+                );
+            }
         }
         if matches!(&self.default_iss, Some(i) if normalize_issuer(i).is_empty()) {
             return field(
@@ -343,10 +351,13 @@ pub fn resolve_admin_token(
         ),
     };
     match std::fs::read_to_string(&path) {
-        Ok(t) if t.trim().len() >= 16 => return Ok((t.trim().to_owned(), TokenSource::File(path))),
+        Ok(t) if t.trim().len() >= 16 && crate::bearer::is_b64token(t.trim()) => {
+            return Ok((t.trim().to_owned(), TokenSource::File(path)))
+        }
         Ok(_) => {
             return Err(io_err(std::io::Error::other(
-                "it holds fewer than 16 characters; delete it to have a new token generated",
+                "it holds fewer than 16 characters, or characters a bearer token cannot carry; \
+                 delete it to have a new token generated",
             )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -400,6 +411,14 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("window"));
         let c: ServerConfig = serde_json::from_str(r#"{"admin_token": "short"}"#).unwrap();
         assert!(c.validate().is_err());
+        // Long enough, but no Authorization header could carry it.
+        let c: ServerConfig =
+            serde_json::from_str(r#"{"admin_token": "sixteen chars ok!"}"#).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("admin_token"), "{e}");
+        let c: ServerConfig =
+            serde_json::from_str(r#"{"admin_token": "a-valid_token.0123456789=="}"#).unwrap();
+        assert!(c.validate().is_ok());
         let c: ServerConfig =
             serde_json::from_str(r#"{"limits": {"max_jti_bytes": 256}}"#).unwrap();
         let e = c.validate().unwrap_err().to_string();

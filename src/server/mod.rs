@@ -19,9 +19,8 @@
 //! # }
 //! ```
 
-pub mod api;
 pub mod config;
-mod feed;
+pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod run;

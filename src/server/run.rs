@@ -8,8 +8,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::api::{router, AppState};
 use super::config::{ConfigFileError, ServerConfig};
+use super::http::{router, AppState};
 use super::metrics::Metrics;
 use super::publish::{Hub, PublishError, Publisher};
 use super::store::{Store, StoreError};

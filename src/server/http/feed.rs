@@ -5,13 +5,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use serde::Deserialize;
 
-use super::api::{ApiError, AppState, Inner};
-use super::publish::{DeltaChain, Published};
+use super::{ApiError, AppState, Inner};
+use crate::server::publish::{DeltaChain, Published};
+use crate::wire;
+
+/// The snapshot and delta routes.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(wire::SNAPSHOT, get(snapshot))
+        .route(wire::DELTAS, get(deltas))
+}
 
 /// Parse a long-poll wait: `30s`, `500ms`, `2m` or bare seconds, capped at `max_secs`.
 pub fn parse_wait(s: &str, max_secs: u64) -> Result<Duration, ApiError> {
@@ -80,17 +91,17 @@ fn generation_headers(generation: u64) -> [(header::HeaderName, String); 3] {
 /// Query of the snapshot endpoint.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct WaitQuery {
+struct WaitQuery {
     wait: Option<String>,
 }
 
-pub(super) async fn snapshot(
+async fn snapshot(
     State(st): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let st = &st.inner;
-    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    let Query(q) = query?;
     let wait = match &q.wait {
         Some(w) => parse_wait(w, st.limits.max_wait_secs)?,
         None => Duration::ZERO,
@@ -113,14 +124,14 @@ pub(super) async fn snapshot(
 /// Query of the deltas endpoint.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct DeltaQuery {
+struct DeltaQuery {
     since: u64,
     wait: Option<String>,
 }
 
-pub(super) async fn deltas(
+async fn deltas(
     State(st): State<AppState>,
-    query: Result<Query<DeltaQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<DeltaQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let st = &st.inner;
     let Query(q) = query.map_err(|e| {
