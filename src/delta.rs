@@ -6,7 +6,7 @@
 //! its parent generation, and is refused by any other snapshot. Applying one copies the
 //! snapshot, so readers of N keep checking undisturbed while N+1 is built (copy-and-swap).
 
-use std::io::{self, Write};
+use std::io::Write;
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use thiserror::Error;
@@ -16,7 +16,7 @@ use crate::bloom::{self, BLOCK_BYTES};
 use crate::cutoff::{CutoffKey, RECORD_BYTES};
 use crate::hash::KeyHash;
 use crate::snapshot::format::{self as f, off};
-use crate::snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
+use crate::snapshot::{EncodeError, OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
 use crate::window::{BucketId, Journal, Window};
 
 /// The first eight bytes of every delta.
@@ -385,8 +385,10 @@ fn cutoff_records(table: &[u8]) -> impl Iterator<Item = (CutoffKey, u64)> + '_ {
 /// generation `meta.generation`: the `journal` taken from the window since then, plus the
 /// cutoffs added or raised meanwhile. Returns the bytes written.
 ///
-/// Fails with `InvalidInput` when the journal's layout changed (ship a full snapshot), when
-/// `meta` is not a valid step, or when an entry names a bucket the window no longer has.
+/// Fails with [`EncodeError::LayoutChanged`] when the journal's layout changed (ship a full
+/// snapshot), [`EncodeError::Meta`] when `meta` is not a valid step,
+/// [`EncodeError::OutsideRing`] when an entry names a bucket the window no longer has, and
+/// [`EncodeError::Io`] when `out` fails.
 pub fn encode_delta(
     window: &Window,
     journal: &Journal,
@@ -394,7 +396,7 @@ pub fn encode_delta(
     meta: &SnapshotMeta,
     signing_key: Option<&SigningKey>,
     out: impl Write,
-) -> io::Result<u64> {
+) -> Result<u64, EncodeError> {
     encode_delta_inner(window, journal, new_cutoffs, meta, signing_key, None, out)
 }
 
@@ -404,8 +406,8 @@ pub fn encode_delta(
 /// Applying the delta then gives exactly `result`, signature included, so a verifier's copy
 /// stays a signed file that reopens under the publisher's key.
 ///
-/// Fails with `InvalidInput` as [`encode_delta`] does, and when `result` is not a signed
-/// snapshot of `meta.generation` with this window's layout.
+/// Fails as [`encode_delta`] does, and with [`EncodeError::ResultMismatch`] when `result` is
+/// not a signed snapshot of `meta.generation` with this window's layout.
 pub fn encode_signed_delta(
     window: &Window,
     journal: &Journal,
@@ -414,8 +416,7 @@ pub fn encode_signed_delta(
     signing_key: &SigningKey,
     result: &[u8],
     out: impl Write,
-) -> io::Result<u64> {
-    let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+) -> Result<u64, EncodeError> {
     let flags = f::u16_at(result, off::FLAGS).unwrap_or(0);
     let matches = f::u16_at(result, off::VERSION) == Some(f::FORMAT_VERSION)
         && flags & f::FLAG_SIGNED != 0
@@ -436,9 +437,7 @@ pub fn encode_signed_delta(
             Some(sig),
             out,
         ),
-        _ => Err(invalid(
-            "the result must be the signed snapshot of this generation and layout",
-        )),
+        _ => Err(EncodeError::ResultMismatch),
     }
 }
 
@@ -450,11 +449,10 @@ fn encode_delta_inner(
     signing_key: Option<&SigningKey>,
     result_signature: Option<[u8; 64]>,
     mut out: impl Write,
-) -> io::Result<u64> {
-    let invalid = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
-    meta.validate().map_err(invalid)?;
+) -> Result<u64, EncodeError> {
+    meta.validate()?;
     if journal.layout_changed {
-        return Err(invalid("the window's layout changed since the last snapshot: publish a full snapshot, not a delta"));
+        return Err(EncodeError::LayoutChanged);
     }
     let ring = u64::from(window.geometry().buckets);
     let oldest = window.oldest_bucket();
@@ -463,7 +461,13 @@ fn encode_delta_inner(
         let index = match id {
             BucketId::Overflow => 0,
             BucketId::Expiry(b) if b >= oldest && b - oldest < ring => (b - oldest + 1) as u32,
-            BucketId::Expiry(_) => return Err(invalid("journal entry outside the window's ring")),
+            BucketId::Expiry(bucket) => {
+                return Err(EncodeError::OutsideRing {
+                    bucket,
+                    oldest,
+                    buckets: ring,
+                })
+            }
         };
         records.push((index, hash.0));
     }
@@ -472,10 +476,12 @@ fn encode_delta_inner(
     // For a repeated key the latest cutoff wins, as in CutoffSet::insert.
     cutoffs.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     cutoffs.dedup_by_key(|c| c.0);
-    let nrec =
-        u32::try_from(records.len()).map_err(|_| invalid("too many records for one delta"))?;
-    let ncut =
-        u32::try_from(cutoffs.len()).map_err(|_| invalid("too many cutoffs for one delta"))?;
+    let too_large = |what| EncodeError::TooLarge {
+        what,
+        format: "delta",
+    };
+    let nrec = u32::try_from(records.len()).map_err(|_| too_large("record count"))?;
+    let ncut = u32::try_from(cutoffs.len()).map_err(|_| too_large("cutoff count"))?;
 
     let mut buf = Vec::with_capacity(
         DELTA_HEADER_BYTES + records.len() * DELTA_RECORD_BYTES + cutoffs.len() * RECORD_BYTES + 72,
@@ -664,5 +670,43 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             out,
             &OpenOptions::new().verify_checksum(false),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WindowConfig;
+
+    /// A sink that refuses every write.
+    struct Full;
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "disk full",
+            ))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_keeps_its_cause() {
+        use std::error::Error as _;
+        let now = 1_767_225_600;
+        let mut window = Window::with_seed(WindowConfig::default(), now, 7).unwrap();
+        window.enable_journal();
+        window.insert("t", Some(now + 60));
+        let journal = window.take_journal();
+        let meta = SnapshotMeta::first(now).next(now + 1);
+        let e = encode_delta(&window, &journal, &[], &meta, None, Full).unwrap_err();
+        assert!(matches!(e, EncodeError::Io(_)), "{e}");
+        let cause = e.source().and_then(|c| c.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            cause.map(|c| c.kind()),
+            Some(std::io::ErrorKind::StorageFull)
+        );
     }
 }

@@ -73,6 +73,23 @@ pub enum ConfigError {
         max: u64,
     },
     /// The operating system's random source failed while choosing a hash seed.
-    #[error("could not draw a random hash seed from the operating system: {0}")]
-    Seed(String),
+    #[error("could not draw a random hash seed from the operating system: {0}; check that the OS random source (getrandom(2), /dev/urandom) is available to this process")]
+    Seed(#[source] getrandom::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_failure_keeps_its_cause() {
+        use std::error::Error as _;
+        let e = ConfigError::Seed(getrandom::Error::UNSUPPORTED);
+        let cause = e.source().expect("the cause is the source");
+        assert_eq!(
+            cause.downcast_ref::<getrandom::Error>(),
+            Some(&getrandom::Error::UNSUPPORTED)
+        );
+        assert!(!e.to_string().contains('\n'));
+    }
 }

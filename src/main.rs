@@ -14,9 +14,23 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` prints the context chain on one line: "opening x: permission denied".
-            eprintln!("revbloom: error: {e:#}");
+            eprintln!("revbloom: error: {}", one_line(&e));
             ExitCode::from(cli::EXIT_ERROR)
         }
     }
+}
+
+/// The error and its causes on one line: "opening x: permission denied". The library's errors
+/// name their cause in their own message (what a log line shows) and also return it as
+/// `source()`, so a cause the line already ends with is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.ends_with(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }

@@ -147,7 +147,7 @@ impl Window {
     /// A window for `config` at unix time `now`, with a random hash seed.
     pub fn new(config: WindowConfig, now: u64) -> Result<Self, ConfigError> {
         let mut seed = [0u8; 8];
-        getrandom::fill(&mut seed).map_err(|e| ConfigError::Seed(e.to_string()))?;
+        getrandom::fill(&mut seed).map_err(ConfigError::Seed)?;
         Self::with_seed(config, now, u64::from_le_bytes(seed))
     }
 

@@ -127,7 +127,7 @@ impl ExactSource for StoreSource {
         let found = self
             .0
             .lookup_covered(q.iss, q.jti)
-            .map_err(|e| ExactError::Unreachable(e.to_string()))?;
+            .map_err(ExactError::unreachable)?;
         covered(found.exp.is_some(), q.exp, found.pruned_before)
     }
 }

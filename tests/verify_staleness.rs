@@ -23,7 +23,7 @@ const MAX_AGE: Duration = Duration::from_secs(60);
 struct Down;
 impl ExactSource for Down {
     fn is_revoked(&self, _: &ExactQuery<'_>) -> Result<bool, ExactError> {
-        Err(ExactError::Unreachable("connection refused".into()))
+        Err(ExactError::unreachable("connection refused"))
     }
 }
 

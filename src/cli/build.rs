@@ -220,6 +220,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let written = write_atomically(&args.out, |w| {
         snapshot::encode(&window, &CutoffSet::new(), &meta, signing_key.as_ref(), w)
+            .map_err(std::io::Error::other)
     })?;
     let entries = window.entries();
     let bpe = if entries > 0 {

@@ -22,7 +22,7 @@ use super::metrics::Metrics;
 use super::store::{Committed, Cutoff, Revocation, Store, StoreError};
 use crate::bounds::Bounds;
 use crate::delta::{encode_delta, encode_signed_delta};
-use crate::snapshot::{encode_to_vec, SnapshotMeta};
+use crate::snapshot::{encode_to_vec, EncodeError, SnapshotMeta};
 use crate::{ConfigError, CutoffKey, CutoffSet, KeyHasher, Window};
 
 /// File name of the snapshot copy written to the configured snapshot folder.
@@ -49,7 +49,7 @@ pub enum PublishError {
         /// The generation being encoded.
         generation: u64,
         /// The encoder's error.
-        source: std::io::Error,
+        source: EncodeError,
     },
     /// Writing the snapshot copy to the snapshot folder failed.
     #[error("could not write the snapshot copy to {path}: {source}; check the folder exists and is writable")]
@@ -369,7 +369,7 @@ impl Publisher {
                 Ok(Ok(())) => {}
                 Ok(Err(source)) => return Err(PublishError::Copy { path, source }),
                 Err(e) => {
-                    let source = std::io::Error::other(e.to_string());
+                    let source = std::io::Error::other(e);
                     return Err(PublishError::Copy { path, source });
                 }
             }

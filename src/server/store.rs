@@ -110,16 +110,26 @@ pub struct Pruned {
 #[non_exhaustive]
 pub enum StoreError {
     /// The data folder or database file could not be opened or created.
-    #[error("could not open the store at {path}: {message}; check the data folder exists, is writable, and no other revbloom process uses it")]
+    #[error("could not open the store at {path}: {source}; check the data folder exists, is writable, and no other revbloom process uses it")]
     Open {
         /// The database file.
         path: PathBuf,
         /// What redb or the OS said.
-        message: String,
+        source: redb::Error,
     },
+    /// The writer thread could not be started.
+    #[error("could not start the store's writer thread: {0}; check the process's thread and memory limits")]
+    WriterThread(#[source] std::io::Error),
     /// A read or write transaction failed. Nothing of the failed write was acknowledged.
+    /// Shared: one failed group commit fails every request of the group.
     #[error("store transaction failed: {0}; the write was not applied, retry it")]
-    Transaction(String),
+    Transaction(#[source] Arc<redb::Error>),
+    /// The writer thread answered a request with a reply of another kind: a bug in revbloom.
+    #[error("the store's writer answered a {request} request with another kind of reply; this is a bug in revbloom, please report it")]
+    UnexpectedReply {
+        /// The request that got the wrong kind of reply.
+        request: &'static str,
+    },
     /// The writer thread has stopped (the server is shutting down).
     #[error(
         "the store is shutting down and accepts no more writes; retry against the restarted server"
@@ -129,7 +139,7 @@ pub enum StoreError {
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
-        StoreError::Transaction(e.to_string())
+        StoreError::Transaction(Arc::new(e))
     }
 }
 
@@ -193,22 +203,21 @@ impl Store {
         on_commit: Option<mpsc::UnboundedSender<Committed>>,
     ) -> Result<(Store, StoreWriter), StoreError> {
         let path = data_dir.join("revbloom.redb");
-        let open_err = |message: String| StoreError::Open {
+        let open_err = |e: redb::Error| StoreError::Open {
             path: path.clone(),
-            message,
+            source: e,
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| open_err(redb::Error::Io(e)))?;
+        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
         // Create the tables up front so readers never meet "table does not exist".
-        let w = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+        let w = db.begin_write().map_err(|e| open_err(e.into()))?;
         {
-            w.open_table(REVOCATIONS)
-                .map_err(|e| open_err(e.to_string()))?;
-            w.open_table(CUTOFFS).map_err(|e| open_err(e.to_string()))?;
-            w.open_table(META).map_err(|e| open_err(e.to_string()))?;
-            normalize_stored_issuers(&w).map_err(|e| open_err(e.to_string()))?;
+            w.open_table(REVOCATIONS).map_err(|e| open_err(e.into()))?;
+            w.open_table(CUTOFFS).map_err(|e| open_err(e.into()))?;
+            w.open_table(META).map_err(|e| open_err(e.into()))?;
+            normalize_stored_issuers(&w).map_err(open_err)?;
         }
-        w.commit().map_err(|e| open_err(e.to_string()))?;
+        w.commit().map_err(|e| open_err(e.into()))?;
 
         let db = Arc::new(db);
         // Bounded, so a flood of writers waits for the disk instead of growing a queue.
@@ -219,7 +228,7 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("revbloom-store-writer".into())
             .spawn(move || writer_loop(&writer_db, rx, on_commit, &writer_commits))
-            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
+            .map_err(StoreError::WriterThread)?;
         Ok((
             Store {
                 db,
@@ -256,9 +265,7 @@ impl Store {
     pub async fn revoke(&self, revocations: Vec<Revocation>) -> Result<RevokeOutcome, StoreError> {
         match self.submit(Op::Revoke(revocations)).await? {
             Reply::Revoke(o) => Ok(o),
-            _ => Err(StoreError::Transaction(
-                "writer answered out of kind".into(),
-            )),
+            _ => Err(StoreError::UnexpectedReply { request: "revoke" }),
         }
     }
 
@@ -267,9 +274,7 @@ impl Store {
     pub async fn cutoff(&self, cutoff: Cutoff) -> Result<bool, StoreError> {
         match self.submit(Op::Cutoff(cutoff)).await? {
             Reply::Cutoff(changed) => Ok(changed),
-            _ => Err(StoreError::Transaction(
-                "writer answered out of kind".into(),
-            )),
+            _ => Err(StoreError::UnexpectedReply { request: "cutoff" }),
         }
     }
 
@@ -287,9 +292,7 @@ impl Store {
         let op = Op::Prune { now, bounds };
         match self.submit(op).await? {
             Reply::Pruned(p) => Ok(p),
-            _ => Err(StoreError::Transaction(
-                "writer answered out of kind".into(),
-            )),
+            _ => Err(StoreError::UnexpectedReply { request: "prune" }),
         }
     }
 
@@ -467,9 +470,9 @@ fn writer_loop(
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let e = Arc::new(e);
                 for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Transaction(msg.clone())));
+                    let _ = job.reply.send(Err(StoreError::Transaction(Arc::clone(&e))));
                 }
             }
         }
@@ -551,6 +554,29 @@ fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_failure_keeps_its_cause() {
+        use std::error::Error as _;
+        // A regular file where the data folder should be: create_dir_all fails.
+        let file = std::env::temp_dir().join(format!("revbloom-store-file-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let e = Store::open(&file, None)
+            .err()
+            .expect("a file is not a data folder");
+        let _ = std::fs::remove_file(&file);
+        assert!(matches!(e, StoreError::Open { .. }), "{e}");
+        let cause = e.source().expect("the cause is the source");
+        assert!(matches!(
+            cause.downcast_ref::<redb::Error>(),
+            Some(redb::Error::Io(_))
+        ));
+        // A transaction error shared by a group stays reachable through its Arc.
+        let e = StoreError::from(redb::Error::TransactionInProgress);
+        assert!(e
+            .source()
+            .is_some_and(|c| c.to_string().contains("ransaction")));
+    }
 
     fn rev(iss: Option<&str>, jti: &str, exp: u64) -> Revocation {
         Revocation {

@@ -121,3 +121,102 @@ pub enum SnapshotError {
     #[error("snapshot signature does not verify under the configured key: wrong key, or the file was altered")]
     Signature,
 }
+
+/// A [`SnapshotMeta`](super::SnapshotMeta) that is not a valid generation step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    /// Generation 0 is reserved for "no snapshot yet".
+    #[error("snapshot generation must be at least 1")]
+    GenerationZero,
+    /// The parent is not an earlier generation.
+    #[error("snapshot parent generation {parent} must be less than its generation {generation}")]
+    ParentNotBefore {
+        /// The generation being written.
+        generation: u64,
+        /// The parent it names.
+        parent: u64,
+    },
+}
+
+/// Why a snapshot or delta could not be written. Every variant but [`EncodeError::Io`] is a
+/// caller mistake or a size limit of the format, found before anything is written.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The generation numbers are not a valid step.
+    #[error("invalid generation step: {0}")]
+    Meta(#[from] MetaError),
+    /// The window's layout changed since the snapshot a delta would apply to.
+    #[error(
+        "the window's layout changed since the last snapshot: publish a full snapshot, not a delta"
+    )]
+    LayoutChanged,
+    /// A journal entry names a bucket the window no longer has.
+    #[error("journal entry for bucket {bucket} lies outside the window's ring (oldest bucket {oldest}, {buckets} buckets): publish a full snapshot, not a delta")]
+    OutsideRing {
+        /// The entry's bucket number.
+        bucket: u64,
+        /// The window's oldest bucket.
+        oldest: u64,
+        /// Buckets in the ring.
+        buckets: u64,
+    },
+    /// A count or section does not fit its field in the file format.
+    #[error("{what} does not fit the {format} format")]
+    TooLarge {
+        /// What overflowed, e.g. `bucket count`.
+        what: &'static str,
+        /// `snapshot` or `delta`.
+        format: &'static str,
+    },
+    /// The window's default issuer is longer than a snapshot can carry.
+    #[error("the default issuer is {len} bytes, more than the {max} a snapshot can carry; configure a shorter default_iss")]
+    DefaultIssuerTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The format's limit in bytes.
+        max: usize,
+    },
+    /// `encode_signed_delta` was given a `result` that is not the signed snapshot of the
+    /// delta's generation and the window's layout.
+    #[error("the result must be the signed snapshot of this generation and layout")]
+    ResultMismatch,
+    /// Writing the encoded bytes failed.
+    #[error("could not write the encoded bytes: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{encode_to_vec, SnapshotMeta};
+    use crate::{CutoffSet, Window, WindowConfig};
+
+    #[test]
+    fn an_invalid_generation_step_keeps_its_cause() {
+        use std::error::Error as _;
+        let now = 1_767_225_600;
+        let window = Window::with_seed(WindowConfig::default(), now, 7).unwrap();
+        let meta = SnapshotMeta {
+            generation: 3,
+            parent: 3,
+            created_at: now,
+            coverage: now,
+        };
+        let e = encode_to_vec(&window, &CutoffSet::new(), &meta, None).unwrap_err();
+        assert!(matches!(e, EncodeError::Meta(_)), "{e}");
+        assert_eq!(
+            e.source().and_then(|c| c.downcast_ref::<MetaError>()),
+            Some(&MetaError::ParentNotBefore {
+                generation: 3,
+                parent: 3
+            })
+        );
+        let first = SnapshotMeta {
+            generation: 0,
+            ..meta
+        };
+        assert_eq!(first.validate(), Err(MetaError::GenerationZero));
+    }
+}

@@ -24,7 +24,7 @@ mod options;
 mod read;
 mod write;
 
-pub use error::SnapshotError;
+pub use error::{EncodeError, MetaError, SnapshotError};
 pub use format::FORMAT_VERSION;
 pub use keys::{read_signing_key, read_verifying_key, KeyFileError};
 pub use options::{OpenOptions, SignatureStatus};
@@ -67,12 +67,15 @@ impl SnapshotMeta {
     }
 
     /// Whether the generation numbers are valid: `generation >= 1`, `parent < generation`.
-    pub fn validate(&self) -> Result<(), &'static str> {
+    pub fn validate(&self) -> Result<(), MetaError> {
         if self.generation == 0 {
-            return Err("snapshot generation must be at least 1");
+            return Err(MetaError::GenerationZero);
         }
         if self.parent >= self.generation {
-            return Err("snapshot parent generation must be less than its generation");
+            return Err(MetaError::ParentNotBefore {
+                generation: self.generation,
+                parent: self.parent,
+            });
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use super::format::{self as f, off, LayoutDigest};
-use super::SnapshotMeta;
+use super::{EncodeError, SnapshotMeta};
 use crate::bloom::BLOCK_BYTES;
 use crate::cutoff::CutoffSet;
 use crate::window::{BucketId, Window};
@@ -33,16 +33,17 @@ impl<W: Write> Hashing<W> {
 /// file in a `BufWriter`). A signed snapshot is assembled in memory first: Ed25519 hashes the
 /// message twice (nonce, then challenge), so it cannot sign a stream in one pass.
 ///
-/// Fails with `InvalidInput` when `meta` is not a valid generation step (see [`SnapshotMeta`]).
+/// Fails with [`EncodeError::Meta`] when `meta` is not a valid generation step (see
+/// [`SnapshotMeta`]), [`EncodeError::TooLarge`] or [`EncodeError::DefaultIssuerTooLong`] when
+/// the window does not fit the format, and [`EncodeError::Io`] when `out` fails.
 pub fn encode(
     window: &Window,
     cutoffs: &CutoffSet,
     meta: &SnapshotMeta,
     signing_key: Option<&SigningKey>,
     out: impl Write,
-) -> io::Result<u64> {
-    meta.validate()
-        .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+) -> Result<u64, EncodeError> {
+    meta.validate()?;
     match signing_key {
         None => encode_body(window, cutoffs, meta, false, out),
         Some(key) => {
@@ -63,7 +64,7 @@ pub fn encode_to_vec(
     cutoffs: &CutoffSet,
     meta: &SnapshotMeta,
     signing_key: Option<&SigningKey>,
-) -> io::Result<Vec<u8>> {
+) -> Result<Vec<u8>, EncodeError> {
     let mut buf = Vec::with_capacity(estimated_len(window, cutoffs) + f::SIGNATURE_BYTES);
     encode(window, cutoffs, meta, signing_key, &mut buf)?;
     Ok(buf)
@@ -80,11 +81,11 @@ fn estimated_len(window: &Window, cutoffs: &CutoffSet) -> usize {
         + f::CHECKSUM_BYTES
 }
 
-fn too_big(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{what} does not fit the snapshot format"),
-    )
+fn too_big(what: &'static str) -> EncodeError {
+    EncodeError::TooLarge {
+        what,
+        format: "snapshot",
+    }
 }
 
 fn encode_body(
@@ -93,7 +94,7 @@ fn encode_body(
     meta: &SnapshotMeta,
     signed: bool,
     out: impl Write,
-) -> io::Result<u64> {
+) -> Result<u64, EncodeError> {
     let buckets: Vec<(u64, u64, u32)> = window
         .buckets()
         .map(|(id, bloom, entries)| {
@@ -105,11 +106,14 @@ fn encode_body(
         })
         .collect();
     let table = cutoffs.sorted();
-    if window
+    if let Some(iss) = window
         .default_issuer()
-        .is_some_and(|i| i.len() > f::MAX_DEFAULT_ISS_BYTES)
+        .filter(|i| i.len() > f::MAX_DEFAULT_ISS_BYTES)
     {
-        return Err(too_big("default issuer"));
+        return Err(EncodeError::DefaultIssuerTooLong {
+            len: iss.len(),
+            max: f::MAX_DEFAULT_ISS_BYTES,
+        });
     }
     let ext = f::extensions(window.default_issuer());
     let ext_len = u32::try_from(ext.len()).map_err(|_| too_big("extension section"))?;

@@ -123,9 +123,17 @@ impl SyncConfig {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum SyncError {
-    /// The publisher could not be reached or answered with an unexpected status.
+    /// The publisher could not be reached, or the HTTP client could not be built.
     #[error("fetching from the publisher failed: {0}")]
-    Http(String),
+    Http(#[from] reqwest::Error),
+    /// The publisher answered with a status the sync protocol does not expect.
+    #[error("fetching from the publisher failed: GET {url}: unexpected status {status}; check the URL points at a revbloom publisher")]
+    Status {
+        /// The URL requested.
+        url: String,
+        /// The HTTP status it answered.
+        status: u16,
+    },
     /// A snapshot or delta was refused (invalid, wrong signature, rollback).
     #[error(transparent)]
     Swap(#[from] SwapError),

@@ -34,7 +34,7 @@ pub(super) async fn run(
         {
             Ok(c) => Some(c),
             Err(e) => {
-                stats.record_error(&SyncError::Http(e.to_string()));
+                stats.record_error(&SyncError::Http(e));
                 return;
             }
         },
@@ -102,11 +102,11 @@ async fn url_step(
         return fetch_full(client, base, handle, config, stats, None, config.wait).await;
     };
     let url = wire::deltas_url(base, current, config.wait);
-    let res = client.get(&url).send().await.map_err(http)?;
+    let res = client.get(&url).send().await?;
     match res.status().as_u16() {
         204 | 304 => Ok(false),
         200 => {
-            let chain = res.bytes().await.map_err(http)?;
+            let chain = res.bytes().await?;
             match apply_chain(handle, &chain, config, stats) {
                 Ok(changed) => Ok(changed),
                 Err(e) => {
@@ -128,7 +128,7 @@ async fn url_step(
             )
             .await
         }
-        s => Err(SyncError::Http(format!("GET {url}: unexpected status {s}"))),
+        status => Err(SyncError::Status { url, status }),
     }
 }
 
@@ -165,11 +165,11 @@ async fn fetch_full(
     if let Some(g) = known {
         req = req.header(reqwest::header::IF_NONE_MATCH, wire::etag(g));
     }
-    let res = req.send().await.map_err(http)?;
+    let res = req.send().await?;
     match res.status().as_u16() {
         304 => Ok(false),
         200 => {
-            let bytes = res.bytes().await.map_err(http)?;
+            let bytes = res.bytes().await?;
             match handle.replace_bytes(bytes.to_vec(), &config.options)? {
                 ReplaceOutcome::Replaced { .. } => {
                     stats.snapshots.fetch_add(1, Relaxed);
@@ -178,7 +178,7 @@ async fn fetch_full(
                 _ => Ok(false),
             }
         }
-        s => Err(SyncError::Http(format!("GET {url}: unexpected status {s}"))),
+        status => Err(SyncError::Status { url, status }),
     }
 }
 
@@ -228,13 +228,24 @@ async fn save_cache(handle: &SnapshotHandle, cache: &Path, stats: &SyncStats) {
         Err(e) => SyncError::Io {
             what: "cannot write the cache file",
             path: cache.to_owned(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         },
     };
     tracing::warn!(error = %err, "the last good snapshot was not saved");
     stats.record_error(&err);
 }
 
-fn http(e: reqwest::Error) -> SyncError {
-    SyncError::Http(e.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_failures_keep_their_cause() {
+        use std::error::Error as _;
+        let e = reqwest::Client::new().get("not a url").build().unwrap_err();
+        let e = SyncError::from(e);
+        assert!(e
+            .source()
+            .is_some_and(|c| c.downcast_ref::<reqwest::Error>().is_some()));
+    }
 }

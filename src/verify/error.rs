@@ -29,12 +29,12 @@ pub enum VerifyError {
     /// Revocation state could not be consulted and the staleness policy says to refuse
     /// rather than guess. Retry later; the token itself may be fine.
     #[error("revocation state is unavailable: {0}")]
-    Unavailable(Unavailable),
+    Unavailable(#[source] Unavailable),
     /// The token lies outside what the revocation state covers (no `exp`, a lifetime longer
     /// than the deployment's maximum, a `jti` too long to have been revoked): the state cannot
     /// vouch for it, so it is refused.
     #[error("the token is outside what revocation covers: {0}")]
-    OutOfBounds(crate::bounds::OutOfBounds),
+    OutOfBounds(#[source] crate::bounds::OutOfBounds),
     /// The token has no `jti` (or a `jti` that is not a string) and the verifier requires
     /// revocation by token id. Issue tokens with a `jti`, or build the verifier with
     /// `require_jti(false)` if such tokens should only be subject to claim cutoffs.
@@ -100,7 +100,7 @@ pub enum Unavailable {
     },
     /// The exact source failed; the policy says to refuse rather than accept unchecked.
     #[error("the exact revocation source failed: {0}")]
-    ExactSource(ExactError),
+    ExactSource(#[source] ExactError),
     /// Only an asynchronous exact source is configured, but the synchronous `verify` reached
     /// a point where it must be asked. Call `verify_async`, or configure a synchronous source.
     #[error("the exact source is asynchronous only; call verify_async")]

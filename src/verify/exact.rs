@@ -7,12 +7,12 @@
 //! or a revoked token being retried does not hammer it.
 
 use std::collections::HashMap;
+use std::error::Error;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
-
-use thiserror::Error;
+use std::sync::{Arc, RwLock};
 
 use crate::bounds::Bounds;
 use crate::hash::normalize_issuer;
@@ -37,26 +37,27 @@ pub struct ExactQuery<'a> {
 }
 
 /// An exact source could not answer.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+///
+/// A cause (the source client's own error: HTTP, database, I/O) is kept behind an `Arc`, so
+/// the error stays `Clone` and one failure can be handed to every waiter; `source()` returns
+/// the cause itself, so it can be downcast to the client's error type. `Clone` but not
+/// `PartialEq`: those causes have no equality; match on the variant instead
+/// (`matches!(e, ExactError::Timeout)`).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ExactError {
     /// The source could not be reached (connection refused, DNS, I/O).
-    #[error("exact source unreachable: {0}")]
-    Unreachable(String),
+    Unreachable(Arc<dyn Error + Send + Sync>),
     /// The source did not answer in time.
-    #[error("exact source timed out")]
     Timeout,
     /// The source answered something that is not a valid answer.
-    #[error("exact source gave an invalid answer: {0}")]
-    BadResponse(String),
+    BadResponse(Arc<dyn Error + Send + Sync>),
     /// A recent failure put the source in back-off; it was not asked.
-    #[error("exact source is backing off after a recent failure")]
     BackingOff,
     /// The source answered "not revoked", but it has pruned revocations of tokens expiring
     /// before `pruned_before` and this token's `exp` is earlier (or absent): it may have
     /// forgotten this token's revocation, so the answer vouches for nothing. Such a token is
     /// past every verifier's leeway by the publisher's clock; treat it as expired.
-    #[error("exact source no longer covers this token (exp {exp:?} before its prune watermark {pruned_before})")]
     NotCovered {
         /// The token's `exp`, if it has one.
         exp: Option<u64>,
@@ -64,6 +65,49 @@ pub enum ExactError {
         /// gone.
         pruned_before: u64,
     },
+}
+
+// Written out rather than derived: thiserror would make the `Arc` the source, which hides the
+// cause's type from `downcast_ref`.
+impl fmt::Display for ExactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExactError::Unreachable(cause) => write!(f, "exact source unreachable: {cause}"),
+            ExactError::Timeout => f.write_str("exact source timed out"),
+            ExactError::BadResponse(cause) => {
+                write!(f, "exact source gave an invalid answer: {cause}")
+            }
+            ExactError::BackingOff => {
+                f.write_str("exact source is backing off after a recent failure")
+            }
+            ExactError::NotCovered { exp, pruned_before } => write!(
+                f,
+                "exact source no longer covers this token (exp {exp:?} before its prune watermark {pruned_before})"
+            ),
+        }
+    }
+}
+
+impl Error for ExactError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            ExactError::Unreachable(cause) | ExactError::BadResponse(cause) => Some(&**cause),
+            _ => None,
+        }
+    }
+}
+
+impl ExactError {
+    /// [`ExactError::Unreachable`] caused by `cause`: the client's own error, or a message
+    /// (`ExactError::unreachable("connection refused")`).
+    pub fn unreachable(cause: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        ExactError::Unreachable(Arc::from(cause.into()))
+    }
+
+    /// [`ExactError::BadResponse`] caused by `cause`: the decoder's error, or a message.
+    pub fn bad_response(cause: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        ExactError::BadResponse(Arc::from(cause.into()))
+    }
 }
 
 /// Settle an exact source's answer against its prune watermark: "revoked" stands, and "not
@@ -213,10 +257,11 @@ mod tests {
     fn memory_source_keys_on_issuer_and_counts() {
         let s = MemoryExactSource::new();
         s.revoke(Some("a"), "j1", Some(100));
-        assert_eq!(ExactSource::is_revoked(&s, &q(Some("a"), "j1")), Ok(true));
-        assert_eq!(ExactSource::is_revoked(&s, &q(Some("b"), "j1")), Ok(false));
-        assert_eq!(ExactSource::is_revoked(&s, &q(None, "j1")), Ok(false));
-        assert_eq!(ExactSource::is_revoked(&s, &q(Some("a/"), "j1")), Ok(true));
+        let revoked = |iss, jti| ExactSource::is_revoked(&s, &q(iss, jti)).unwrap();
+        assert!(revoked(Some("a"), "j1"));
+        assert!(!revoked(Some("b"), "j1"));
+        assert!(!revoked(None, "j1"));
+        assert!(revoked(Some("a/"), "j1"));
         assert_eq!(s.calls(), 4);
     }
 
@@ -224,10 +269,11 @@ mod tests {
     fn memory_source_issuerless_revocations_match_every_issuer() {
         let s = MemoryExactSource::new();
         s.revoke(None, "j", Some(100));
-        assert_eq!(ExactSource::is_revoked(&s, &q(Some("a"), "j")), Ok(true));
-        assert_eq!(ExactSource::is_revoked(&s, &q(Some("b"), "j")), Ok(true));
-        assert_eq!(ExactSource::is_revoked(&s, &q(None, "j")), Ok(true));
-        assert_eq!(ExactSource::is_revoked(&s, &q(None, "k")), Ok(false));
+        let revoked = |iss, jti| ExactSource::is_revoked(&s, &q(iss, jti)).unwrap();
+        assert!(revoked(Some("a"), "j"));
+        assert!(revoked(Some("b"), "j"));
+        assert!(revoked(None, "j"));
+        assert!(!revoked(None, "k"));
     }
 
     #[test]
@@ -245,5 +291,20 @@ mod tests {
         assert_eq!(s.len(), 2);
         s.prune(166, &b);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn causes_stay_reachable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = ExactError::unreachable(io);
+        let cause = e.source().expect("the cause is the source");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("downcasts to the cause");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(e.to_string(), "exact source unreachable: refused");
+        let copy = e.clone();
+        assert!(matches!(copy, ExactError::Unreachable(_)));
+        assert!(ExactError::bad_response("not JSON").source().is_some());
     }
 }

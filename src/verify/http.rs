@@ -28,20 +28,39 @@ const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// An [`HttpExactSource`] that cannot be built.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum HttpExactSourceError {
-    /// The base URL does not parse or cannot take path segments.
-    #[error("invalid publisher URL {url:?}: {reason}; expected e.g. http://127.0.0.1:8080")]
+    /// The base URL does not parse.
+    #[error("invalid publisher URL {url:?}: {source}; expected e.g. http://127.0.0.1:8080")]
     InvalidUrl {
         /// The URL given.
         url: String,
-        /// Why it is unusable.
-        reason: String,
+        /// Why it does not parse.
+        source: url::ParseError,
+    },
+    /// The base URL cannot take path segments (e.g. `mailto:`).
+    #[error(
+        "invalid publisher URL {url:?}: it cannot take a path; expected e.g. http://127.0.0.1:8080"
+    )]
+    NotABase {
+        /// The URL given.
+        url: String,
     },
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client: {0}")]
-    Client(String),
+    Client(#[source] reqwest::Error),
+}
+
+/// Why a lookup answer was refused: the cause of [`ExactError::BadResponse`].
+#[derive(Debug, Error)]
+enum BadAnswer {
+    #[error("lookup answered HTTP {0}")]
+    Status(u16),
+    #[error("lookup answer longer than {MAX_BODY} bytes")]
+    TooLong,
+    #[error("lookup answer is not valid: {0}")]
+    Json(#[source] serde_json::Error),
 }
 
 /// Asks a publisher whether a token id is revoked (async; never blocks the runtime).
@@ -64,19 +83,20 @@ impl HttpExactSource {
             .connect_timeout(Duration::from_secs(1))
             .no_proxy()
             .build()
-            .map_err(|e| HttpExactSourceError::Client(e.to_string()))?;
+            .map_err(HttpExactSourceError::Client)?;
         Self::with_client(base_url, client)
     }
 
     /// A source using a caller-configured client (timeouts, TLS, proxies).
     pub fn with_client(base_url: &str, client: Client) -> Result<Self, HttpExactSourceError> {
-        let invalid = |reason: String| HttpExactSourceError::InvalidUrl {
+        let base = Url::parse(base_url).map_err(|source| HttpExactSourceError::InvalidUrl {
             url: base_url.to_owned(),
-            reason,
-        };
-        let base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
+            source,
+        })?;
         if base.cannot_be_a_base() {
-            return Err(invalid("it cannot take a path".to_owned()));
+            return Err(HttpExactSourceError::NotABase {
+                url: base_url.to_owned(),
+            });
         }
         Ok(Self { base, client })
     }
@@ -118,22 +138,19 @@ impl HttpExactSource {
         let url = self.lookup_url(q.iss, q.jti);
         let mut resp = self.client.get(url).send().await.map_err(classify)?;
         if resp.status() != StatusCode::OK {
-            return Err(ExactError::BadResponse(format!(
-                "lookup answered HTTP {}",
-                resp.status().as_u16()
+            return Err(ExactError::bad_response(BadAnswer::Status(
+                resp.status().as_u16(),
             )));
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(ExactError::BadResponse(format!(
-                    "lookup answer longer than {MAX_BODY} bytes"
-                )));
+                return Err(ExactError::bad_response(BadAnswer::TooLong));
             }
             body.extend_from_slice(&chunk);
         }
         let answer = serde_json::from_slice::<LookupAnswer>(&body)
-            .map_err(|e| ExactError::BadResponse(format!("lookup answer is not valid: {e}")))?;
+            .map_err(|e| ExactError::bad_response(BadAnswer::Json(e)))?;
         covered(answer.revoked, q.exp, answer.pruned_before)
     }
 }
@@ -142,7 +159,7 @@ fn classify(e: reqwest::Error) -> ExactError {
     if e.is_timeout() {
         ExactError::Timeout
     } else {
-        ExactError::Unreachable(e.to_string())
+        ExactError::unreachable(e)
     }
 }
 
@@ -191,31 +208,50 @@ mod tests {
             s.lookup_url(None, "j").as_str(),
             "http://h:1/p/v1/revocations/j"
         );
-        assert!(HttpExactSource::new("mailto:x@y").is_err());
-        assert!(HttpExactSource::new("not a url").is_err());
+        assert!(matches!(
+            HttpExactSource::new("mailto:x@y"),
+            Err(HttpExactSourceError::NotABase { .. })
+        ));
+        assert!(matches!(
+            HttpExactSource::new("not a url"),
+            Err(HttpExactSourceError::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn causes_stay_reachable() {
+        use std::error::Error as _;
+        let e = HttpExactSource::new("not a url").unwrap_err();
+        assert!(e.source().is_some_and(|c| c.is::<url::ParseError>()));
+        let e = ExactError::bad_response(BadAnswer::Json(
+            serde_json::from_slice::<LookupAnswer>(b"{").err().unwrap(),
+        ));
+        let answer = e.source().expect("the bad answer is the source");
+        assert!(matches!(answer.downcast_ref(), Some(BadAnswer::Json(_))));
+        assert!(answer.source().is_some_and(|c| c.is::<serde_json::Error>()));
     }
 
     #[test]
     fn not_revoked_before_the_watermark_is_not_covered() {
         let a = |revoked, pruned_before| (revoked, pruned_before);
         let covered = |exp, (revoked, pruned_before)| covered(revoked, exp, pruned_before);
-        assert_eq!(covered(Some(5), a(false, 0)), Ok(false));
-        assert_eq!(covered(None, a(false, 0)), Ok(false));
-        assert_eq!(covered(Some(100), a(false, 100)), Ok(false));
-        assert_eq!(covered(Some(1), a(true, 100)), Ok(true));
-        assert_eq!(
+        assert!(matches!(covered(Some(5), a(false, 0)), Ok(false)));
+        assert!(matches!(covered(None, a(false, 0)), Ok(false)));
+        assert!(matches!(covered(Some(100), a(false, 100)), Ok(false)));
+        assert!(matches!(covered(Some(1), a(true, 100)), Ok(true)));
+        assert!(matches!(
             covered(Some(99), a(false, 100)),
             Err(ExactError::NotCovered {
                 exp: Some(99),
                 pruned_before: 100
             })
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             covered(None, a(false, 100)),
             Err(ExactError::NotCovered {
                 exp: None,
                 pruned_before: 100
             })
-        );
+        ));
     }
 }
