@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use revbloom::delta::{encode_delta, DeltaView};
 use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
@@ -105,10 +105,49 @@ fn replace_refuses_rollback_and_ignores_the_same_generation() {
     assert_eq!(h.clone().generation(), Some(4));
 }
 
+/// Sets the flag when dropped, so reader threads stop even when the writer panics.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Waits until every reader's `progress` is at least `at_least`. Readers take one loop
+/// iteration (microseconds) to report, so the timeout only trips for a reader that never runs;
+/// a reader that panicked is joined and its panic resumed here.
+fn wait_for_readers(
+    readers: &mut Vec<std::thread::JoinHandle<u64>>,
+    progress: &[AtomicU64],
+    at_least: u64,
+) {
+    const NEVER_RAN: Duration = Duration::from_secs(120);
+    let deadline = Instant::now() + NEVER_RAN;
+    while let Some(t) = progress
+        .iter()
+        .position(|p| p.load(Ordering::Acquire) < at_least)
+    {
+        if let Some(r) = readers.iter().position(|r| r.is_finished()) {
+            if let Err(panic) = readers.remove(r).join() {
+                std::panic::resume_unwind(panic);
+            }
+            panic!("reader {r} stopped before the writer finished");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reader {t} made no check in {NEVER_RAN:?} (progress {} < {at_least}): it never ran",
+            progress[t].load(Ordering::Acquire)
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn readers_never_see_an_applied_revocation_as_clear() {
     const ROUNDS: u64 = 120;
     const PER_ROUND: u64 = 16;
+    const READERS: usize = 2;
     let config = WindowConfig::default()
         .bucket_width(Duration::from_secs(600))
         .horizon(Duration::from_secs(6 * 3600))
@@ -129,12 +168,22 @@ fn readers_never_see_an_applied_revocation_as_clear() {
     // Rounds whose revocations are visible through the handle.
     let applied = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
+    let _stop = StopOnDrop(done.clone());
+    // Per reader: 0 until it runs, then 1 + the `applied` value its last finished check read.
+    let progress: Arc<[AtomicU64; READERS]> = Arc::new(Default::default());
+    let mut readers: Vec<_> = (0..READERS)
         .map(|t| {
-            let (handle, applied, done) = (handle.clone(), applied.clone(), done.clone());
+            let (handle, applied, done, progress) = (
+                handle.clone(),
+                applied.clone(),
+                done.clone(),
+                progress.clone(),
+            );
             std::thread::spawn(move || {
-                let mut x = 0x9e37_79b9_u64 + t;
+                let mut x = 0x9e37_79b9_u64 + t as u64;
                 let mut checks = 0u64;
+                let mut last = 0;
+                progress[t].store(1, Ordering::Release);
                 while !done.load(Ordering::Acquire) {
                     let visible = applied.load(Ordering::Acquire);
                     if visible == 0 {
@@ -144,8 +193,13 @@ fn readers_never_see_an_applied_revocation_as_clear() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let (round, i) = (1 + x % visible, (x >> 32) % PER_ROUND);
-                    let (jti, exp) = key(round, i);
+                    // The first check after an apply is of the round just applied.
+                    let round = if visible == last {
+                        1 + x % visible
+                    } else {
+                        visible
+                    };
+                    let (jti, exp) = key(round, (x >> 32) % PER_ROUND);
                     let d = handle.decide(&jti, Some(exp), NOW);
                     assert_eq!(
                         d,
@@ -153,6 +207,8 @@ fn readers_never_see_an_applied_revocation_as_clear() {
                         "{jti} after round {visible}"
                     );
                     checks += 1;
+                    last = visible;
+                    progress[t].store(visible + 1, Ordering::Release);
                 }
                 checks
             })
@@ -166,6 +222,8 @@ fn readers_never_see_an_applied_revocation_as_clear() {
         }
         let next = meta.next(now);
         let journal = w.take_journal();
+        // Every reader is running and has checked what is applied so far before this apply.
+        wait_for_readers(&mut readers, &progress[..], round);
         if round % 10 == 0 {
             // A full snapshot after a rotation, swapped in whole.
             now += 600;
@@ -184,7 +242,11 @@ fn readers_never_see_an_applied_revocation_as_clear() {
         assert_eq!(handle.generation(), Some(meta.generation));
         applied.store(round, Ordering::Release);
     }
+    wait_for_readers(&mut readers, &progress[..], ROUNDS + 1);
     done.store(true, Ordering::Release);
-    let checks: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
-    assert!(checks > 0);
+    for (t, r) in readers.into_iter().enumerate() {
+        // A check after each of the ROUNDS applies, at least.
+        let checks = r.join().unwrap();
+        assert!(checks >= ROUNDS, "reader {t}: {checks} checks");
+    }
 }
