@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use axum::body::Bytes;
 use ed25519_dalek::SigningKey;
@@ -415,11 +416,11 @@ impl Publisher {
 
     /// The publishing loop: apply commits as they arrive, publish at most every `coalesce`
     /// while changes are pending and at least every `refresh` regardless, prune the store
-    /// periodically; return when `shutdown` turns true or the commit channel closes.
+    /// periodically; return when `shutdown` is cancelled or the commit channel closes.
     pub async fn run(
         mut self,
         mut commits: mpsc::UnboundedReceiver<Committed>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) {
         let mut dirty = false;
         let mut last_publish = Instant::now();
@@ -453,7 +454,7 @@ impl Publisher {
                     dirty = false;
                     last_publish = Instant::now();
                 }
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
             }
         }
     }

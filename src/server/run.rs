@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::config::{ConfigFileError, ServerConfig};
@@ -45,7 +46,7 @@ pub enum ServeError {
 pub struct Running {
     addr: SocketAddr,
     hub: Hub,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
@@ -63,7 +64,7 @@ impl Running {
     /// Begin a graceful shutdown: stop accepting connections, end long-polls, let in-flight
     /// requests finish.
     pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.cancel();
     }
 
     /// Wait until the server has stopped and the store's writer has committed its last
@@ -104,7 +105,7 @@ pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running,
         addr: config.listen,
         source,
     })?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let state = AppState::new(
         store,
         hub.clone(),
@@ -112,17 +113,14 @@ pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running,
         config.limits.clone(),
         config.window.bounds(),
         admin_token,
-        shutdown_rx.clone(),
+        shutdown.clone(),
     );
     let app = router(state);
-    let publisher_task = tokio::spawn(publisher.run(commit_rx, shutdown_rx.clone()));
-    let mut signal = shutdown_rx;
+    let publisher_task = tokio::spawn(publisher.run(commit_rx, shutdown.clone()));
+    let signal = shutdown.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                // Resolves when shutdown turns true, or if the sender is gone.
-                let _ = signal.wait_for(|stop| *stop).await;
-            })
+            .with_graceful_shutdown(async move { signal.cancelled().await })
             .await;
         // Every in-flight request has finished, so every acknowledged write is committed.
         // The publisher saw the same signal; once it and the router are dropped, the last
@@ -134,7 +132,7 @@ pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running,
     Ok(Running {
         addr,
         hub,
-        shutdown: shutdown_tx,
+        shutdown,
         task,
     })
 }

@@ -62,17 +62,16 @@ fn if_none_match(headers: &HeaderMap) -> Option<u64> {
 /// current generation either way.
 async fn wait_for_newer(st: &Inner, known: u64, wait: Duration) -> Arc<Published> {
     let mut rx = st.hub.subscribe();
-    let mut shutdown = st.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let cur = Arc::clone(&rx.borrow_and_update());
-        if cur.generation != known || *shutdown.borrow() {
+        if cur.generation != known || st.shutdown.is_cancelled() {
             return cur;
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return cur },
             _ = tokio::time::sleep_until(deadline) => return cur,
-            _ = shutdown.changed() => return cur,
+            _ = st.shutdown.cancelled() => return cur,
         }
     }
 }

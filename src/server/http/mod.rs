@@ -15,7 +15,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::config::Limits;
 use super::metrics::{route_index, Metrics};
@@ -50,11 +50,11 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     pub(crate) bounds: Bounds,
     pub(crate) admin_token: String,
-    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl AppState {
-    /// State for [`router`]. `shutdown` turning true ends pending long-polls early.
+    /// State for [`router`]. Cancelling `shutdown` ends pending long-polls early.
     pub fn new(
         store: Store,
         hub: Hub,
@@ -62,7 +62,7 @@ impl AppState {
         limits: Limits,
         bounds: Bounds,
         admin_token: String,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
