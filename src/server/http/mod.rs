@@ -170,3 +170,169 @@ fn store_error(st: &Inner, e: super::store::StoreError) -> ApiError {
         "the revocation could not be stored and was NOT applied; retry",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! Handler tests through `Router::oneshot`: no socket, the real store and publisher.
+
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::server::{Publisher, ServerConfig};
+
+    const TOKEN: &str = "handler-test-admin-token";
+
+    async fn app(dir: &std::path::Path) -> (Router, crate::server::StoreWriter) {
+        let config = ServerConfig {
+            data_dir: dir.to_path_buf(),
+            ..ServerConfig::default()
+        };
+        let (store, writer) = Store::open(dir, None).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (_publisher, hub) = Publisher::start(store.clone(), &config, None, metrics.clone())
+            .await
+            .unwrap();
+        let state = AppState::new(
+            store,
+            hub,
+            metrics,
+            config.limits.clone(),
+            config.window.bounds(),
+            TOKEN.into(),
+            CancellationToken::new(),
+        );
+        (router(state), writer)
+    }
+
+    async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value, bool) {
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let challenge = res.headers().contains_key(header::WWW_AUTHENTICATE);
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, body, challenge)
+    }
+
+    fn post(body: &str, auth: &[&str], content_type: &str) -> Request<Body> {
+        let mut b =
+            Request::post(crate::wire::REVOCATIONS).header(header::CONTENT_TYPE, content_type);
+        for a in auth {
+            b = b.header(header::AUTHORIZATION, *a);
+        }
+        b.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn admin_credentials_are_checked_before_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer) = app(dir.path()).await;
+        let ok = format!("Bearer {TOKEN}");
+        let cases: [(&[&str], StatusCode, &str); 5] = [
+            (&[], StatusCode::UNAUTHORIZED, "missing_token"),
+            (&["Basic abc"], StatusCode::UNAUTHORIZED, "missing_token"),
+            (
+                &["Bearer wrong-token"],
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+            ),
+            (&["Bearer "], StatusCode::UNAUTHORIZED, "invalid_token"),
+            (&[&ok, &ok], StatusCode::UNAUTHORIZED, "invalid_token"),
+        ];
+        for (auth, status, code) in cases {
+            // A body that would be refused too: the credentials are judged first.
+            let (s, body, challenge) = call(&app, post("{", auth, "application/json")).await;
+            assert_eq!(
+                (s, body["error"].as_str()),
+                (status, Some(code)),
+                "{auth:?}"
+            );
+            assert!(challenge, "{auth:?}: 401 without WWW-Authenticate");
+        }
+    }
+
+    #[tokio::test]
+    async fn body_rejections_become_the_documented_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer) = app(dir.path()).await;
+        let auth = format!("Bearer {TOKEN}");
+        let exp = crate::bounds::unix_now() + 600;
+        let cases = [
+            (
+                "{}",
+                "text/plain",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                "{",
+                "application/json",
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+            ),
+            (
+                r#"{"jti":"a","Exp":1}"#,
+                "application/json",
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+            ),
+            (
+                "[]",
+                "application/json",
+                StatusCode::BAD_REQUEST,
+                "empty_batch",
+            ),
+        ];
+        for (body, ct, status, code) in cases {
+            let (s, v, _) = call(&app, post(body, &[&auth], ct)).await;
+            assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{body}");
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        // A bad item of a batch is named by its index, and nothing of the batch is stored.
+        let batch = format!(r#"[{{"jti":"b1","exp":{exp}}},{{"jti":"","exp":{exp}}}]"#);
+        let (s, v, _) = call(&app, post(&batch, &[&auth], "application/json")).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("empty_field"))
+        );
+        assert!(v["message"].as_str().unwrap().starts_with("item 1:"), "{v}");
+        let lookup = Request::get("/v1/revocations/b1")
+            .body(Body::empty())
+            .unwrap();
+        let (_, v, _) = call(&app, lookup).await;
+        assert_eq!(v["revoked"], false);
+        // One object and a batch are both accepted.
+        let one = format!(r#"{{"jti":"c1","exp":{exp}}}"#);
+        let (s, v, _) = call(&app, post(&one, &[&auth], "application/json")).await;
+        assert_eq!((s, v["accepted"].as_u64()), (StatusCode::OK, Some(1)));
+        let by_query = Request::get("/v1/revocations?jti=c1")
+            .body(Body::empty())
+            .unwrap();
+        let (_, v, _) = call(&app, by_query).await;
+        assert_eq!(v["revoked"], true);
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_in_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer) = app(dir.path()).await;
+        let (s, v, _) = call(&app, Request::get("/v2/x").body(Body::empty()).unwrap()).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let delete = Request::delete("/v1/cutoffs").body(Body::empty()).unwrap();
+        let (s, v, _) = call(&app, delete).await;
+        let expected = (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"));
+        assert_eq!((s, v["error"].as_str()), expected);
+        let no_since = Request::get("/v1/deltas").body(Body::empty()).unwrap();
+        let (s, v, _) = call(&app, no_since).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_query"))
+        );
+    }
+}
