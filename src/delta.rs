@@ -26,11 +26,11 @@ pub const DELTA_MAGIC: [u8; 8] = *b"RVBLDLTA";
 pub const DELTA_VERSION: u16 = 2;
 /// Flag bit (version 2): the signature of the snapshot the delta produces follows the cutoff
 /// records, so applying the delta yields the publisher's signed snapshot, byte for byte.
-pub const FLAG_RESULT_SIGNED: u16 = 1 << 1;
+pub(crate) const FLAG_RESULT_SIGNED: u16 = 1 << 1;
 /// Bytes of the fixed delta header.
-pub const DELTA_HEADER_BYTES: usize = 80;
+pub(crate) const DELTA_HEADER_BYTES: usize = 80;
 /// Bytes of one revocation record: directory index `u32`, key hash `u64`.
-pub const DELTA_RECORD_BYTES: usize = 12;
+pub(crate) const DELTA_RECORD_BYTES: usize = 12;
 
 mod doff {
     pub const VERSION: usize = 8;

@@ -46,8 +46,6 @@ mod window;
 #[cfg(feature = "verify")]
 pub mod wire;
 
-#[cfg(feature = "server")]
-pub mod server;
 #[cfg(feature = "sync")]
 pub mod sync;
 
@@ -62,6 +60,6 @@ pub use swap::{Decision, SnapshotHandle, StalenessPolicy};
 pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
 
 /// The README's examples (the core, the middleware) run as doctests.
-#[cfg(all(doctest, feature = "cli"))]
+#[cfg(all(doctest, feature = "tower", feature = "sync"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -18,14 +18,16 @@
 //! ```
 
 mod error;
-pub mod format;
+#[cfg(test)]
+mod ext_tests;
+pub(crate) mod format;
 mod keys;
 mod options;
 mod read;
 mod write;
 
 pub use error::{EncodeError, MetaError, SnapshotError};
-pub use format::FORMAT_VERSION;
+pub use format::{FORMAT_VERSION, MAGIC};
 pub use keys::{read_signing_key, read_verifying_key, KeyFileError};
 pub use options::{OpenOptions, SignatureStatus};
 pub use read::SnapshotView;

@@ -1,0 +1,485 @@
+//! Publisher configuration: a JSON file, then environment overrides, then command-line flags.
+//!
+//! Every field has a documented default (see `docs/API.md`), so an empty file — or none — is
+//! a valid configuration: `revbloom serve` starts with no set-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use revbloom::bounds::{
+    Bounds, DEFAULT_MAX_CLOCK_SKEW_SECS, DEFAULT_MAX_TOKEN_LIFETIME_SECS, MAX_JTI_BYTES,
+};
+use revbloom::hash::normalize_issuer;
+use revbloom::WindowConfig;
+
+/// Environment variable that sets the admin bearer token.
+pub const ENV_ADMIN_TOKEN: &str = "REVBLOOM_ADMIN_TOKEN";
+/// Environment variable that sets the listen address.
+pub const ENV_LISTEN: &str = "REVBLOOM_LISTEN";
+/// Environment variable that sets the data folder.
+pub const ENV_DATA: &str = "REVBLOOM_DATA";
+/// Default listen address: loopback only, so a fresh start exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
+/// Default data folder, relative to the working directory.
+pub const DEFAULT_DATA: &str = "revbloom-data";
+
+/// Errors loading or validating the configuration.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON for [`ServerConfig`] (unknown keys are refused).
+    #[error("config file {path} is invalid: {source}; see docs/API.md for the keys")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What serde said, with line and column.
+        source: serde_json::Error,
+    },
+    /// An environment variable held an unusable value.
+    #[error("environment variable {name} is invalid: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// A field is out of range.
+    #[error("config field {field} is invalid: {message}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Why, and what is accepted.
+        message: String,
+    },
+}
+
+/// Window parameters of the published filter (see [`WindowConfig`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowSettings {
+    /// Bucket width in seconds (default 3600).
+    pub bucket_width_secs: u64,
+    /// Longest token lifetime covered, seconds (default 86400).
+    pub horizon_secs: u64,
+    /// Expected revocations per bucket (default 10000).
+    pub expected_per_bucket: u64,
+    /// Target false-positive rate (default 0.001).
+    pub fp_rate: f64,
+    /// Verifiers accept a token until its `exp` plus this many seconds (default 60).
+    pub leeway_secs: u64,
+    /// Longest lifetime `exp − iat` of any token the deployment accepts, seconds (default 30
+    /// days). Verifiers refuse longer-lived tokens; cutoffs are kept this long.
+    pub max_token_lifetime_secs: u64,
+    /// Most any two clocks of the deployment (issuers, publisher, verifiers) differ by,
+    /// seconds (default 5).
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for WindowSettings {
+    fn default() -> Self {
+        Self {
+            bucket_width_secs: 3600,
+            horizon_secs: 86_400,
+            expected_per_bucket: 10_000,
+            fp_rate: 0.001,
+            leeway_secs: 60,
+            max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+            max_clock_skew_secs: DEFAULT_MAX_CLOCK_SKEW_SECS,
+        }
+    }
+}
+
+impl WindowSettings {
+    /// The core [`WindowConfig`] these settings describe.
+    pub fn to_window_config(&self) -> WindowConfig {
+        WindowConfig::default()
+            .bucket_width(Duration::from_secs(self.bucket_width_secs))
+            .horizon(Duration::from_secs(self.horizon_secs))
+            .expected_per_bucket(self.expected_per_bucket)
+            .fp_rate(self.fp_rate)
+            .leeway(Duration::from_secs(self.leeway_secs))
+            .max_token_lifetime(Duration::from_secs(self.max_token_lifetime_secs))
+            .max_clock_skew(Duration::from_secs(self.max_clock_skew_secs))
+    }
+
+    /// The deployment's time bounds these settings describe.
+    pub fn bounds(&self) -> Bounds {
+        self.to_window_config().bounds()
+    }
+}
+
+/// Input limits of the HTTP API. Requests over a limit get a 4xx naming it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Most revocations in one batch (default 1000).
+    pub max_batch: usize,
+    /// Longest `jti`, in bytes (default and minimum [`MAX_JTI_BYTES`], 1024: verifiers refuse
+    /// tokens with a longer `jti`, and any shorter limit would leave tokens they accept
+    /// unrevocable).
+    pub max_jti_bytes: usize,
+    /// Longest `iss`, claim value or claim name, in bytes (default 1024).
+    pub max_string_bytes: usize,
+    /// How far in the future `exp` may lie, seconds (default 400 days): a revocation for a
+    /// token that lives longer than that is a mistake, not a token.
+    pub max_exp_ahead_secs: u64,
+    /// Longest long-poll wait, seconds (default 60).
+    pub max_wait_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch: 1000,
+            max_jti_bytes: MAX_JTI_BYTES,
+            max_string_bytes: 1024,
+            max_exp_ahead_secs: 400 * 86_400,
+            max_wait_secs: 60,
+        }
+    }
+}
+
+/// The whole publisher configuration. Serialized as JSON; every key is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8750`).
+    pub listen: SocketAddr,
+    /// Data folder holding the store and the generated admin token (default `revbloom-data`).
+    pub data_dir: PathBuf,
+    /// Admin bearer token. When absent (and `REVBLOOM_ADMIN_TOKEN` unset) one is generated on
+    /// first start and kept in `data_dir/admin-token`, readable by the owner only.
+    pub admin_token: Option<String>,
+    /// Issuer assumed for *tokens* without an `iss` claim (trailing `/` removed). It travels in
+    /// every snapshot, and the exact lookup uses it for queries without `iss`. Revocations and
+    /// cutoffs without `iss` apply to every issuer whatever this is.
+    pub default_iss: Option<String>,
+    /// Ed25519 private key (PKCS#8 PEM) to sign snapshots with; unsigned when absent.
+    pub signing_key: Option<PathBuf>,
+    /// Folder to write a copy of every snapshot to (`snapshot.rbs`, atomically replaced), for
+    /// distribution by a static file server or CDN.
+    pub snapshot_dir: Option<PathBuf>,
+    /// Least time between two generations triggered by revocations, ms (default 250).
+    pub coalesce_ms: u64,
+    /// A generation is published at least this often even without changes, so `created_at`
+    /// stays fresh for verifiers' staleness checks, seconds (default 30).
+    pub refresh_secs: u64,
+    /// How often expired entries are pruned from the store, seconds (default 300).
+    pub prune_secs: u64,
+    /// Deltas kept for `GET /v1/deltas` (default 256).
+    pub delta_ring: usize,
+    /// The filter's window.
+    pub window: WindowSettings,
+    /// API input limits.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
+            data_dir: PathBuf::from(DEFAULT_DATA),
+            admin_token: None,
+            default_iss: None,
+            signing_key: None,
+            snapshot_dir: None,
+            coalesce_ms: 250,
+            refresh_secs: 30,
+            prune_secs: 300,
+            delta_ring: 256,
+            window: WindowSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Read a JSON config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| ConfigFileError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Apply `REVBLOOM_ADMIN_TOKEN`, `REVBLOOM_LISTEN` and `REVBLOOM_DATA` when set.
+    pub fn apply_env(&mut self) -> Result<(), ConfigFileError> {
+        self.apply_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`ServerConfig::apply_env`] over any variable source (testable without touching the
+    /// process environment).
+    pub fn apply_vars(
+        &mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigFileError> {
+        if let Some(t) = var(ENV_ADMIN_TOKEN) {
+            self.admin_token = Some(t);
+        }
+        if let Some(l) = var(ENV_LISTEN) {
+            self.listen = l.parse().map_err(|e| ConfigFileError::Env {
+                name: ENV_LISTEN,
+                message: format!("{l:?} is not an address like 127.0.0.1:8750 ({e})"),
+            })?;
+        }
+        if let Some(d) = var(ENV_DATA) {
+            self.data_dir = PathBuf::from(d);
+        }
+        Ok(())
+    }
+
+    /// Check ranges the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigFileError> {
+        let field = |field, message: String| Err(ConfigFileError::Field { field, message });
+        if let Err(e) = self.window.to_window_config().validate() {
+            return field("window", e.to_string());
+        }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 16 {
+                return field(
+                    "admin_token",
+                    "must be at least 16 characters; leave it unset to have one generated".into(),
+                );
+            }
+            if !revbloom::bearer::is_b64token(t) {
+                return field(
+                    "admin_token",
+                    "may hold only letters, digits and - . _ ~ + / (then = padding): a bearer \
+                     token (RFC 6750) cannot carry anything else"
+                        .into(),
+                );
+            }
+        }
+        if matches!(&self.default_iss, Some(i) if normalize_issuer(i).is_empty()) {
+            return field(
+                "default_iss",
+                "must not be empty (nor only `/`); leave it unset".into(),
+            );
+        }
+        // Upper bounds keep every timer arithmetic far from overflow, and catch unit mix-ups.
+        if !(1..=60_000).contains(&self.coalesce_ms) {
+            return field("coalesce_ms", "must lie in 1..=60000".into());
+        }
+        if !(1..=86_400).contains(&self.refresh_secs) {
+            return field("refresh_secs", "must lie in 1..=86400".into());
+        }
+        if !(1..=604_800).contains(&self.prune_secs) {
+            return field("prune_secs", "must lie in 1..=604800".into());
+        }
+        if !(1..=3_600).contains(&self.limits.max_wait_secs) {
+            return field("limits.max_wait_secs", "must lie in 1..=3600".into());
+        }
+        if self.delta_ring == 0 {
+            return field("delta_ring", "must be at least 1".into());
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 || l.max_batch == 0 {
+            return field(
+                "limits",
+                "max_body_bytes >= 1024 and max_batch >= 1 are required".into(),
+            );
+        }
+        if l.max_jti_bytes < MAX_JTI_BYTES {
+            return field(
+                "limits.max_jti_bytes",
+                format!(
+                    "must be at least {MAX_JTI_BYTES}: verifiers accept tokens with a jti that long, \
+                     and a lower limit would leave them unrevocable"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The configured default issuer, normalised; `None` when unset.
+    pub fn default_issuer(&self) -> Option<&str> {
+        self.default_iss
+            .as_deref()
+            .map(normalize_issuer)
+            .filter(|i| !i.is_empty())
+    }
+}
+
+/// File in the data folder holding a generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Where the admin token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// From the config file or `REVBLOOM_ADMIN_TOKEN`.
+    Configured,
+    /// Read from the token file a previous start generated.
+    File(PathBuf),
+    /// Generated now and written to this file (mode 0600).
+    Generated(PathBuf),
+}
+
+/// The admin token to use: the configured one, else the one in `data_dir/admin-token`, else a
+/// new random one written there readable by the owner only. There is never an open admin API.
+pub fn resolve_admin_token(
+    config: &ServerConfig,
+) -> Result<(String, TokenSource), ConfigFileError> {
+    if let Some(t) = &config.admin_token {
+        return Ok((t.clone(), TokenSource::Configured));
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    let io_err = |e: std::io::Error| ConfigFileError::Field {
+        field: "admin_token",
+        message: format!(
+            "none configured and the token file {} is unusable: {e}",
+            path.display()
+        ),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 && revbloom::bearer::is_b64token(t.trim()) => {
+            return Ok((t.trim().to_owned(), TokenSource::File(path)))
+        }
+        Ok(_) => {
+            return Err(io_err(std::io::Error::other(
+                "it holds fewer than 16 characters, or characters a bearer token cannot carry; \
+                 delete it to have a new token generated",
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err)?;
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Created 0600 from the start: no window in which another user could read it.
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&path).map_err(io_err)?;
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).map_err(io_err)?;
+    f.sync_all().map_err(io_err)?;
+    Ok((token, TokenSource::Generated(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_and_env_overrides() {
+        let mut c: ServerConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, ServerConfig::default());
+        c.validate().unwrap();
+        c.apply_vars(|n| match n {
+            ENV_LISTEN => Some("127.0.0.1:9999".into()),
+            ENV_DATA => Some("/tmp/x".into()),
+            ENV_ADMIN_TOKEN => Some("0123456789abcdef".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert!(c
+            .apply_vars(|n| (n == ENV_LISTEN).then(|| "nope".into()))
+            .is_err());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_refused() {
+        assert!(serde_json::from_str::<ServerConfig>(r#"{"listn": "x"}"#).is_err());
+        let c: ServerConfig = serde_json::from_str(r#"{"window": {"fp_rate": 2.0}}"#).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("window"));
+        let c: ServerConfig = serde_json::from_str(r#"{"admin_token": "short"}"#).unwrap();
+        assert!(c.validate().is_err());
+        // Long enough, but no Authorization header could carry it.
+        let c: ServerConfig =
+            serde_json::from_str(r#"{"admin_token": "sixteen chars ok!"}"#).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("admin_token"), "{e}");
+        let c: ServerConfig =
+            serde_json::from_str(r#"{"admin_token": "a-valid_token.0123456789=="}"#).unwrap();
+        assert!(c.validate().is_ok());
+        let c: ServerConfig =
+            serde_json::from_str(r#"{"limits": {"max_jti_bytes": 256}}"#).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.max_jti_bytes"), "{e}");
+        let c: ServerConfig = serde_json::from_str(r#"{"default_iss": "//"}"#).unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn time_bounds_and_default_issuer_reach_the_window() {
+        let c: ServerConfig = serde_json::from_str(
+            r#"{"default_iss": "https://idp/",
+                "window": {"leeway_secs": 30, "max_token_lifetime_secs": 7200,
+                           "max_clock_skew_secs": 2}}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.window.bounds(),
+            Bounds {
+                max_token_lifetime: 7200,
+                leeway: 30,
+                max_clock_skew: 2
+            }
+        );
+        assert_eq!(c.default_issuer(), Some("https://idp"));
+        let d = ServerConfig::default();
+        assert_eq!(d.limits.max_jti_bytes, MAX_JTI_BYTES);
+        assert_eq!(
+            d.window.bounds(),
+            Bounds {
+                max_token_lifetime: 30 * 86_400,
+                leeway: 60,
+                max_clock_skew: 5
+            }
+        );
+    }
+
+    #[test]
+    fn token_is_generated_once_private_and_reused() {
+        let dir = std::env::temp_dir().join(format!("revbloom-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = ServerConfig {
+            data_dir: dir.clone(),
+            ..ServerConfig::default()
+        };
+        let (t1, s1) = resolve_admin_token(&c).unwrap();
+        assert!(matches!(s1, TokenSource::Generated(_)));
+        assert_eq!(t1.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(ADMIN_TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (t2, s2) = resolve_admin_token(&c).unwrap();
+        assert_eq!(t1, t2);
+        assert!(matches!(s2, TokenSource::File(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

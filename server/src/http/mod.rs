@@ -1,0 +1,338 @@
+//! The publisher's HTTP API (axum 0.8), specified in `docs/API.md`: one router per resource
+//! (revocations, cutoffs, the snapshot and delta feed, health), merged here with the shared
+//! layers.
+//!
+//! Every failure is an [`ApiError`]: a JSON body `{"error": "<code>", "message": "..."}` with a
+//! 4xx/5xx status. Input is validated in full before anything is written, and a batch is one
+//! transaction, so nothing is ever half-written. Admin endpoints take the [`Admin`] extractor.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use super::config::Limits;
+use super::metrics::{route_index, Metrics};
+use super::publish::Hub;
+use super::store::Store;
+use revbloom::bounds::Bounds;
+use revbloom::hash::normalize_issuer;
+
+mod cutoffs;
+mod error;
+mod extract;
+mod feed;
+mod health;
+mod revocations;
+
+pub use cutoffs::{MAX_BEFORE_AHEAD_SECS, MAX_CLAIM_BYTES};
+pub use error::ApiError;
+pub use extract::Admin;
+pub use feed::parse_wait;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The shared state behind [`AppState`].
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) hub: Hub,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) limits: Limits,
+    pub(crate) bounds: Bounds,
+    pub(crate) admin_token: String,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State for [`router`]. Cancelling `shutdown` ends pending long-polls early.
+    pub fn new(
+        store: Store,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        bounds: Bounds,
+        admin_token: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                metrics,
+                limits,
+                bounds,
+                admin_token,
+                shutdown,
+            }),
+        }
+    }
+}
+
+/// The API's routes, with the body limit, metrics and JSON 404/405 answers.
+pub fn router(state: AppState) -> Router {
+    let limit = state.inner.limits.max_body_bytes;
+    Router::new()
+        .merge(revocations::router())
+        .merge(cutoffs::router())
+        .merge(feed::router())
+        .merge(health::router())
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see docs/API.md",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see docs/API.md",
+            )
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Count and time every request by matched route.
+async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route_index(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        _ => "OTHER",
+    };
+    let start = Instant::now();
+    let res = next.run(req).await;
+    st.inner
+        .metrics
+        .observe(route, method, res.status().as_u16(), start.elapsed());
+    res
+}
+
+/// A string field's length limits: not empty, at most `max` bytes (else `code`).
+fn check_string(
+    field: &'static str,
+    v: &str,
+    max: usize,
+    code: &'static str,
+) -> Result<(), ApiError> {
+    if v.is_empty() {
+        return Err(ApiError::bad(
+            "empty_field",
+            format!("`{field}` must not be empty"),
+        ));
+    }
+    if v.len() > max {
+        return Err(ApiError::bad(
+            code,
+            format!("`{field}` is {} bytes; at most {max} are accepted", v.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// An issuer from a request, normalised; empty (also after normalising) is refused.
+fn issuer(iss: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    let Some(iss) = iss else {
+        return Ok(None);
+    };
+    check_string("iss", &iss, max, "iss_too_long")?;
+    let normal = normalize_issuer(&iss);
+    if normal.is_empty() {
+        return Err(ApiError::bad(
+            "empty_field",
+            "`iss` must not be empty (trailing `/` are removed); omit it to mean every issuer",
+        ));
+    }
+    Ok(Some(normal.to_owned()))
+}
+
+/// A failed store write: counted, logged, and a 503 that says nothing was applied.
+fn store_error(st: &Inner, e: super::store::StoreError) -> ApiError {
+    st.metrics.store_errors_total.fetch_add(1, Relaxed);
+    tracing::error!(error = %e, "store write failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the revocation could not be stored and was NOT applied; retry",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    //! Handler tests through `Router::oneshot`: no socket, the real store and publisher.
+
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{Publisher, ServerConfig};
+
+    const TOKEN: &str = "handler-test-admin-token";
+
+    async fn app(dir: &std::path::Path) -> (Router, crate::StoreWriter) {
+        let config = ServerConfig {
+            data_dir: dir.to_path_buf(),
+            ..ServerConfig::default()
+        };
+        let (store, writer) = Store::open(dir, None).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (_publisher, hub) = Publisher::start(store.clone(), &config, None, metrics.clone())
+            .await
+            .unwrap();
+        let state = AppState::new(
+            store,
+            hub,
+            metrics,
+            config.limits.clone(),
+            config.window.bounds(),
+            TOKEN.into(),
+            CancellationToken::new(),
+        );
+        (router(state), writer)
+    }
+
+    async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value, bool) {
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let challenge = res.headers().contains_key(header::WWW_AUTHENTICATE);
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, body, challenge)
+    }
+
+    fn post(body: &str, auth: &[&str], content_type: &str) -> Request<Body> {
+        let mut b =
+            Request::post(revbloom::wire::REVOCATIONS).header(header::CONTENT_TYPE, content_type);
+        for a in auth {
+            b = b.header(header::AUTHORIZATION, *a);
+        }
+        b.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn admin_credentials_are_checked_before_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer) = app(dir.path()).await;
+        let ok = format!("Bearer {TOKEN}");
+        let cases: [(&[&str], StatusCode, &str); 5] = [
+            (&[], StatusCode::UNAUTHORIZED, "missing_token"),
+            (&["Basic abc"], StatusCode::UNAUTHORIZED, "missing_token"),
+            (
+                &["Bearer wrong-token"],
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+            ),
+            (&["Bearer "], StatusCode::UNAUTHORIZED, "invalid_token"),
+            (&[&ok, &ok], StatusCode::UNAUTHORIZED, "invalid_token"),
+        ];
+        for (auth, status, code) in cases {
+            // A body that would be refused too: the credentials are judged first.
+            let (s, body, challenge) = call(&app, post("{", auth, "application/json")).await;
+            assert_eq!(
+                (s, body["error"].as_str()),
+                (status, Some(code)),
+                "{auth:?}"
+            );
+            assert!(challenge, "{auth:?}: 401 without WWW-Authenticate");
+        }
+    }
+
+    #[tokio::test]
+    async fn body_rejections_become_the_documented_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer) = app(dir.path()).await;
+        let auth = format!("Bearer {TOKEN}");
+        let exp = revbloom::bounds::unix_now() + 600;
+        let cases = [
+            (
+                "{}",
+                "text/plain",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                "{",
+                "application/json",
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+            ),
+            (
+                r#"{"jti":"a","Exp":1}"#,
+                "application/json",
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+            ),
+            (
+                "[]",
+                "application/json",
+                StatusCode::BAD_REQUEST,
+                "empty_batch",
+            ),
+        ];
+        for (body, ct, status, code) in cases {
+            let (s, v, _) = call(&app, post(body, &[&auth], ct)).await;
+            assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{body}");
+            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        // A bad item of a batch is named by its index, and nothing of the batch is stored.
+        let batch = format!(r#"[{{"jti":"b1","exp":{exp}}},{{"jti":"","exp":{exp}}}]"#);
+        let (s, v, _) = call(&app, post(&batch, &[&auth], "application/json")).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("empty_field"))
+        );
+        assert!(v["message"].as_str().unwrap().starts_with("item 1:"), "{v}");
+        let lookup = Request::get("/v1/revocations/b1")
+            .body(Body::empty())
+            .unwrap();
+        let (_, v, _) = call(&app, lookup).await;
+        assert_eq!(v["revoked"], false);
+        // One object and a batch are both accepted.
+        let one = format!(r#"{{"jti":"c1","exp":{exp}}}"#);
+        let (s, v, _) = call(&app, post(&one, &[&auth], "application/json")).await;
+        assert_eq!((s, v["accepted"].as_u64()), (StatusCode::OK, Some(1)));
+        let by_query = Request::get("/v1/revocations?jti=c1")
+            .body(Body::empty())
+            .unwrap();
+        let (_, v, _) = call(&app, by_query).await;
+        assert_eq!(v["revoked"], true);
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_in_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer) = app(dir.path()).await;
+        let (s, v, _) = call(&app, Request::get("/v2/x").body(Body::empty()).unwrap()).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let delete = Request::delete("/v1/cutoffs").body(Body::empty()).unwrap();
+        let (s, v, _) = call(&app, delete).await;
+        let expected = (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"));
+        assert_eq!((s, v["error"].as_str()), expected);
+        let no_since = Request::get("/v1/deltas").body(Body::empty()).unwrap();
+        let (s, v, _) = call(&app, no_since).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_query"))
+        );
+    }
+}

@@ -1,0 +1,588 @@
+//! Snapshot production: the in-memory [`Window`] and [`CutoffSet`] built from the store, a new
+//! generation whenever revocations arrive (coalesced) and on a refresh timer, deltas between
+//! generations of one layout, and the [`Hub`] the HTTP API serves them from.
+//!
+//! Every start is a new *lineage*: the window is rebuilt from the store with a fresh random
+//! hash seed, and deltas only chain generations of that lineage. A generation is recorded in
+//! the store before anyone can see it, so numbers stay monotonic across restarts.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use axum::body::Bytes;
+use ed25519_dalek::SigningKey;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use super::config::ServerConfig;
+use super::metrics::Metrics;
+use super::store::{Committed, Cutoff, Revocation, Store, StoreError};
+use revbloom::bounds::Bounds;
+use revbloom::delta::{encode_delta, encode_signed_delta};
+use revbloom::snapshot::{encode_to_vec, EncodeError, SnapshotMeta};
+use revbloom::{ConfigError, CutoffKey, CutoffSet, KeyHasher, Window};
+
+/// File name of the snapshot copy written to the configured snapshot folder.
+pub const SNAPSHOT_FILE: &str = "snapshot.rbs";
+
+/// Room left in each bucket when the publisher rebases, as a fraction of its entries.
+const REBASE_HEADROOM: f64 = 0.25;
+
+pub use revbloom::bounds::unix_now;
+
+/// Errors producing a generation.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The window configuration is invalid.
+    #[error("invalid window configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The store failed (reading on rebuild, or recording the generation).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Encoding a snapshot or delta failed.
+    #[error("could not encode generation {generation}: {source}")]
+    Encode {
+        /// The generation being encoded.
+        generation: u64,
+        /// The encoder's error.
+        source: EncodeError,
+    },
+    /// Writing the snapshot copy to the snapshot folder failed.
+    #[error("could not write the snapshot copy to {path}: {source}; check the folder exists and is writable")]
+    Copy {
+        /// The target file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// One published generation: what `GET /v1/snapshot` serves.
+#[derive(Debug)]
+pub struct Published {
+    /// Generation number.
+    pub generation: u64,
+    /// `created_at` written into the snapshot.
+    pub created_at: u64,
+    /// The encoded snapshot.
+    pub snapshot: Bytes,
+    /// Revocations in the window.
+    pub entries: u64,
+}
+
+/// One delta file from `parent` to `generation`.
+#[derive(Debug, Clone)]
+struct DeltaFile {
+    parent: u64,
+    generation: u64,
+    bytes: Bytes,
+}
+
+/// What `GET /v1/deltas?since=N` can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaChain {
+    /// `N` is the current generation: nothing to send.
+    UpToDate,
+    /// The concatenated deltas `N → … → current`, and the generation they end at.
+    Chain {
+        /// Concatenated delta files.
+        bytes: Bytes,
+        /// The generation the chain ends at.
+        generation: u64,
+    },
+    /// No chain from `N`: too old, from another lineage, a layout change happened since, or
+    /// the chain would be larger than a full snapshot. Fetch the snapshot instead.
+    Gone,
+}
+
+/// The bounded ring of recent deltas. Reset whenever the layout changes, so it only ever
+/// holds one unbroken chain.
+#[derive(Debug)]
+struct DeltaRing {
+    capacity: usize,
+    items: VecDeque<DeltaFile>,
+}
+
+impl DeltaRing {
+    fn push(&mut self, d: DeltaFile) {
+        if self
+            .items
+            .back()
+            .is_some_and(|last| last.generation != d.parent)
+        {
+            self.items.clear();
+        }
+        if self.items.len() >= self.capacity {
+            self.items.pop_front();
+        }
+        self.items.push_back(d);
+    }
+
+    fn chain(&self, since: u64, current: &Published) -> DeltaChain {
+        if since == current.generation {
+            return DeltaChain::UpToDate;
+        }
+        let Some(start) = self.items.iter().position(|d| d.parent == since) else {
+            return DeltaChain::Gone;
+        };
+        let mut out = Vec::new();
+        let mut at = since;
+        for d in self.items.iter().skip(start) {
+            if d.generation > current.generation {
+                break;
+            }
+            out.extend_from_slice(&d.bytes);
+            at = d.generation;
+            // A chain larger than the snapshot costs the client more than a rebase.
+            if out.len() > current.snapshot.len() {
+                return DeltaChain::Gone;
+            }
+        }
+        if at != current.generation {
+            return DeltaChain::Gone;
+        }
+        DeltaChain::Chain {
+            bytes: Bytes::from(out),
+            generation: at,
+        }
+    }
+}
+
+/// The read side of the publisher, shared by every HTTP handler: the current generation (a
+/// `watch` channel, which is what long-polls wait on) and the delta ring.
+#[derive(Clone)]
+pub struct Hub {
+    current: watch::Receiver<Arc<Published>>,
+    ring: Arc<RwLock<DeltaRing>>,
+}
+
+impl Hub {
+    /// The current generation.
+    pub fn current(&self) -> Arc<Published> {
+        Arc::clone(&self.current.borrow())
+    }
+
+    /// A receiver that wakes when a new generation is published.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
+        self.current.clone()
+    }
+
+    /// The delta chain from generation `since` to `current`.
+    pub fn deltas_since(&self, since: u64, current: &Published) -> DeltaChain {
+        match self.ring.read() {
+            Ok(ring) => ring.chain(since, current),
+            Err(_) => DeltaChain::Gone,
+        }
+    }
+}
+
+/// Owns the window and produces generations. Runs as one task ([`Publisher::run`]).
+pub struct Publisher {
+    window: Window,
+    cutoffs: CutoffSet,
+    /// Cutoffs added or raised since the last generation: the next delta's cutoff records.
+    new_cutoffs: Vec<(CutoffKey, u64)>,
+    last: SnapshotMeta,
+    /// Set when a generation failed half-way: the journal it took is lost, so the next
+    /// generation must not be offered as a delta.
+    chain_broken: bool,
+    store: Store,
+    signing_key: Option<SigningKey>,
+    snapshot_dir: Option<PathBuf>,
+    tx: watch::Sender<Arc<Published>>,
+    ring: Arc<RwLock<DeltaRing>>,
+    metrics: Arc<Metrics>,
+    coalesce: Duration,
+    refresh: Duration,
+    prune_every: Duration,
+    bounds: Bounds,
+}
+
+impl Publisher {
+    /// Rebuild the window and cutoffs from `store` (new random seed: a new lineage), publish
+    /// the first generation of this lineage, and return the publisher and its [`Hub`].
+    pub async fn start(
+        store: Store,
+        config: &ServerConfig,
+        signing_key: Option<SigningKey>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Publisher, Hub), PublishError> {
+        let now = unix_now();
+        let mut window = Window::new(config.window.to_window_config(), now)?;
+        window.set_default_issuer(config.default_issuer());
+        let mut cutoffs = CutoffSet::new();
+        let hasher = *window.hasher();
+        // Straight from the read transaction into the window: no copy of the store in memory.
+        store.scan(
+            |r| {
+                window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
+            },
+            |c| {
+                cutoffs.insert(cutoff_key(&hasher, &c), c.before);
+            },
+        )?;
+        // No refit: buckets keep the configured `expected_per_bucket` size, so the first
+        // revocations of a fresh bucket are deltas rather than layout changes.
+        window.enable_journal();
+        let previous = store.generation()?;
+        let first = SnapshotMeta {
+            generation: previous.saturating_add(1),
+            parent: previous,
+            created_at: now,
+            coverage: now,
+        };
+        let placeholder = Arc::new(Published {
+            generation: 0,
+            created_at: 0,
+            snapshot: Bytes::new(),
+            entries: 0,
+        });
+        let (tx, rx) = watch::channel(placeholder);
+        let ring = Arc::new(RwLock::new(DeltaRing {
+            capacity: config.delta_ring,
+            items: VecDeque::new(),
+        }));
+        let mut publisher = Publisher {
+            window,
+            cutoffs,
+            new_cutoffs: Vec::new(),
+            // A synthetic "previous" so the first publish produces `first`.
+            last: SnapshotMeta {
+                generation: previous,
+                parent: previous.saturating_sub(1),
+                created_at: now,
+                coverage: now,
+            },
+            chain_broken: true,
+            store,
+            signing_key,
+            snapshot_dir: config.snapshot_dir.clone(),
+            tx,
+            ring: Arc::clone(&ring),
+            metrics,
+            coalesce: Duration::from_millis(config.coalesce_ms),
+            refresh: Duration::from_secs(config.refresh_secs),
+            prune_every: Duration::from_secs(config.prune_secs),
+            bounds: config.window.bounds(),
+        };
+        publisher.publish(first.created_at).await?;
+        Ok((publisher, Hub { current: rx, ring }))
+    }
+
+    /// Add durable changes to the window; returns whether anything changed.
+    fn apply(&mut self, c: Committed) -> bool {
+        let hasher = *self.window.hasher();
+        match c {
+            Committed::Revocations(list) => {
+                for r in &list {
+                    self.window.insert_hash(key_hash(&hasher, r), Some(r.exp));
+                }
+                !list.is_empty()
+            }
+            Committed::Cutoff(c) => {
+                let key = cutoff_key(&hasher, &c);
+                if self.cutoffs.insert(key, c.before) {
+                    self.new_cutoffs.push((key, c.before));
+                }
+                true
+            }
+        }
+    }
+
+    /// Produce the next generation at unix time `now`: advance the window, encode the snapshot
+    /// (and the delta from the previous generation when the layout allows), record the
+    /// generation durably, write the optional copy, then make it visible.
+    pub async fn publish(&mut self, now: u64) -> Result<(), PublishError> {
+        let result = self.try_publish(now).await;
+        if result.is_err() {
+            self.chain_broken = true;
+            self.metrics
+                .publish_errors_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn try_publish(&mut self, now: u64) -> Result<(), PublishError> {
+        self.window.advance(now);
+        let mut journal = self.window.take_journal();
+        if self.chain_broken || journal.layout_changed {
+            // This generation is a full snapshot anyway, so it is the moment to rebase: size
+            // every bucket to what it holds (buckets that doubled in a burst shrink back), with
+            // headroom so the next revocations still travel as deltas. The refit is itself a
+            // layout change, absorbed by this full snapshot.
+            let expected = self.window.config().expected();
+            self.window.refit(REBASE_HEADROOM, expected);
+            journal = self.window.take_journal();
+            journal.layout_changed = true;
+        }
+        // created_at never goes backwards, even if the clock does.
+        let now = now.max(self.last.created_at);
+        let meta = self.last.next(now);
+        let key = self.signing_key.as_ref();
+        let encode_err = |source| PublishError::Encode {
+            generation: meta.generation,
+            source,
+        };
+        let snapshot =
+            encode_to_vec(&self.window, &self.cutoffs, &meta, key).map_err(encode_err)?;
+        let delta = if self.chain_broken || journal.layout_changed {
+            None
+        } else {
+            let mut buf = Vec::new();
+            match key {
+                // Signed deployments ship the full snapshot's signature in the delta, so a
+                // verifier's copy built from deltas is the publisher's signed file.
+                Some(key) => encode_signed_delta(
+                    &self.window,
+                    &journal,
+                    &self.new_cutoffs,
+                    &meta,
+                    key,
+                    &snapshot,
+                    &mut buf,
+                ),
+                None => encode_delta(
+                    &self.window,
+                    &journal,
+                    &self.new_cutoffs,
+                    &meta,
+                    None,
+                    &mut buf,
+                ),
+            }
+            .map_err(encode_err)?;
+            Some(buf)
+        };
+        // Durable before visible: a restart must never reuse a number a verifier has seen.
+        self.store.set_generation(meta.generation).await?;
+        let snapshot = Bytes::from(snapshot);
+        if let Some(dir) = self.snapshot_dir.clone() {
+            let bytes = snapshot.clone();
+            let path = dir.join(SNAPSHOT_FILE);
+            let res = tokio::task::spawn_blocking(move || write_atomically(&dir, &bytes)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => return Err(PublishError::Copy { path, source }),
+                Err(e) => {
+                    let source = std::io::Error::other(e);
+                    return Err(PublishError::Copy { path, source });
+                }
+            }
+        }
+        if let Ok(mut ring) = self.ring.write() {
+            match delta {
+                Some(bytes) => ring.push(DeltaFile {
+                    parent: meta.parent,
+                    generation: meta.generation,
+                    bytes: Bytes::from(bytes),
+                }),
+                None => ring.items.clear(),
+            }
+        }
+        let published = Published {
+            generation: meta.generation,
+            created_at: meta.created_at,
+            snapshot,
+            entries: self.window.entries(),
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.generation.store(meta.generation, Relaxed);
+        self.metrics
+            .snapshot_bytes
+            .store(published.snapshot.len() as u64, Relaxed);
+        self.metrics
+            .window_entries
+            .store(published.entries, Relaxed);
+        self.metrics.publishes_total.fetch_add(1, Relaxed);
+        self.metrics
+            .store_commits_total
+            .store(self.store.commits(), Relaxed);
+        if let Ok((r, c)) = self.store.counts() {
+            self.metrics.revocations_stored.store(r, Relaxed);
+            self.metrics.cutoffs_stored.store(c, Relaxed);
+        }
+        self.tx.send_replace(Arc::new(published));
+        self.last = meta;
+        self.new_cutoffs.clear();
+        self.chain_broken = false;
+        Ok(())
+    }
+
+    /// The publishing loop: apply commits as they arrive, publish at most every `coalesce`
+    /// while changes are pending and at least every `refresh` regardless, prune the store
+    /// periodically; return when `shutdown` is cancelled or the commit channel closes.
+    pub async fn run(
+        mut self,
+        mut commits: mpsc::UnboundedReceiver<Committed>,
+        shutdown: CancellationToken,
+    ) {
+        let mut dirty = false;
+        let mut last_publish = Instant::now();
+        let mut next_prune = Instant::now();
+        loop {
+            let deadline = if dirty {
+                last_publish + self.coalesce
+            } else {
+                last_publish + self.refresh
+            };
+            tokio::select! {
+                c = commits.recv() => match c {
+                    Some(c) => {
+                        dirty |= self.apply(c);
+                        while let Ok(c) = commits.try_recv() {
+                            dirty |= self.apply(c);
+                        }
+                    }
+                    None => break,
+                },
+                _ = sleep_until(deadline) => {
+                    let now = unix_now();
+                    if Instant::now() >= next_prune {
+                        next_prune = Instant::now() + self.prune_every;
+                        self.prune(now).await;
+                    }
+                    if let Err(e) = self.publish(now).await {
+                        tracing::error!(error = %e, "publishing a generation failed; retrying at the next tick");
+                    }
+                    // On failure too: retrying in a tight loop would only repeat the failure.
+                    dirty = false;
+                    last_publish = Instant::now();
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    async fn prune(&mut self, now: u64) {
+        match self.store.prune(now, self.bounds).await {
+            Ok(p) if p.revocations + p.cutoffs > 0 => {
+                tracing::info!(
+                    revocations = p.revocations,
+                    cutoffs = p.cutoffs,
+                    "pruned expired entries"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics
+                    .store_errors_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, "pruning the store failed");
+            }
+        }
+        prune_cutoffs(&mut self.cutoffs, now, &self.bounds);
+    }
+}
+
+/// Drop the cutoffs no verifier can need at publisher time `now`: the store's rule, keep while
+/// [`Bounds::cutoff_needed_until`]`(before) >= now`.
+fn prune_cutoffs(set: &mut CutoffSet, now: u64, bounds: &Bounds) -> usize {
+    // `cutoff_needed_until(before)` is `before + cutoff_needed_until(0)` (saturating), which
+    // is the lifetime `CutoffSet::prune` keeps a cutoff for.
+    set.prune(now, bounds.cutoff_needed_until(0))
+}
+
+/// The filter key of a revocation: the `jti` alone, whatever its issuer. Verifiers probe the
+/// token's `jti` alone too, so the key never depends on an issuer one side may not know; a
+/// cross-issuer collision only costs an exact lookup, which does compare issuers.
+pub fn key_hash(hasher: &KeyHasher, r: &Revocation) -> revbloom::KeyHash {
+    hasher.hash(&r.jti)
+}
+
+/// The cutoff table key of a cutoff.
+pub fn cutoff_key(hasher: &KeyHasher, c: &Cutoff) -> CutoffKey {
+    CutoffKey::new(
+        hasher,
+        c.iss.as_deref().map(str::as_bytes),
+        &c.claim,
+        &c.value,
+    )
+}
+
+/// Replace `dir/SNAPSHOT_FILE` with `bytes` atomically (see
+/// [`write_file_atomically`](revbloom::sync::write_file_atomically)).
+pub fn write_atomically(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    revbloom::sync::write_file_atomically(&dir.join(SNAPSHOT_FILE), bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(generation: u64, len: usize) -> Published {
+        Published {
+            generation,
+            created_at: 0,
+            snapshot: Bytes::from(vec![0u8; len]),
+            entries: 0,
+        }
+    }
+
+    fn delta(parent: u64, generation: u64) -> DeltaFile {
+        DeltaFile {
+            parent,
+            generation,
+            bytes: Bytes::from(vec![generation as u8; 4]),
+        }
+    }
+
+    #[test]
+    fn revocations_are_keyed_on_the_jti_alone() {
+        let h = KeyHasher::new(7);
+        let r = |iss: Option<&str>| Revocation {
+            iss: iss.map(str::to_owned),
+            jti: "j".into(),
+            exp: 1,
+        };
+        assert_eq!(key_hash(&h, &r(Some("https://idp"))), h.hash("j"));
+        assert_eq!(key_hash(&h, &r(None)), h.hash("j"));
+    }
+
+    #[test]
+    fn cutoff_set_prunes_by_the_store_rule() {
+        let b = Bounds {
+            max_token_lifetime: 100,
+            leeway: 10,
+            max_clock_skew: 5,
+        };
+        let mut set = CutoffSet::new();
+        set.insert(CutoffKey(1), 1_000);
+        let needed = b.cutoff_needed_until(1_000);
+        assert_eq!(prune_cutoffs(&mut set, needed, &b), 0);
+        assert_eq!(prune_cutoffs(&mut set, needed + 1, &b), 1);
+    }
+
+    #[test]
+    fn ring_serves_unbroken_chains_only() {
+        let mut ring = DeltaRing {
+            capacity: 3,
+            items: VecDeque::new(),
+        };
+        for g in 2..=5 {
+            ring.push(delta(g - 1, g));
+        }
+        let cur = published(5, 1000);
+        assert_eq!(ring.chain(5, &cur), DeltaChain::UpToDate);
+        assert_eq!(
+            ring.chain(3, &cur),
+            DeltaChain::Chain {
+                bytes: Bytes::from(vec![4, 4, 4, 4, 5, 5, 5, 5]),
+                generation: 5
+            }
+        );
+        // Generation 2 fell out of the ring (capacity 3): 1 -> 2 is gone.
+        assert_eq!(ring.chain(1, &cur), DeltaChain::Gone);
+        assert_eq!(ring.chain(9, &cur), DeltaChain::Gone);
+        // Bigger than the snapshot: rebase instead.
+        assert_eq!(ring.chain(2, &published(5, 7)), DeltaChain::Gone);
+        // A gap resets the ring.
+        ring.push(delta(7, 8));
+        assert_eq!(ring.chain(4, &published(8, 1000)), DeltaChain::Gone);
+    }
+}

@@ -1,0 +1,802 @@
+//! The publisher's durable store: revocations keyed by `(iss, jti, exp)`, claim cutoffs keyed by
+//! `(iss, claim, value)`, and the generation counter, in one redb file.
+//!
+//! Writes go through a single writer thread that practises **group commit**: it takes every
+//! request waiting in its channel, applies them all in one write transaction, commits once
+//! (redb's default `Durability::Immediate` commit ends in `fdatasync`), and only then answers
+//! each waiter. Concurrent revocations therefore share one fsync, and no caller hears "ok"
+//! before its data is on disk. A request's changes are never split across transactions, so a
+//! batch is all-or-nothing.
+//!
+//! Reads (exact lookups, rebuilding the window on start) use redb read transactions directly;
+//! they see the last committed state and never wait for the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use revbloom::bounds::Bounds;
+use revbloom::hash::normalize_issuer;
+
+/// `(iss or "", jti, exp)`. An absent issuer (a revocation for every issuer) is stored as the
+/// empty string, which the API refuses as an explicit issuer, so the two never meet. `exp` is part of the key: a jti
+/// revoked twice with two different `exp` values keeps both, because the window buckets by
+/// `exp` and we cannot know which one the real token carries — dropping either could make a
+/// revoked token read as clear after a restart.
+const REVOCATIONS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("revocations");
+/// `(iss or "", claim, value) -> before`.
+const CUTOFFS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cutoffs");
+/// Named counters: [`GENERATION_KEY`] and [`PRUNED_BEFORE_KEY`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const GENERATION_KEY: &str = "generation";
+/// The prune watermark: every revocation with an `exp` below it may have been deleted.
+const PRUNED_BEFORE_KEY: &str = "pruned_before";
+
+/// Most requests folded into one transaction. Bounds the latency one commit adds to the
+/// requests queued behind it, and the memory a group holds.
+const MAX_GROUP: usize = 1024;
+
+/// One revoked token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The token's issuer (normalised); `None` revokes the `jti` of every issuer.
+    pub iss: Option<String>,
+    /// The token's `jti`.
+    pub jti: String,
+    /// The token's `exp` (unix seconds): the revocation matters until then.
+    pub exp: u64,
+}
+
+/// One claim cutoff: tokens whose `claim` equals `value` issued before `before` are revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cutoff {
+    /// The issuer the cutoff applies to (normalised); `None` applies to every issuer.
+    pub iss: Option<String>,
+    /// The claim name, e.g. `sub` or `sid`.
+    pub claim: String,
+    /// The claim value cut off.
+    pub value: String,
+    /// Tokens with `iat` before this (unix seconds) are revoked.
+    pub before: u64,
+}
+
+/// Something the writer committed, forwarded to the publisher so it can update its window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Committed {
+    /// Revocations now durable (every one of a request, duplicates included).
+    Revocations(Vec<Revocation>),
+    /// A cutoff now durable.
+    Cutoff(Cutoff),
+}
+
+/// What a revocation request changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RevokeOutcome {
+    /// Revocations stored for the first time (a new `(iss, jti, exp)`).
+    pub new: usize,
+    /// Revocations already stored with the same `(iss, jti, exp)`.
+    pub duplicates: usize,
+}
+
+/// The answer of an exact lookup, read from one consistent snapshot of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lookup {
+    /// The latest stored `exp` of a matching revocation; `None` if not revoked.
+    pub exp: Option<u64>,
+    /// The prune watermark: revocations of tokens with `exp` below it may have been deleted,
+    /// so "not revoked" says nothing about such a token (0 if never pruned).
+    pub pruned_before: u64,
+}
+
+/// How many entries a prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Revocations no verifier can need any more
+    /// ([`Bounds::revocation_needed_until`] is past).
+    pub revocations: u64,
+    /// Cutoffs that no live token can match any more ([`Bounds::cutoff_needed_until`] is
+    /// past).
+    pub cutoffs: u64,
+}
+
+/// Errors of the durable store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The data folder or database file could not be opened or created.
+    #[error("could not open the store at {path}: {source}; check the data folder exists, is writable, and no other revbloom process uses it")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb or the OS said.
+        source: redb::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("could not start the store's writer thread: {0}; check the process's thread and memory limits")]
+    WriterThread(#[source] std::io::Error),
+    /// A read or write transaction failed. Nothing of the failed write was acknowledged.
+    /// Shared: one failed group commit fails every request of the group.
+    #[error("store transaction failed: {0}; the write was not applied, retry it")]
+    Transaction(#[source] Arc<redb::Error>),
+    /// The writer thread answered a request with a reply of another kind: a bug in revbloom.
+    #[error("the store's writer answered a {request} request with another kind of reply; this is a bug in revbloom, please report it")]
+    UnexpectedReply {
+        /// The request that got the wrong kind of reply.
+        request: &'static str,
+    },
+    /// The writer thread has stopped (the server is shutting down).
+    #[error(
+        "the store is shutting down and accepts no more writes; retry against the restarted server"
+    )]
+    Closed,
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Transaction(Arc::new(e))
+    }
+}
+
+/// Convert any redb error type through the umbrella `redb::Error`.
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::from(e.into())
+}
+
+enum Op {
+    Revoke(Vec<Revocation>),
+    Cutoff(Cutoff),
+    SetGeneration(u64),
+    Prune { now: u64, bounds: Bounds },
+}
+
+enum Reply {
+    Revoke(RevokeOutcome),
+    Cutoff(bool),
+    Done,
+    Pruned(Pruned),
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+/// A cheap, cloneable handle to the store. Writes are queued to the group-commit writer;
+/// reads run on the caller's thread (they are short and never block on the writer).
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Job>,
+    commits: Arc<AtomicU64>,
+    /// The issuer assumed for lookups without `iss` (normalised).
+    default_iss: Option<Arc<str>>,
+}
+
+/// Owns the writer thread. [`StoreWriter::join`] waits until every [`Store`] handle is
+/// dropped and the last queued write is committed: call it on shutdown.
+pub struct StoreWriter {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoreWriter {
+    /// Wait for the writer thread to drain its queue and exit. It exits once every [`Store`]
+    /// handle is gone, so drop them first.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            // A panic in the writer would already have failed every waiter with `Closed`.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Store {
+    /// Open (or create) `data_dir/revbloom.redb` and start the writer thread. Every commit is
+    /// forwarded to `on_commit` when given, so the publisher sees exactly what is durable.
+    pub fn open(
+        data_dir: &Path,
+        on_commit: Option<mpsc::UnboundedSender<Committed>>,
+    ) -> Result<(Store, StoreWriter), StoreError> {
+        let path = data_dir.join("revbloom.redb");
+        let open_err = |e: redb::Error| StoreError::Open {
+            path: path.clone(),
+            source: e,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_err(redb::Error::Io(e)))?;
+        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        // Create the tables up front so readers never meet "table does not exist".
+        let w = db.begin_write().map_err(|e| open_err(e.into()))?;
+        {
+            w.open_table(REVOCATIONS).map_err(|e| open_err(e.into()))?;
+            w.open_table(CUTOFFS).map_err(|e| open_err(e.into()))?;
+            w.open_table(META).map_err(|e| open_err(e.into()))?;
+            normalize_stored_issuers(&w).map_err(open_err)?;
+        }
+        w.commit().map_err(|e| open_err(e.into()))?;
+
+        let db = Arc::new(db);
+        // Bounded, so a flood of writers waits for the disk instead of growing a queue.
+        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        let writer_db = Arc::clone(&db);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = Arc::clone(&commits);
+        let thread = std::thread::Builder::new()
+            .name("revbloom-store-writer".into())
+            .spawn(move || writer_loop(&writer_db, rx, on_commit, &writer_commits))
+            .map_err(StoreError::WriterThread)?;
+        Ok((
+            Store {
+                db,
+                tx,
+                commits,
+                default_iss: None,
+            },
+            StoreWriter {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// This handle with `iss` (normalised; empty means none) as the issuer assumed by
+    /// [`Store::lookup`] for queries that name none: the deployment's `default_iss`.
+    pub fn with_default_issuer(mut self, iss: Option<&str>) -> Self {
+        self.default_iss = iss
+            .map(normalize_issuer)
+            .filter(|i| !i.is_empty())
+            .map(Arc::from);
+        self
+    }
+
+    async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Durably store `revocations` in one transaction; returns once committed to disk.
+    pub async fn revoke(&self, revocations: Vec<Revocation>) -> Result<RevokeOutcome, StoreError> {
+        match self.submit(Op::Revoke(revocations)).await? {
+            Reply::Revoke(o) => Ok(o),
+            _ => Err(StoreError::UnexpectedReply { request: "revoke" }),
+        }
+    }
+
+    /// Durably store a cutoff; returns whether it changed anything (a later cutoff for the
+    /// same key already stored makes it a no-op).
+    pub async fn cutoff(&self, cutoff: Cutoff) -> Result<bool, StoreError> {
+        match self.submit(Op::Cutoff(cutoff)).await? {
+            Reply::Cutoff(changed) => Ok(changed),
+            _ => Err(StoreError::UnexpectedReply { request: "cutoff" }),
+        }
+    }
+
+    /// Durably record that `generation` has been (or is about to be) published, so a restart
+    /// continues above it. Never lowers the stored value.
+    pub async fn set_generation(&self, generation: u64) -> Result<(), StoreError> {
+        self.submit(Op::SetGeneration(generation)).await.map(|_| ())
+    }
+
+    /// Delete revocations and cutoffs no verifier can need at publisher time `now`
+    /// ([`Bounds::revocation_needed_until`], [`Bounds::cutoff_needed_until`] before `now`),
+    /// and raise the prune watermark to [`Bounds::earliest_useful_exp`]`(now)` in the same
+    /// transaction.
+    pub async fn prune(&self, now: u64, bounds: Bounds) -> Result<Pruned, StoreError> {
+        let op = Op::Prune { now, bounds };
+        match self.submit(op).await? {
+            Reply::Pruned(p) => Ok(p),
+            _ => Err(StoreError::UnexpectedReply { request: "prune" }),
+        }
+    }
+
+    /// Write transactions committed since open: with group commit, far fewer than the
+    /// requests acknowledged under concurrency.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// The latest stored `exp` of a revocation of `jti` for a token of issuer `iss`, if
+    /// revoked: see [`Store::lookup_covered`].
+    pub fn lookup(&self, iss: Option<&str>, jti: &str) -> Result<Option<u64>, StoreError> {
+        self.lookup_covered(iss, jti).map(|l| l.exp)
+    }
+
+    /// Whether a token with `jti` and issuer `iss` is revoked, with the prune watermark, from
+    /// one read transaction. The token's issuer is `iss` (normalised) or, when absent, the
+    /// default issuer; it is revoked by a revocation for that issuer or by one for every
+    /// issuer (stored without `iss`).
+    pub fn lookup_covered(&self, iss: Option<&str>, jti: &str) -> Result<Lookup, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(REVOCATIONS).map_err(db_err)?;
+        let effective = iss
+            .map(normalize_issuer)
+            .filter(|i| !i.is_empty())
+            .or(self.default_iss.as_deref());
+        let latest = |iss: &str| -> Result<Option<u64>, StoreError> {
+            let mut range = t
+                .range((iss, jti, 0)..=(iss, jti, u64::MAX))
+                .map_err(db_err)?;
+            match range.next_back() {
+                Some(item) => Ok(Some(item.map_err(db_err)?.0.value().2)),
+                None => Ok(None),
+            }
+        };
+        let mut exp = latest("")?;
+        if let Some(iss) = effective {
+            exp = exp.max(latest(iss)?);
+        }
+        let meta = r.open_table(META).map_err(db_err)?;
+        let pruned_before = meta
+            .get(PRUNED_BEFORE_KEY)
+            .map_err(db_err)?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        Ok(Lookup { exp, pruned_before })
+    }
+
+    /// The prune watermark (0 if the store was never pruned): see [`Lookup::pruned_before`].
+    pub fn pruned_before(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(META).map_err(db_err)?;
+        let got = t.get(PRUNED_BEFORE_KEY).map_err(db_err)?;
+        Ok(got.map(|g| g.value()).unwrap_or(0))
+    }
+
+    /// The last generation recorded with [`Store::set_generation`] (0 on a new store).
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(META).map_err(db_err)?;
+        let got = t.get(GENERATION_KEY).map_err(db_err)?;
+        Ok(got.map(|g| g.value()).unwrap_or(0))
+    }
+
+    /// Numbers of stored revocations and cutoffs.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let rev = r.open_table(REVOCATIONS).map_err(db_err)?.len();
+        let cut = r.open_table(CUTOFFS).map_err(db_err)?.len();
+        Ok((rev.map_err(db_err)?, cut.map_err(db_err)?))
+    }
+
+    /// Call `f` with every stored revocation and then `g` with every cutoff, from one
+    /// consistent read snapshot: how the publisher rebuilds its window on start.
+    pub fn scan(
+        &self,
+        mut f: impl FnMut(Revocation),
+        mut g: impl FnMut(Cutoff),
+    ) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(REVOCATIONS).map_err(db_err)?;
+        for item in t.iter().map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let (iss, jti, exp) = k.value();
+            f(Revocation {
+                iss: (!iss.is_empty()).then(|| iss.to_owned()),
+                jti: jti.to_owned(),
+                exp,
+            });
+        }
+        let t = r.open_table(CUTOFFS).map_err(db_err)?;
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let (iss, claim, value) = k.value();
+            g(Cutoff {
+                iss: (!iss.is_empty()).then(|| iss.to_owned()),
+                claim: claim.to_owned(),
+                value: value.to_owned(),
+                before: v.value(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The group-commit loop: block for one job, sweep up whatever else is queued, apply all in
+/// one transaction, commit (fsync), then answer every waiter and notify the publisher.
+/// Rewrite rows whose issuer is not in normal form (a store written before issuers were
+/// normalised): lookups normalise the issuer they are asked about, so a row kept under
+/// `https://idp/` would never be found again while the filter still matches its token. A
+/// cutoff merged into an existing row keeps the later `before`. A no-op on a normalised store.
+fn normalize_stored_issuers(w: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let mut rev = w.open_table(REVOCATIONS)?;
+    let mut stale = Vec::new();
+    for item in rev.iter()? {
+        let (k, _) = item?;
+        let (iss, jti, exp) = k.value();
+        if normalize_issuer(iss) != iss {
+            stale.push((iss.to_owned(), jti.to_owned(), exp));
+        }
+    }
+    for (iss, jti, exp) in stale {
+        rev.remove((iss.as_str(), jti.as_str(), exp))?;
+        rev.insert((normalize_issuer(&iss), jti.as_str(), exp), ())?;
+    }
+    let mut cut = w.open_table(CUTOFFS)?;
+    let mut stale = Vec::new();
+    for item in cut.iter()? {
+        let (k, v) = item?;
+        let (iss, claim, value) = k.value();
+        if normalize_issuer(iss) != iss {
+            stale.push((
+                iss.to_owned(),
+                claim.to_owned(),
+                value.to_owned(),
+                v.value(),
+            ));
+        }
+    }
+    for (iss, claim, value, before) in stale {
+        cut.remove((iss.as_str(), claim.as_str(), value.as_str()))?;
+        let key = (normalize_issuer(&iss), claim.as_str(), value.as_str());
+        let kept = cut.get(key)?.map(|v| v.value()).unwrap_or(0);
+        cut.insert(key, before.max(kept))?;
+    }
+    Ok(())
+}
+
+fn writer_loop(
+    db: &Database,
+    mut rx: mpsc::Receiver<Job>,
+    on_commit: Option<mpsc::UnboundedSender<Committed>>,
+    commits: &AtomicU64,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&Op> = jobs.iter().map(|j| &j.op).collect();
+        match apply(db, &ops) {
+            Ok((replies, committed)) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(sink) = &on_commit {
+                    for c in committed {
+                        // The publisher gone means shutdown; the data is durable regardless.
+                        let _ = sink.send(c);
+                    }
+                }
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let _ = job.reply.send(Ok(reply));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Transaction(Arc::clone(&e))));
+                }
+            }
+        }
+    }
+}
+
+type Applied = (Vec<Reply>, Vec<Committed>);
+
+fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
+    let w = db.begin_write()?;
+    let mut replies = Vec::with_capacity(ops.len());
+    let mut committed = Vec::new();
+    {
+        let mut rev = w.open_table(REVOCATIONS)?;
+        let mut cut = w.open_table(CUTOFFS)?;
+        let mut meta = w.open_table(META)?;
+        for op in ops {
+            match op {
+                Op::Revoke(list) => {
+                    let mut outcome = RevokeOutcome::default();
+                    for r in list {
+                        let key = (r.iss.as_deref().unwrap_or(""), r.jti.as_str(), r.exp);
+                        // Insert and look at what it replaced: one B-tree descent.
+                        if rev.insert(key, ())?.is_some() {
+                            outcome.duplicates += 1;
+                        } else {
+                            outcome.new += 1;
+                        }
+                    }
+                    // All of them, duplicates too (inserting twice into the window is a no-op).
+                    committed.push(Committed::Revocations(list.clone()));
+                    replies.push(Reply::Revoke(outcome));
+                }
+                Op::Cutoff(c) => {
+                    let key = (
+                        c.iss.as_deref().unwrap_or(""),
+                        c.claim.as_str(),
+                        c.value.as_str(),
+                    );
+                    let old = cut.get(key)?.map(|g| g.value());
+                    let changed = !matches!(old, Some(old) if old >= c.before);
+                    if changed {
+                        cut.insert(key, c.before)?;
+                        committed.push(Committed::Cutoff(c.clone()));
+                    }
+                    replies.push(Reply::Cutoff(changed));
+                }
+                Op::SetGeneration(g) => {
+                    let old = meta.get(GENERATION_KEY)?.map(|v| v.value()).unwrap_or(0);
+                    if *g > old {
+                        meta.insert(GENERATION_KEY, *g)?;
+                    }
+                    replies.push(Reply::Done);
+                }
+                Op::Prune { now, bounds } => {
+                    let (r0, c0) = (rev.len()?, cut.len()?);
+                    rev.retain(|(_, _, exp), ()| bounds.revocation_needed_until(exp) >= *now)?;
+                    cut.retain(|_, before| bounds.cutoff_needed_until(before) >= *now)?;
+                    // Every revocation with exp below this may now be gone; lookups say so.
+                    let watermark = bounds.earliest_useful_exp(*now);
+                    let old = meta.get(PRUNED_BEFORE_KEY)?.map(|v| v.value()).unwrap_or(0);
+                    if watermark > old {
+                        meta.insert(PRUNED_BEFORE_KEY, watermark)?;
+                    }
+                    replies.push(Reply::Pruned(Pruned {
+                        revocations: r0.saturating_sub(rev.len()?),
+                        cutoffs: c0.saturating_sub(cut.len()?),
+                    }));
+                }
+            }
+        }
+    }
+    // Durability::Immediate (the default): returns only after the data and the new header
+    // are fsynced.
+    w.commit()?;
+    Ok((replies, committed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_failure_keeps_its_cause() {
+        use std::error::Error as _;
+        // A regular file where the data folder should be: create_dir_all fails.
+        let file = std::env::temp_dir().join(format!("revbloom-store-file-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let e = Store::open(&file, None)
+            .err()
+            .expect("a file is not a data folder");
+        let _ = std::fs::remove_file(&file);
+        assert!(matches!(e, StoreError::Open { .. }), "{e}");
+        let cause = e.source().expect("the cause is the source");
+        assert!(matches!(
+            cause.downcast_ref::<redb::Error>(),
+            Some(redb::Error::Io(_))
+        ));
+        // A transaction error shared by a group stays reachable through its Arc.
+        let e = StoreError::from(redb::Error::TransactionInProgress);
+        assert!(e
+            .source()
+            .is_some_and(|c| c.to_string().contains("ransaction")));
+    }
+
+    fn rev(iss: Option<&str>, jti: &str, exp: u64) -> Revocation {
+        Revocation {
+            iss: iss.map(str::to_owned),
+            jti: jti.into(),
+            exp,
+        }
+    }
+
+    #[tokio::test]
+    async fn revocations_survive_reopen_and_prune_drops_expired() {
+        let dir = std::env::temp_dir().join(format!("revbloom-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let (store, writer) = Store::open(&dir, None).unwrap();
+            let o = store
+                .revoke(vec![rev(None, "a", 100), rev(Some("i"), "a", 200)])
+                .await
+                .unwrap();
+            assert_eq!(
+                o,
+                RevokeOutcome {
+                    new: 2,
+                    duplicates: 0
+                }
+            );
+            // The same jti restated with an earlier exp is kept too: the filter buckets by exp.
+            let o = store
+                .revoke(vec![rev(None, "a", 50), rev(None, "a", 100)])
+                .await
+                .unwrap();
+            assert_eq!(
+                o,
+                RevokeOutcome {
+                    new: 1,
+                    duplicates: 1
+                }
+            );
+            assert!(store
+                .cutoff(Cutoff {
+                    iss: None,
+                    claim: "sub".into(),
+                    value: "alice".into(),
+                    before: 10,
+                })
+                .await
+                .unwrap());
+            store.set_generation(7).await.unwrap();
+            store.set_generation(3).await.unwrap();
+            drop(store);
+            writer.join();
+        }
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        assert_eq!(store.lookup(None, "a").unwrap(), Some(100));
+        assert_eq!(store.lookup(Some("i"), "a").unwrap(), Some(200));
+        // The revocation without iss holds for every issuer.
+        assert_eq!(store.lookup(Some("j"), "a").unwrap(), Some(100));
+        assert_eq!(store.lookup(Some("j"), "b").unwrap(), None);
+        assert_eq!(store.generation().unwrap(), 7);
+        assert_eq!(store.counts().unwrap(), (3, 1));
+        let mut scanned = Vec::new();
+        store
+            .scan(|r| scanned.push((r.iss, r.jti, r.exp)), |_| {})
+            .unwrap();
+        scanned.sort();
+        assert_eq!(
+            scanned,
+            vec![
+                (None, "a".to_owned(), 50),
+                (None, "a".to_owned(), 100),
+                (Some("i".to_owned()), "a".to_owned(), 200)
+            ]
+        );
+        assert_eq!(store.pruned_before().unwrap(), 0);
+        // Revocations are needed until exp + 10 + 5; the cutoff until before + 100 + 10 + 5.
+        let b = Bounds {
+            max_token_lifetime: 100,
+            leeway: 10,
+            max_clock_skew: 5,
+        };
+        assert_eq!(store.prune(65, b).await.unwrap(), Pruned::default());
+        let p = store.prune(66, b).await.unwrap();
+        assert_eq!(
+            p,
+            Pruned {
+                revocations: 1,
+                cutoffs: 0
+            }
+        );
+        assert_eq!(store.pruned_before().unwrap(), 51);
+        assert_eq!(store.lookup(None, "a").unwrap(), Some(100));
+        let p = store.prune(150, b).await.unwrap();
+        assert_eq!(
+            p,
+            Pruned {
+                revocations: 1,
+                cutoffs: 1
+            }
+        );
+        assert_eq!(store.lookup(None, "a").unwrap(), None);
+        // The watermark never goes down, and survives a reopen.
+        store.prune(120, b).await.unwrap();
+        assert_eq!(
+            store.lookup_covered(None, "a").unwrap(),
+            Lookup {
+                exp: None,
+                pruned_before: 135
+            }
+        );
+        drop(store);
+        writer.join();
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        assert_eq!(store.pruned_before().unwrap(), 135);
+        drop(store);
+        writer.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store written before issuers were normalised is normalised when it opens, so the
+    /// lookup (which normalises the issuer it is asked about) still finds every row.
+    #[tokio::test]
+    async fn unnormalised_issuers_from_an_older_store_are_found() {
+        let dir = std::env::temp_dir().join(format!("revbloom-store-norm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Database::create(dir.join("revbloom.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut rev = w.open_table(REVOCATIONS).unwrap();
+                rev.insert(("https://a/", "j", 100), ()).unwrap();
+                let mut cut = w.open_table(CUTOFFS).unwrap();
+                cut.insert(("https://a//", "sub", "eve"), 50).unwrap();
+                cut.insert(("https://a", "sub", "eve"), 40).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        assert_eq!(store.lookup(Some("https://a"), "j").unwrap(), Some(100));
+        let mut cutoffs = Vec::new();
+        store.scan(|_| {}, |c| cutoffs.push(c)).unwrap();
+        assert_eq!(cutoffs.len(), 1);
+        assert_eq!(
+            (cutoffs[0].iss.as_deref(), cutoffs[0].before),
+            (Some("https://a"), 50)
+        );
+        drop(store);
+        writer.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn issuerless_revocations_match_every_issuer_and_default_applies() {
+        let dir = std::env::temp_dir().join(format!("revbloom-store-iss-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        let store = store.with_default_issuer(Some("https://d/"));
+        store
+            .revoke(vec![
+                rev(None, "all", 100),
+                rev(Some("https://a"), "all", 300),
+                rev(Some("https://a"), "only-a", 200),
+                rev(Some("https://d"), "only-d", 200),
+            ])
+            .await
+            .unwrap();
+        // Without iss: revoked for every issuer, whatever the token says.
+        assert_eq!(store.lookup(Some("https://z"), "all").unwrap(), Some(100));
+        assert_eq!(store.lookup(None, "all").unwrap(), Some(100));
+        // Both rows match: the later exp is the answer.
+        assert_eq!(store.lookup(Some("https://a/"), "all").unwrap(), Some(300));
+        assert_eq!(
+            store.lookup(Some("https://a"), "only-a").unwrap(),
+            Some(200)
+        );
+        assert_eq!(store.lookup(Some("https://b"), "only-a").unwrap(), None);
+        assert_eq!(store.lookup(None, "only-a").unwrap(), None);
+        // A query without iss is a token of the default issuer.
+        assert_eq!(store.lookup(None, "only-d").unwrap(), Some(200));
+        assert_eq!(
+            store.lookup(Some("https://d//"), "only-d").unwrap(),
+            Some(200)
+        );
+        assert_eq!(store.lookup(Some("https://a"), "only-d").unwrap(), None);
+        drop(store);
+        writer.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_commits_and_all_land() {
+        let dir = std::env::temp_dir().join(format!("revbloom-store-cc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (store, writer) = Store::open(&dir, Some(tx)).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200u64 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.revoke(vec![rev(None, &format!("j{i}"), 1_000 + i)]).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().new, 1);
+        }
+        let mut seen = 0;
+        while let Ok(Committed::Revocations(v)) = rx.try_recv() {
+            seen += v.len();
+        }
+        assert_eq!(seen, 200);
+        assert_eq!(store.counts().unwrap().0, 200);
+        // The 200 requests were queued while the writer was busy with the first commit, so
+        // they shared transactions (and fsyncs) instead of taking one each.
+        assert!(
+            store.commits() < 50,
+            "{} commits for 200 requests",
+            store.commits()
+        );
+        drop(store);
+        writer.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

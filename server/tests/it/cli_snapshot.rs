@@ -1,0 +1,270 @@
+//! The `revbloom` binary end to end: keygen, build, inspect, check, and its error paths.
+
+use crate::support::{temp_dir, NOW};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_revbloom");
+
+fn tmpdir(name: &str) -> PathBuf {
+    temp_dir(&format!("cli-{name}"))
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_input(dir: &Path, n: u64) {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!(
+            "{{\"jti\":\"tok-{i}\",\"exp\":{}}}\n",
+            NOW + 60 + i % 80_000
+        ));
+    }
+    s.push_str("{\"jti\":\"no-exp\"}\n");
+    s.push_str("{\"jti\":\"issued\",\"exp\":1767229200,\"iss\":\"https://idp\"}\n");
+    std::fs::write(dir.join("in.jsonl"), s).unwrap();
+}
+
+fn build(dir: &Path, extra: &[&str]) -> Output {
+    let now = NOW.to_string();
+    let mut args = vec![
+        "build", "--input", "in.jsonl", "--out", "s.snap", "--now", &now,
+    ];
+    args.extend_from_slice(extra);
+    run(dir, &args)
+}
+
+#[test]
+fn build_inspect_check_round_trip() {
+    let dir = tmpdir("round-trip");
+    write_input(&dir, 20_000);
+    let b = build(&dir, &[]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert!(!dir.join(".s.snap.tmp").exists());
+
+    let i = run(&dir, &["inspect", "s.snap", "--json"]);
+    assert!(i.status.success(), "{}", stderr(&i));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&i)).unwrap();
+    assert_eq!(v["generation"], 1);
+    assert_eq!(v["entries"], 20_002);
+    let size = v["size_bytes"].as_u64().unwrap();
+    assert_eq!(size, std::fs::metadata(dir.join("s.snap")).unwrap().len());
+    let bpe = v["bits_per_entry"].as_f64().unwrap();
+    assert!(bpe > 14.0 && bpe < 18.0, "{bpe}");
+    assert_eq!(v["signature"], "unsigned");
+    let table = run(&dir, &["inspect", "s.snap"]);
+    assert!(stdout(&table).contains("generation     1"));
+
+    let exp = (NOW + 60 + 7).to_string();
+    let c = run(&dir, &["check", "s.snap", "--jti", "tok-7", "--exp", &exp]);
+    assert_eq!(c.status.code(), Some(3));
+    assert_eq!(
+        stdout(&c).trim(),
+        r#"{"jti":"tok-7","verdict":"maybe_revoked"}"#
+    );
+    let c = run(&dir, &["check", "s.snap", "--jti", "never", "--exp", &exp]);
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "a false positive here is possible but this key is fixed"
+    );
+    let c = run(
+        &dir,
+        &["check", "s.snap", "--jti", "issued", "--exp", "1767229200"],
+    );
+    assert_eq!(c.status.code(), Some(3));
+
+    let queries = format!(
+        "{{\"jti\":\"tok-1\",\"exp\":{}}}\n{{\"jti\":\"absent\",\"exp\":{}}}\n{{\"jti\":\"tok-2\",\"exp\":5}}\n{{\"jti\":\"no-exp\"}}\n",
+        NOW + 61,
+        NOW + 61
+    );
+    std::fs::write(dir.join("q.jsonl"), queries).unwrap();
+    let c = run(&dir, &["check", "s.snap", "--input", "q.jsonl"]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    let lines: Vec<serde_json::Value> = stdout(&c)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["jti"].as_str().unwrap(), l["verdict"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("tok-1", "maybe_revoked"),
+            ("absent", "clear"),
+            ("tok-2", "expired"),
+            ("no-exp", "maybe_revoked")
+        ]
+    );
+}
+
+#[test]
+fn signed_build_verifies_and_wrong_key_fails() {
+    let dir = tmpdir("signed");
+    write_input(&dir, 100);
+    let k = run(&dir, &["keygen"]);
+    assert!(k.status.success(), "{}", stderr(&k));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("revbloom-signing.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(
+        !run(&dir, &["keygen"]).status.success(),
+        "keygen must not overwrite"
+    );
+    let other = run(
+        &dir,
+        &["keygen", "--private", "o.pem", "--public", "o.pub.pem"],
+    );
+    assert!(other.status.success());
+
+    assert!(build(&dir, &["--signing-key", "revbloom-signing.pem"])
+        .status
+        .success());
+    let i = run(
+        &dir,
+        &[
+            "inspect",
+            "s.snap",
+            "--json",
+            "--public-key",
+            "revbloom-verifying.pem",
+        ],
+    );
+    assert!(i.status.success(), "{}", stderr(&i));
+    assert!(stdout(&i).contains(r#""signature":"verified""#));
+    let bad = run(&dir, &["inspect", "s.snap", "--public-key", "o.pub.pem"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("signature"), "{}", stderr(&bad));
+}
+
+#[test]
+fn errors_are_one_line_with_nonzero_exit() {
+    let dir = tmpdir("errors");
+    std::fs::write(
+        dir.join("in.jsonl"),
+        "{\"jti\":\"a\",\"exp\":1767229200}\n{\"jti\": 5}\n",
+    )
+    .unwrap();
+    let b = build(&dir, &[]);
+    assert_eq!(b.status.code(), Some(1));
+    let err = stderr(&b);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!dir.join("s.snap").exists(), "no partial output");
+
+    write_input(&dir, 10);
+    assert!(build(&dir, &[]).status.success());
+    let mut bytes = std::fs::read(dir.join("s.snap")).unwrap();
+    // The last byte before the 8-byte trailer is filter bits: only the checksum can notice.
+    let last_bit_byte = bytes.len() - 9;
+    bytes[last_bit_byte] ^= 1;
+    std::fs::write(dir.join("bad.snap"), bytes).unwrap();
+    let c = run(&dir, &["check", "bad.snap", "--jti", "x"]);
+    assert_eq!(c.status.code(), Some(1));
+    assert!(stderr(&c).contains("checksum"), "{}", stderr(&c));
+    assert_eq!(stderr(&c).trim_end().lines().count(), 1);
+
+    let missing = run(&dir, &["inspect", "nope.snap"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let usage = run(
+        &dir,
+        &[
+            "build",
+            "--input",
+            "in.jsonl",
+            "--out",
+            "x",
+            "--horizon",
+            "5x",
+        ],
+    );
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn build_refuses_lines_that_cannot_mean_what_they_say() {
+    let dir = tmpdir("build-lines");
+    let refused = |name: &str, line: String, wanted: &[&str]| {
+        std::fs::write(
+            dir.join("in.jsonl"),
+            format!("{{\"jti\":\"ok\",\"exp\":{}}}\n{line}\n", NOW + 600),
+        )
+        .unwrap();
+        let b = build(&dir, &[]);
+        assert_eq!(b.status.code(), Some(1), "{name}: {}", stderr(&b));
+        let err = stderr(&b);
+        assert!(err.contains("line 2"), "{name}: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{name}: {err}");
+        }
+        assert!(!dir.join("s.snap").exists(), "{name}: no output");
+    };
+    // A misspelt field would otherwise drop the exp and file the jti under "any exp".
+    refused(
+        "Exp",
+        format!("{{\"jti\":\"a\",\"Exp\":{}}}", NOW + 600),
+        &["Exp"],
+    );
+    refused("null", "{\"jti\":\"a\",\"exp\":null}".into(), &["null"]);
+    refused(
+        "millis",
+        format!("{{\"jti\":\"a\",\"exp\":{}}}", (NOW + 600) * 1000),
+        &["exp_too_far", "milliseconds"],
+    );
+    refused(
+        "long jti",
+        format!("{{\"jti\":\"{}\",\"exp\":{}}}", "j".repeat(1025), NOW + 600),
+        &["1024"],
+    );
+
+    // Fractional exp lands where a verifier rounding it looks; a token every verifier already
+    // refuses as expired is skipped, not inserted.
+    std::fs::write(
+        dir.join("in.jsonl"),
+        format!(
+            "{{\"jti\":\"frac\",\"exp\":{}.6}}\n{{\"jti\":\"late\",\"exp\":{}}}\n{{\"jti\":\"gone\",\"exp\":{}}}\n",
+            NOW + 100,
+            NOW - 60,
+            NOW - 66
+        ),
+    )
+    .unwrap();
+    let b = build(&dir, &[]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert!(
+        stderr(&b).contains("wrote s.snap: 2 revocations"),
+        "{}",
+        stderr(&b)
+    );
+    assert!(
+        stderr(&b).contains("1 already expired skipped"),
+        "{}",
+        stderr(&b)
+    );
+    let exp = (NOW + 101).to_string();
+    let c = run(&dir, &["check", "s.snap", "--jti", "frac", "--exp", &exp]);
+    assert_eq!(c.status.code(), Some(3), "{}", stdout(&c));
+}

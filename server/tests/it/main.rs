@@ -1,0 +1,14 @@
+//! The publisher's integration tests, one binary: the HTTP API over a socket where the test is
+//! about the socket, the `revbloom` binary (CLI, crash, serve), the sync client end to end,
+//! and the seams between publisher and verifier. Handler-level tests live next to the
+//! handlers and run through `Router::oneshot`.
+
+mod audit_false_negatives;
+mod cli_snapshot;
+mod exact_lookup;
+mod seams_model;
+mod server_api;
+mod server_cli;
+mod server_crash;
+mod server_e2e;
+mod support;

@@ -1,0 +1,71 @@
+//! Helpers shared by the publisher's integration tests: temp data folders, in-process
+//! publishers, HTTP clients, and the audit scenarios' spec.
+
+pub mod audit;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use revbloom_server::{run, Running, ServerConfig};
+
+/// The admin token the in-process servers use.
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// 2026-01-01T00:00:00Z, the fixed clock of tests that do not run against the real one.
+pub const NOW: u64 = 1_767_225_600;
+
+/// A fresh, empty temp folder unique to this process and call.
+pub fn temp_dir(name: &str) -> PathBuf {
+    temp_dir_in(&std::env::temp_dir(), name)
+}
+
+/// A fresh, empty folder under `base`, unique to this process and call.
+pub fn temp_dir_in(base: &std::path::Path, name: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = base.join(format!("revbloom-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A config on an ephemeral loopback port over `data`, publishing quickly.
+pub fn config(data: PathBuf) -> ServerConfig {
+    let mut c = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data,
+        coalesce_ms: 20,
+        ..ServerConfig::default()
+    };
+    c.window.expected_per_bucket = 1000;
+    c
+}
+
+/// Start an in-process publisher.
+pub async fn start(c: ServerConfig) -> Running {
+    run::start(c, TOKEN.to_string()).await.unwrap()
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A reqwest client that ignores proxy settings.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// `GET {url}/v1/revocations/{jti}` (the exact lookup), as JSON.
+pub async fn lookup(http: &reqwest::Client, url: &str, jti: &str) -> serde_json::Value {
+    http.get(format!("{url}/v1/revocations/{jti}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

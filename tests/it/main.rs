@@ -1,0 +1,26 @@
+//! The library's integration tests, one binary: the window against an exact model, the
+//! measured false-positive rate, snapshot and delta files (golden fixtures, round trips,
+//! tampering, hot swap), and the verifier (tokens, cutoffs, exact sources, staleness, the
+//! tower layer). The counting-allocator tests are binaries of their own: a global allocator
+//! is per binary.
+
+mod fp_rate;
+mod snapshot_basic;
+mod snapshot_fixtures;
+mod snapshot_roundtrip;
+mod snapshot_swap;
+mod snapshot_tamper;
+mod support;
+#[cfg(feature = "sync")]
+mod verify_exact;
+#[cfg(feature = "verify")]
+mod verify_garbage;
+#[cfg(all(feature = "tower", feature = "sync"))]
+mod verify_http;
+#[cfg(feature = "verify")]
+mod verify_snapshot;
+#[cfg(feature = "tower")]
+mod verify_staleness;
+#[cfg(feature = "tower")]
+mod verify_tokens;
+mod window_model;
