@@ -106,7 +106,10 @@ impl SyncConfig {
         self
     }
 
-    /// Backoff after errors: starts at `min`, doubles up to `max` (defaults 200 ms, 30 s).
+    /// Backoff after errors (defaults 200 ms, 30 s): the first retry waits between `min` and
+    /// `2·min`, each later one about twice as long, never more than `max` (then between
+    /// `max/2` and `max`). The random part keeps verifiers restarted together from retrying in
+    /// lockstep. A success starts the next run of failures again from `min`.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.min_backoff = min;
         self.max_backoff = max.max(min);

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 
 use super::{write_file_atomically, Source, SyncConfig, SyncError, SyncStats};
@@ -40,7 +41,7 @@ pub(super) async fn run(
         },
         Source::File(_) => None,
     };
-    let mut backoff = config.min_backoff;
+    let mut delays = retry_delays(&config);
     let mut file_seen: Option<(SystemTime, u64)> = None;
     // After a delta failure, go straight to a full snapshot once.
     let mut force_full = false;
@@ -55,7 +56,8 @@ pub(super) async fn run(
         match step {
             Ok(changed) => {
                 stats.record_success(unix_now());
-                backoff = config.min_backoff;
+                // The next failure is the first of a new run: back to the shortest delay.
+                delays = retry_delays(&config);
                 if changed {
                     generations.send_replace(handle.generation());
                     if let Some(cache) = &config.cache_file {
@@ -67,26 +69,33 @@ pub(super) async fn run(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "revocation sync failed");
+                // `retry_delays` never ends; the fallback only satisfies the type.
+                let delay = delays.next().unwrap_or(config.max_backoff);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "revocation sync failed");
                 stats.record_error(&e);
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = backoff.saturating_mul(2).min(config.max_backoff);
+                tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
-/// Up to 25 % less than `d`, so many verifiers restarted together do not retry in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let cut = (d / 4)
-        .checked_mul(nanos % 1000)
-        .map(|c| c / 1000)
-        .unwrap_or_default();
-    d.saturating_sub(cut)
+/// The waits after consecutive failures: exponential from `min_backoff`, never above
+/// `max_backoff`, with jitter so many verifiers restarted together do not retry in lockstep.
+/// Endless, as the loop retries for as long as it runs.
+fn retry_delays(config: &SyncConfig) -> impl Iterator<Item = Duration> {
+    let min = config.min_backoff;
+    let max = config.max_backoff.max(min);
+    // backon's jitter adds up to the base delay again, so the base stops doubling at half the
+    // ceiling: at the cap the waits still spread over [max/2, max) instead of all being max.
+    ExponentialBuilder::new()
+        .with_min_delay(min)
+        .with_max_delay((max / 2).max(min))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        // When min is above max/2, base plus jitter can pass max.
+        .map(move |d| d.clamp(min, max))
 }
 
 async fn url_step(
@@ -238,6 +247,52 @@ async fn save_cache(handle: &SnapshotHandle, cache: &Path, stats: &SyncStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_delays_grow_within_bounds() {
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        for (min, max) in [
+            (ms(200), secs(30)),
+            (ms(1), ms(1)),
+            (secs(1), ms(1_500)),
+            (ms(10), secs(1)),
+        ] {
+            let config = SyncConfig::url("http://127.0.0.1:1").backoff(min, max);
+            for _ in 0..100 {
+                let delays: Vec<Duration> = retry_delays(&config).take(40).collect();
+                assert_eq!(delays.len(), 40, "the delays never run out");
+                for d in &delays {
+                    assert!(min <= *d && *d <= max, "{d:?} outside [{min:?}, {max:?}]");
+                }
+                assert!(delays[0] <= 2 * min);
+                // Past the doubling, jitter spreads the waits over the upper half.
+                for d in &delays[20..] {
+                    assert!(*d >= (max / 2).max(min), "{d:?} below the cap's range");
+                }
+            }
+        }
+
+        // The defaults: 200 ms doubles to 12.8 s in six steps, each wait at least the last
+        // (jitter keeps wait k below 2^(k+1)·min, where wait k+1 starts), then the base
+        // holds at 15 s and the waits stay in [15 s, 30 s].
+        let config = SyncConfig::url("http://127.0.0.1:1");
+        for _ in 0..100 {
+            let delays: Vec<Duration> = retry_delays(&config).take(20).collect();
+            assert!(delays[0] < ms(400));
+            for w in delays[..7].windows(2) {
+                assert!(w[0] <= w[1], "{delays:?}");
+            }
+            assert!(delays[6] >= ms(12_700), "{delays:?}");
+            for d in &delays[7..] {
+                assert!(secs(15) <= *d && *d <= secs(30), "{delays:?}");
+            }
+        }
+        // Jitter is still applied at the cap.
+        let capped: std::collections::HashSet<Duration> =
+            retry_delays(&config).skip(10).take(20).collect();
+        assert!(capped.len() > 1);
+    }
 
     #[test]
     fn http_failures_keep_their_cause() {

@@ -1,27 +1,38 @@
-//! A bounded cache in front of any exact source.
+//! A bounded cache in front of any exact source (feature `cache`).
 //!
 //! Two kinds of token reach the exact source again and again: a good token that happens to be
 //! a filter false positive (every request of that client), and a revoked token being retried.
 //! Both answers are cached, with lifetimes chosen so the cache never makes the verifier more
 //! permissive than the filter already is:
 //!
-//! - "revoked" is kept until the token's `exp` (a revocation is never lifted);
+//! - "revoked" is kept until the token's `exp` (a revocation is never lifted), or `max_ttl`
+//!   for a token without `exp`;
 //! - "not revoked" is kept until the token's `exp`, at most `negative_ttl`, and only while the
 //!   revocation state's generation is unchanged: a revocation published after the answer
-//!   arrives with a new generation, which retires the answer;
+//!   arrives with a new generation, which retires the answer. A query made while the state is
+//!   stale never uses it;
 //! - errors are not cached, but put the source in back-off for `error_backoff` so a dead
 //!   source is not hammered; during back-off a miss fails with [`ExactError::BackingOff`].
+//!
+//! The answers live in a [`quick_cache`] concurrent cache bounded by
+//! [`CacheConfig::capacity`]; lookups take a shard's read lock and allocate nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+
+use quick_cache::sync::Cache;
+use quick_cache::Equivalent;
 
 use super::exact::{AsyncExactSource, ExactError, ExactFuture, ExactQuery, ExactSource};
 
 /// Limits of a [`CachedSource`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// Most answers held; beyond it expired entries are purged, then an arbitrary one evicted.
+    /// Most answers held, approximately: the cache is split into shards that each hold their
+    /// share rounded up, so the total can exceed this by fewer answers than there are shards
+    /// (up to 62 there is a single shard and the bound is exact). A full shard evicts by
+    /// quick_cache's S3-FIFO-like policy, not by expiry: answers hit again stay, answers
+    /// seen once go first. An expired answer is dropped when it is next looked up; one never
+    /// looked up again ages out like any other answer that is no longer hit.
     pub capacity: usize,
     /// Longest a "not revoked" answer is trusted, in seconds.
     pub negative_ttl: u64,
@@ -61,24 +72,54 @@ struct Entry {
     generation: u64,
 }
 
-type Key = (Option<Box<str>>, Box<str>);
+/// The cached token id. `Hash` must agree with [`KeyRef`]'s: both derive it over the same
+/// field order, and `Option<Box<str>>` hashes like `Option<&str>`.
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct Key {
+    iss: Option<Box<str>>,
+    jti: Box<str>,
+}
 
-#[derive(Debug, Default)]
-struct State {
-    map: HashMap<Key, Entry>,
-    backoff_until: u64,
-    last_purge: u64,
+/// A borrowed [`Key`], so a lookup allocates nothing.
+#[derive(Hash)]
+struct KeyRef<'a> {
+    iss: Option<&'a str>,
+    jti: &'a str,
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.jti == &*key.jti && self.iss == key.iss.as_deref()
+    }
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(q: &ExactQuery<'a>) -> Self {
+        Self {
+            iss: q.iss,
+            jti: q.jti,
+        }
+    }
+
+    fn owned(&self) -> Key {
+        Key {
+            iss: self.iss.map(Box::from),
+            jti: Box::from(self.jti),
+        }
+    }
 }
 
 /// An exact source with a bounded answer cache in front (see the [module docs](self)).
 ///
 /// Implements [`ExactSource`] when the inner source does, and [`AsyncExactSource`] when the
-/// inner source does; the lock is never held across an await.
+/// inner source does; no lock is held across an await.
 #[derive(Debug)]
 pub struct CachedSource<S> {
     inner: S,
     config: CacheConfig,
-    state: Mutex<State>,
+    answers: Cache<Key, Entry>,
+    /// Unix second until which misses fail fast after a source error.
+    backoff_until: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -102,7 +143,8 @@ impl<S> CachedSource<S> {
         Self {
             inner,
             config,
-            state: Mutex::new(State::default()),
+            answers: Cache::new(config.capacity),
+            backoff_until: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -123,38 +165,35 @@ impl<S> CachedSource<S> {
         }
     }
 
-    /// Number of cached answers.
+    /// Number of cached answers, expired ones not yet dropped included.
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.answers.len()
     }
 
     /// Whether the cache holds no answer.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state is a plain map; a panic elsewhere cannot leave it inconsistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn key(q: &ExactQuery<'_>) -> Key {
-        (q.iss.map(Box::from), Box::from(q.jti))
+        self.answers.is_empty()
     }
 
     fn lookup(&self, q: &ExactQuery<'_>) -> Lookup {
-        let st = self.lock();
-        if let Some(e) = st.map.get(&Self::key(q)) {
-            // A "not revoked" holds only for the generation it was given under, and never
-            // when the state is stale: revocations made since then have not reached the
-            // filter, so the source must be asked again.
-            let negative_ok = !q.stale && e.generation == q.generation;
-            if q.now < e.until && (e.revoked || negative_ok) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Lookup::Hit(e.revoked);
+        let key = KeyRef::of(q);
+        if let Some(e) = self.answers.get(&key) {
+            if q.now >= e.until {
+                // Of no use to any later query either (time only moves on): free the slot.
+                // `remove_if` so an answer recorded since the `get` is not the one removed.
+                self.answers.remove_if(&key, |e| q.now >= e.until);
+            } else {
+                // A "not revoked" holds only for the generation it was given under, and never
+                // when the state is stale: revocations made since then have not reached the
+                // filter, so the source must be asked again.
+                let negative_ok = !q.stale && e.generation == q.generation;
+                if e.revoked || negative_ok {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Hit(e.revoked);
+                }
             }
         }
-        if q.now < st.backoff_until {
+        if q.now < self.backoff_until.load(Ordering::Relaxed) {
             return Lookup::BackingOff;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -162,12 +201,14 @@ impl<S> CachedSource<S> {
     }
 
     fn record(&self, q: &ExactQuery<'_>, answer: &Result<bool, ExactError>) {
-        let mut st = self.lock();
         let revoked = match answer {
             Ok(r) => *r,
             Err(_) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                st.backoff_until = q.now.saturating_add(self.config.error_backoff);
+                self.backoff_until.store(
+                    q.now.saturating_add(self.config.error_backoff),
+                    Ordering::Relaxed,
+                );
                 return;
             }
         };
@@ -187,26 +228,12 @@ impl<S> CachedSource<S> {
         if until <= q.now {
             return;
         }
-        if st.map.len() >= self.config.capacity {
-            if st.last_purge != q.now {
-                // Purging is O(capacity): at most once per second.
-                st.last_purge = q.now;
-                let now = q.now;
-                st.map.retain(|_, e| now < e.until);
-            }
-            if st.map.len() >= self.config.capacity {
-                // Arbitrary victim: the map's iteration order is randomized per process.
-                if let Some(victim) = st.map.keys().next().cloned() {
-                    st.map.remove(&victim);
-                }
-            }
-        }
         let entry = Entry {
             revoked,
             until,
             generation: q.generation,
         };
-        st.map.insert(Self::key(q), entry);
+        self.answers.insert(KeyRef::of(q).owned(), entry);
     }
 }
 
@@ -314,6 +341,188 @@ mod tests {
             ));
         }
         assert!(c.len() <= 8);
+    }
+
+    #[test]
+    fn bounded_exactly_up_to_62() {
+        // Up to 62 the cache is one shard (see `CacheConfig::capacity`).
+        for capacity in 1..=62 {
+            let c = CachedSource::with_config(
+                MemoryExactSource::new(),
+                CacheConfig {
+                    capacity,
+                    ..CacheConfig::default()
+                },
+            );
+            for i in 0..3 * capacity + 10 {
+                let jti = format!("j{i}");
+                assert!(matches!(
+                    c.is_revoked(&q(&jti, Some(1_000), 1, 10)),
+                    Ok(false)
+                ));
+            }
+            assert!(c.len() <= capacity, "{} answers for {capacity}", c.len());
+        }
+    }
+
+    fn q_iss<'a>(iss: Option<&'a str>, jti: &'a str, now: u64) -> ExactQuery<'a> {
+        ExactQuery {
+            iss,
+            ..q(jti, Some(1_000), 1, now)
+        }
+    }
+
+    #[test]
+    fn issuer_is_part_of_the_key() {
+        let src = MemoryExactSource::new();
+        src.revoke(Some("https://a.example"), "t", Some(1_000));
+        let c = CachedSource::new(src);
+        let a = Some("https://a.example");
+        let b = Some("https://b.example");
+        for _ in 0..3 {
+            assert!(matches!(c.is_revoked(&q_iss(a, "t", 10)), Ok(true)));
+            assert!(matches!(c.is_revoked(&q_iss(b, "t", 10)), Ok(false)));
+            assert!(matches!(c.is_revoked(&q_iss(None, "t", 10)), Ok(false)));
+        }
+        // One call per distinct (iss, jti); every repeat is a hit.
+        assert_eq!(c.inner().calls(), 3);
+        assert_eq!(c.stats().hits, 6);
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn stale_queries_skip_negatives_but_keep_revocations() {
+        let src = MemoryExactSource::new();
+        src.revoke(None, "bad", Some(1_000));
+        let c = CachedSource::new(src);
+        assert!(matches!(
+            c.is_revoked(&q("bad", Some(1_000), 1, 10)),
+            Ok(true)
+        ));
+        assert!(matches!(
+            c.is_revoked(&q("good", Some(1_000), 1, 10)),
+            Ok(false)
+        ));
+        assert_eq!(c.inner().calls(), 2);
+        let stale = |jti| ExactQuery {
+            stale: true,
+            ..q(jti, Some(1_000), 1, 10)
+        };
+        assert!(matches!(c.is_revoked(&stale("bad")), Ok(true)));
+        assert_eq!(c.inner().calls(), 2);
+        for _ in 0..3 {
+            assert!(matches!(c.is_revoked(&stale("good")), Ok(false)));
+        }
+        assert_eq!(c.inner().calls(), 5);
+    }
+
+    #[test]
+    fn revoked_without_exp_lives_max_ttl() {
+        let src = MemoryExactSource::new();
+        src.revoke(None, "bad", None);
+        let c = CachedSource::with_config(
+            src,
+            CacheConfig {
+                max_ttl: 100,
+                ..CacheConfig::default()
+            },
+        );
+        assert!(matches!(c.is_revoked(&q("bad", None, 1, 10)), Ok(true)));
+        assert!(matches!(c.is_revoked(&q("bad", None, 9, 109)), Ok(true)));
+        assert_eq!(c.inner().calls(), 1);
+        assert!(matches!(c.is_revoked(&q("bad", None, 9, 110)), Ok(true)));
+        assert_eq!(c.inner().calls(), 2);
+    }
+
+    #[test]
+    fn answers_past_their_lifetime_are_not_kept() {
+        let src = MemoryExactSource::new();
+        src.revoke(None, "bad", Some(20));
+        let c = CachedSource::new(src);
+        // Already expired: nothing to cache.
+        assert!(matches!(c.is_revoked(&q("old", Some(5), 1, 10)), Ok(false)));
+        assert!(c.is_empty());
+        assert!(matches!(c.is_revoked(&q("bad", Some(20), 1, 10)), Ok(true)));
+        assert_eq!(c.len(), 1);
+        // Looked up after its lifetime: asked again, and the fresh answer is not cacheable
+        // either, so the slot is freed.
+        assert!(matches!(c.is_revoked(&q("bad", Some(20), 1, 21)), Ok(true)));
+        assert_eq!(c.inner().calls(), 3);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn zero_capacity_still_caches_one_answer() {
+        let c = CachedSource::with_config(
+            MemoryExactSource::new(),
+            CacheConfig {
+                capacity: 0,
+                ..CacheConfig::default()
+            },
+        );
+        for _ in 0..3 {
+            assert!(matches!(
+                c.is_revoked(&q("a", Some(1_000), 1, 10)),
+                Ok(false)
+            ));
+        }
+        assert_eq!(c.inner().calls(), 1);
+        assert!(matches!(
+            c.is_revoked(&q("b", Some(1_000), 1, 10)),
+            Ok(false)
+        ));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn bounded_size_across_shards() {
+        // A power of two, so every shard count divides it and the bound is exact on any
+        // machine.
+        let capacity = 1024;
+        let c = CachedSource::with_config(
+            MemoryExactSource::new(),
+            CacheConfig {
+                capacity,
+                ..CacheConfig::default()
+            },
+        );
+        for i in 0..10 * capacity {
+            let jti = format!("j{i}");
+            assert!(matches!(
+                c.is_revoked(&q(&jti, Some(1_000), 1, 10)),
+                Ok(false)
+            ));
+        }
+        assert!(c.len() <= capacity, "{} answers held", c.len());
+        assert!(c.len() >= capacity / 2, "{} answers held", c.len());
+    }
+
+    #[test]
+    fn an_answer_hit_again_survives_a_stream_of_one_off_tokens() {
+        let src = MemoryExactSource::new();
+        src.revoke(None, "retried", Some(1_000));
+        let c = CachedSource::with_config(
+            src,
+            CacheConfig {
+                capacity: 32,
+                ..CacheConfig::default()
+            },
+        );
+        for i in 0..2_000 {
+            if i % 8 == 0 {
+                assert!(matches!(
+                    c.is_revoked(&q("retried", Some(1_000), 1, 10)),
+                    Ok(true)
+                ));
+            }
+            let jti = format!("once{i}");
+            assert!(matches!(
+                c.is_revoked(&q(&jti, Some(1_000), 1, 10)),
+                Ok(false)
+            ));
+        }
+        // Asked once for the revoked token, once for each one-off token.
+        assert_eq!(c.inner().calls(), 1 + 2_000);
     }
 
     struct Down(AtomicU64);

@@ -3,8 +3,8 @@
 //! A Bloom positive only says "maybe". The verifier asks an [`ExactSource`] (blocking allowed,
 //! for synchronous programs) or an [`AsyncExactSource`] (for tokio services, never blocks the
 //! runtime) — and only then: a token the filter clears never reaches the source. Put a
-//! [`CachedSource`](super::CachedSource) in front of a remote source so a hot false positive
-//! or a revoked token being retried does not hammer it.
+//! `CachedSource` (feature `cache`) in front of a remote source so a hot false positive or a
+//! revoked token being retried does not hammer it.
 
 use std::collections::HashMap;
 use std::error::Error;

@@ -8,7 +8,7 @@
 //! 2. the configured claims (default `sub`; e.g. `sid`, `client_id`) against claim cutoffs:
 //!    "tokens with this claim value issued before T are revoked", checked against `iat`;
 //! 3. only for filter positives, an [`ExactSource`] / [`AsyncExactSource`], usually behind a
-//!    [`CachedSource`].
+//!    `CachedSource` (feature `cache`).
 //!
 //! ```
 //! use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -60,6 +60,7 @@
 //! let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
 //! ```
 
+#[cfg(feature = "cache")]
 mod cache;
 mod claims;
 mod error;
@@ -72,6 +73,7 @@ mod verifier;
 /// The staleness policy is the snapshot handle's; re-exported so a verifier built over any
 /// state source is configured with the same type.
 pub use crate::swap::StalenessPolicy;
+#[cfg(feature = "cache")]
 pub use cache::{CacheConfig, CacheStats, CachedSource};
 pub use claims::MAX_CUTOFF_CLAIMS;
 pub use error::{RevokedBy, Unavailable, VerifyError};

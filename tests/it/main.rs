@@ -11,7 +11,7 @@ mod snapshot_roundtrip;
 mod snapshot_swap;
 mod snapshot_tamper;
 mod support;
-#[cfg(feature = "sync")]
+#[cfg(feature = "verify")]
 mod verify_exact;
 #[cfg(feature = "verify")]
 mod verify_garbage;

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use crate::support::tokens::*;
 use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
+#[cfg(feature = "cache")]
+use revbloom::verify::CachedSource;
 use revbloom::verify::{
-    CachedSource, ExactError, ExactQuery, ExactSource, MemoryExactSource, RevokedBy, Verifier,
-    VerifyError,
+    ExactError, ExactQuery, ExactSource, MemoryExactSource, RevokedBy, Verifier, VerifyError,
 };
 use revbloom::{CutoffSet, Verdict, Window, WindowConfig};
 use serde_json::{json, Value};
@@ -102,6 +103,7 @@ fn exact_source_calls_equal_revoked_plus_false_positives() {
     assert_eq!(verifier.stats().filter_positives as usize, calls);
 }
 
+#[cfg(feature = "cache")]
 #[test]
 fn a_cache_stops_retries_from_hammering_the_source() {
     let t = now();
