@@ -43,6 +43,20 @@ pub trait RevocationState: Send + Sync {
     fn keys_on_jti_alone(&self) -> bool {
         true
     }
+    /// The filter's verdict for a token's `jti`, issued by `iss`, expiring at `exp`: the one
+    /// place that knows how a revocation is keyed. Version 2 states key every revocation on
+    /// the `jti` alone; a version 1 file keyed a revocation that named an issuer on
+    /// `(iss, jti)`, so when the `jti` alone is clear the issued key is checked too.
+    fn check_token(&self, jti: &str, iss: Option<&str>, exp: Option<u64>) -> Verdict {
+        let hasher = self.hasher();
+        let verdict = self.check_hash(hasher.hash(jti), exp);
+        match iss {
+            Some(iss) if verdict == Verdict::Clear && !self.keys_on_jti_alone() => {
+                self.check_hash(hasher.hash_issued(iss, jti), exp)
+            }
+            _ => verdict,
+        }
+    }
 }
 
 /// Hands out the current [`RevocationState`].

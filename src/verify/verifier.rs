@@ -549,15 +549,7 @@ impl Verifier {
         };
         let mut positive = false;
         if let Some(jti) = rev.jti.as_deref() {
-            let hasher = s.hasher();
-            let mut verdict = s.check_hash(hasher.hash(jti), rev.exp);
-            if !s.keys_on_jti_alone() && verdict == Verdict::Clear {
-                // A version 1 file keyed a revocation that named an issuer on `(iss, jti)`.
-                if let Some(iss) = token_iss {
-                    verdict = s.check_hash(hasher.issuer(iss).hash(jti), rev.exp);
-                }
-            }
-            match verdict {
+            match s.check_token(jti, token_iss, rev.exp) {
                 Verdict::Clear => {}
                 Verdict::Expired => return Local::Reject(VerifyError::Expired),
                 // MaybeRevoked, and any verdict added later: not clear on the filter's word.

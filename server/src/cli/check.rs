@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
+use revbloom::verify::RevocationState;
 use revbloom::{SnapshotView, Verdict};
 use serde::Deserialize;
 use serde_json::json;
@@ -53,19 +54,13 @@ fn verdict_name(v: Verdict) -> &'static str {
     }
 }
 
-fn check<B: AsRef<[u8]>>(
+fn check<B: AsRef<[u8]> + Send + Sync>(
     view: &SnapshotView<B>,
     jti: &str,
     exp: Option<u64>,
     iss: Option<&str>,
 ) -> Verdict {
-    let hash = match iss {
-        // Version 1 files keyed a revocation that named an issuer on (iss, jti); version 2
-        // files key every revocation on the jti alone.
-        Some(iss) if !view.keys_on_jti_alone() => view.hasher().hash_issued(iss, jti),
-        _ => view.hasher().hash(jti),
-    };
-    view.check_hash(hash, exp)
+    RevocationState::check_token(view, jti, iss, exp)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
