@@ -7,8 +7,8 @@ use xxhash_rust::xxh3::Xxh3Default;
 /// The first eight bytes of every snapshot file.
 pub const MAGIC: [u8; 8] = *b"RVBLSNAP";
 
-/// The snapshot format version this crate writes. It reads this one and
-/// [`FORMAT_VERSION_1`], and refuses any other instead of guessing: a new layout gets a new
+/// The snapshot format version this crate writes. It reads this one and version 1, and
+/// refuses any other instead of guessing: a new layout gets a new
 /// number (and new golden fixtures).
 pub const FORMAT_VERSION: u16 = 2;
 /// The first format version, still read: 160-byte header, keys issuer-qualified when the

@@ -217,8 +217,9 @@ fn encode_body(
     Ok(w.written + f::CHECKSUM_BYTES as u64)
 }
 
-/// The layout id a snapshot of `window` would carry right now (see
-/// [`LayoutDigest`](super::format::LayoutDigest)): deltas name their base layout by it.
+/// The layout id a snapshot of `window` would carry right now: an xxh3 digest of every
+/// parameter a delta cannot change (seed, geometry, bounds, extensions, bucket directory; see
+/// `docs/FORMAT.md`). Deltas name their base layout by it.
 pub fn layout_id(window: &Window) -> u64 {
     let config = window.config();
     let mut params = [0u8; off::GENERATION - off::SEED];

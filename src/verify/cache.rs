@@ -1,21 +1,4 @@
-//! A bounded cache in front of any exact source (feature `cache`).
-//!
-//! Two kinds of token reach the exact source again and again: a good token that happens to be
-//! a filter false positive (every request of that client), and a revoked token being retried.
-//! Both answers are cached, with lifetimes chosen so the cache never makes the verifier more
-//! permissive than the filter already is:
-//!
-//! - "revoked" is kept until the token's `exp` (a revocation is never lifted), or `max_ttl`
-//!   for a token without `exp`;
-//! - "not revoked" is kept until the token's `exp`, at most `negative_ttl`, and only while the
-//!   revocation state's generation is unchanged: a revocation published after the answer
-//!   arrives with a new generation, which retires the answer. A query made while the state is
-//!   stale never uses it;
-//! - errors are not cached, but put the source in back-off for `error_backoff` so a dead
-//!   source is not hammered; during back-off a miss fails with [`ExactError::BackingOff`].
-//!
-//! The answers live in a [`quick_cache`] concurrent cache bounded by
-//! [`CacheConfig::capacity`]; lookups take a shard's read lock and allocate nothing.
+//! [`CachedSource`]: a bounded cache in front of any exact source (feature `cache`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -109,7 +92,24 @@ impl<'a> KeyRef<'a> {
     }
 }
 
-/// An exact source with a bounded answer cache in front (see the [module docs](self)).
+/// An exact source with a bounded answer cache in front.
+///
+/// Two kinds of token reach the exact source again and again: a good token that happens to be
+/// a filter false positive (every request of that client), and a revoked token being retried.
+/// Both answers are cached, with lifetimes chosen so the cache never makes the verifier more
+/// permissive than the filter already is:
+///
+/// - "revoked" is kept until the token's `exp` (a revocation is never lifted), or `max_ttl`
+///   for a token without `exp`;
+/// - "not revoked" is kept until the token's `exp`, at most `negative_ttl`, and only while the
+///   revocation state's generation is unchanged: a revocation published after the answer
+///   arrives with a new generation, which retires the answer. A query made while the state is
+///   stale never uses it;
+/// - errors are not cached, but put the source in back-off for `error_backoff` so a dead
+///   source is not hammered; during back-off a miss fails with [`ExactError::BackingOff`].
+///
+/// The answers live in a [`quick_cache`] concurrent cache bounded by
+/// [`CacheConfig::capacity`]; lookups take a shard's read lock and allocate nothing.
 ///
 /// Implements [`ExactSource`] when the inner source does, and [`AsyncExactSource`] when the
 /// inner source does; no lock is held across an await.

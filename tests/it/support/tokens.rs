@@ -1,6 +1,7 @@
 //! Shared helpers for the verifier integration tests: keys, token signing, state building.
 
 use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+#[cfg(feature = "tower")]
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use revbloom::cutoff::{CutoffKey, CutoffSet};
 use revbloom::verify::MemoryState;
@@ -23,6 +24,7 @@ pub fn hs256(claims: &Value) -> String {
     .unwrap()
 }
 
+#[cfg(feature = "tower")] // used by the tower-layer tests only
 pub fn hs256_with(secret: &[u8], claims: &Value) -> String {
     encode(
         &Header::default(),
@@ -41,6 +43,7 @@ pub fn hs256_key() -> DecodingKey {
 }
 
 /// A fixed P-256 key pair (PKCS#8 private PEM, SPKI public PEM).
+#[cfg(feature = "tower")] // used by the tower-layer tests only
 pub fn es256_pems() -> (String, String) {
     let sk = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
     let private = sk.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
@@ -51,12 +54,14 @@ pub fn es256_pems() -> (String, String) {
     (private, public)
 }
 
+#[cfg(feature = "tower")] // used by the tower-layer tests only
 pub fn es256(claims: &Value) -> String {
     let (private, _) = es256_pems();
     let key = EncodingKey::from_ec_pem(private.as_bytes()).unwrap();
     encode(&Header::new(Algorithm::ES256), claims, &key).unwrap()
 }
 
+#[cfg(feature = "tower")] // used by the tower-layer tests only
 pub fn es256_key() -> DecodingKey {
     let (_, public) = es256_pems();
     DecodingKey::from_ec_pem(public.as_bytes()).unwrap()
