@@ -335,4 +335,48 @@ mod tests {
             (StatusCode::BAD_REQUEST, Some("invalid_query"))
         );
     }
+
+    fn get(uri: &str, if_none_match: Option<&str>) -> Request<Body> {
+        let mut b = Request::get(uri);
+        if let Some(v) = if_none_match {
+            b = b.header(header::IF_NONE_MATCH, v);
+        }
+        b.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_with_bounded_route_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer) = app(dir.path()).await;
+        for uri in ["/healthz", "/wp-admin/setup.php", "/v1/nope"] {
+            app.clone().oneshot(get(uri, None)).await.unwrap();
+        }
+        let res = app.clone().oneshot(get("/metrics", None)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.contains(
+            "revbloom_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1\n"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "revbloom_http_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("wp-admin") && !text.contains("/v1/nope"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE revbloom_revocations_total counter\n"),
+            "{text}"
+        );
+    }
 }
