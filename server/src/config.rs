@@ -65,6 +65,65 @@ pub enum ConfigFileError {
     },
 }
 
+/// Errors parsing a duration (see [`parse_duration`]).
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// Nothing but whitespace was given.
+    #[error("no duration given; write one like 30s, 500ms, 15m, 1h or 2d")]
+    Empty,
+    /// The text starts with `-`: a wait or a window span cannot be negative.
+    #[error("`{input}` is negative; a duration is zero or more, like 30s or 15m")]
+    Negative {
+        /// The text as given.
+        input: String,
+    },
+    /// The number does not fit: more than about 584 billion years, or finer than 1 ns.
+    #[error("`{input}` is out of range: too long, or finer than a nanosecond")]
+    Overflow {
+        /// The text as given.
+        input: String,
+    },
+    /// Not a number followed by a unit.
+    #[error("`{input}` is not a duration like 30s, 500ms, 15m, 1h or 2d: {source}")]
+    Invalid {
+        /// The text as given.
+        input: String,
+        /// What the parser found wrong.
+        source: humantime::DurationError,
+    },
+}
+
+/// Parse a duration: a bare number of seconds (`90`), or numbers with units as
+/// `humantime` reads them (`500ms`, `30s`, `15m`, `1h`, `2d`, `1h 30m`, `1.5s`). Surrounding
+/// whitespace is ignored.
+///
+/// The command line's spans and the API's long-poll `wait` share this parser, so both accept
+/// the same forms. A bare number is seconds (`?wait=5`, `--leeway 90`), a form `humantime`
+/// alone refuses for want of a unit.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    if s.starts_with('-') {
+        return Err(DurationError::Negative { input: s.into() });
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| DurationError::Overflow { input: s.into() });
+    }
+    humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => DurationError::Overflow { input: s.into() },
+        source => DurationError::Invalid {
+            input: s.into(),
+            source,
+        },
+    })
+}
+
 /// Window parameters of the published filter (see [`WindowConfig`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -402,6 +461,46 @@ mod tests {
         assert!(c
             .apply_vars(|n| (n == ENV_LISTEN).then(|| "nope".into()))
             .is_err());
+    }
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        let ok = [
+            ("90", Duration::from_secs(90)),
+            (" 5 ", Duration::from_secs(5)),
+            ("0", Duration::ZERO),
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("15m", Duration::from_secs(900)),
+            ("1h", Duration::from_secs(3600)),
+            ("2d", Duration::from_secs(2 * 86_400)),
+            ("30d", Duration::from_secs(30 * 86_400)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("1.5s", Duration::from_millis(1500)),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        assert_eq!(parse_duration("  "), Err(DurationError::Empty));
+        for s in ["-1", "-1s", " -5m"] {
+            assert!(
+                matches!(parse_duration(s), Err(DurationError::Negative { .. })),
+                "{s}"
+            );
+        }
+        for s in ["99999999999999999999999", "99999999999999999999999s"] {
+            assert!(
+                matches!(parse_duration(s), Err(DurationError::Overflow { .. })),
+                "{s}"
+            );
+        }
+        for s in ["forever", "5x", "s", "1.5", "0x10"] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(matches!(e, DurationError::Invalid { .. }), "{s}: {e:?}");
+            assert!(e.to_string().contains("like 30s"), "{e}");
+        }
+        let e = parse_duration("-1s").unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Inner};
+use crate::config::parse_duration;
 use crate::publish::{DeltaChain, Published};
 use revbloom::wire;
 
@@ -24,31 +25,13 @@ pub(super) fn router() -> Router<AppState> {
         .route(wire::DELTAS, get(deltas))
 }
 
-/// Parse a long-poll wait: `30s`, `500ms`, `2m` or bare seconds, capped at `max_secs`.
+/// Parse a long-poll wait with [`parse_duration`] (`500ms`, `30s`, `2m`, bare seconds) and
+/// cap it at `max_secs`: a longer wait is shortened, not refused, so a client need not know
+/// the server's limit.
 pub fn parse_wait(s: &str, max_secs: u64) -> Result<Duration, ApiError> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| {
-        ApiError::bad(
-            "invalid_wait",
-            format!("wait {s:?} is not a duration like 30s, 500ms or 2m"),
-        )
-    })?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => {
-            return Err(ApiError::bad(
-                "invalid_wait",
-                format!("wait {s:?} has an unknown unit; use ms, s or m"),
-            ))
-        }
-    };
-    Ok(d.min(Duration::from_secs(max_secs)))
+    let wait =
+        parse_duration(s).map_err(|e| ApiError::bad("invalid_wait", format!("wait: {e}")))?;
+    Ok(wait.min(Duration::from_secs(max_secs)))
 }
 
 /// The generation named by an `If-None-Match` header (`"12"`, `W/"12"` or `12`).
@@ -179,10 +162,21 @@ mod tests {
         assert_eq!(parse_wait("500ms", 60).unwrap(), Duration::from_millis(500));
         assert_eq!(parse_wait("5", 60).unwrap(), Duration::from_secs(5));
         assert_eq!(parse_wait("10m", 60).unwrap(), Duration::from_secs(60));
-        assert!(parse_wait("", 60).is_err());
-        assert!(parse_wait("3h", 60).is_err());
-        assert!(parse_wait("-1s", 60).is_err());
-        assert!(parse_wait("99999999999999999999999s", 60).is_err());
+        // Longer than the limit: capped, not refused.
+        assert_eq!(parse_wait("3h", 60).unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_wait("1h", 3600).unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_wait("0", 60).unwrap(), Duration::ZERO);
+        for bad in [
+            "",
+            "-1s",
+            "99999999999999999999999s",
+            "forever",
+            "30 parsecs",
+        ] {
+            let e = parse_wait(bad, 60).unwrap_err();
+            let res = axum::response::IntoResponse::into_response(e);
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
     }
 
     #[test]
