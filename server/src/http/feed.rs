@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Inner};
@@ -34,21 +35,26 @@ pub fn parse_wait(s: &str, max_secs: u64) -> Result<Duration, ApiError> {
     Ok(wait.min(Duration::from_secs(max_secs)))
 }
 
-/// The generation named by an `If-None-Match` header (`"12"`, `W/"12"` or `12`).
-fn if_none_match(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?.trim();
-    let v = v.strip_prefix("W/").unwrap_or(v);
-    v.trim_matches('"').parse().ok()
+/// Whether a client that sent `If-None-Match: inm` already holds `generation`: one of its
+/// entity tags matches the generation's ETag under the weak comparison RFC 9110 prescribes
+/// for `If-None-Match` (`W/"12"` matches `"12"`), or it sent `*`. A value that is not an
+/// entity tag (such as an unquoted `12`) matches nothing, so that client gets the full answer.
+fn client_has(inm: &IfNoneMatch, generation: u64) -> bool {
+    // The tag is a quoted decimal number, which always parses; were it ever refused, the
+    // client would get the full answer rather than a wrong 304.
+    wire::etag(generation)
+        .parse::<ETag>()
+        .is_ok_and(|tag| !inm.precondition_passes(&tag))
 }
 
-/// Wait until the generation differs from `known`, up to `wait` or shutdown; returns the
-/// current generation either way.
-async fn wait_for_newer(st: &Inner, known: u64, wait: Duration) -> Arc<Published> {
+/// Wait until the client does not hold the current generation (`holds` is false for it), up
+/// to `wait` or shutdown; returns the current generation either way.
+async fn wait_for_newer(st: &Inner, wait: Duration, holds: impl Fn(u64) -> bool) -> Arc<Published> {
     let mut rx = st.hub.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let cur = Arc::clone(&rx.borrow_and_update());
-        if cur.generation != known || st.shutdown.is_cancelled() {
+        if !holds(cur.generation) || st.shutdown.is_cancelled() {
             return cur;
         }
         tokio::select! {
@@ -88,11 +94,12 @@ async fn snapshot(
         Some(w) => parse_wait(w, st.limits.max_wait_secs)?,
         None => Duration::ZERO,
     };
-    let cur = match if_none_match(&headers) {
-        Some(known) => wait_for_newer(st, known, wait).await,
+    let inm = headers.typed_get::<IfNoneMatch>();
+    let cur = match &inm {
+        Some(inm) => wait_for_newer(st, wait, |g| client_has(inm, g)).await,
         None => st.hub.current(),
     };
-    if Some(cur.generation) == if_none_match(&headers) {
+    if inm.is_some_and(|inm| client_has(&inm, cur.generation)) {
         return Ok((StatusCode::NOT_MODIFIED, generation_headers(cur.generation)).into_response());
     }
     Ok((
@@ -129,7 +136,7 @@ async fn deltas(
         Some(w) => parse_wait(w, st.limits.max_wait_secs)?,
         None => Duration::ZERO,
     };
-    let cur = wait_for_newer(st, q.since, wait).await;
+    let cur = wait_for_newer(st, wait, |g| g == q.since).await;
     match st.hub.deltas_since(q.since, &cur) {
         DeltaChain::UpToDate => {
             Ok((StatusCode::NO_CONTENT, generation_headers(cur.generation)).into_response())
@@ -179,13 +186,30 @@ mod tests {
         }
     }
 
+    fn inm(value: &'static str) -> Option<IfNoneMatch> {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+        h.typed_get::<IfNoneMatch>()
+    }
+
     #[test]
     fn etag_forms() {
-        let mut h = HeaderMap::new();
-        assert_eq!(if_none_match(&h), None);
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"12\""));
-        assert_eq!(if_none_match(&h), Some(12));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"7\""));
-        assert_eq!(if_none_match(&h), Some(7));
+        assert!(HeaderMap::new().typed_get::<IfNoneMatch>().is_none());
+        let holds = |v, g| inm(v).is_some_and(|i| client_has(&i, g));
+        // The tag the sync client sends, and its weak form: the same generation.
+        assert_eq!(format!("\"{}\"", 7), wire::etag(7));
+        assert!(holds("\"7\"", 7));
+        assert!(holds("W/\"12\"", 12));
+        assert!(holds(" \"12\" ", 12));
+        assert!(!holds("\"7\"", 12));
+        assert!(!holds("\"12\"", 7));
+        // Any tag of a list; `*` is every generation.
+        assert!(holds("\"3\", W/\"12\"", 12));
+        assert!(!holds("\"3\", \"4\"", 12));
+        assert!(holds("*", 12));
+        // Not an entity tag: names no generation, so the client gets the full answer.
+        assert!(!holds("12", 12));
+        assert!(!holds("W/12", 12));
+        assert!(!holds("\"12", 12));
     }
 }
