@@ -1,4 +1,7 @@
-//! Publisher configuration: a JSON file, then environment overrides, then command-line flags.
+//! Publisher configuration: a JSON file, overridden by the environment, overridden by
+//! command-line flags. `revbloom serve` reads `REVBLOOM_LISTEN` and `REVBLOOM_DATA` as the
+//! fallbacks of its `--listen` and `--data` flags; the admin token comes only from the file,
+//! `REVBLOOM_ADMIN_TOKEN` ([`admin_token_from_env`]) or the generated token file.
 //!
 //! Every field has a documented default (see `docs/API.md`), so an empty file — or none — is
 //! a valid configuration: `revbloom serve` starts with no set-up.
@@ -18,9 +21,9 @@ use revbloom::WindowConfig;
 
 /// Environment variable that sets the admin bearer token.
 pub const ENV_ADMIN_TOKEN: &str = "REVBLOOM_ADMIN_TOKEN";
-/// Environment variable that sets the listen address.
+/// Environment variable that sets the listen address (read by `revbloom serve --listen`).
 pub const ENV_LISTEN: &str = "REVBLOOM_LISTEN";
-/// Environment variable that sets the data folder.
+/// Environment variable that sets the data folder (read by `revbloom serve --data`).
 pub const ENV_DATA: &str = "REVBLOOM_DATA";
 /// Default listen address: loopback only, so a fresh start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -46,14 +49,6 @@ pub enum ConfigFileError {
         path: PathBuf,
         /// What serde said, with line and column.
         source: serde_json::Error,
-    },
-    /// An environment variable held an unusable value.
-    #[error("environment variable {name} is invalid: {message}")]
-    Env {
-        /// The variable.
-        name: &'static str,
-        /// Why.
-        message: String,
     },
     /// A field is out of range.
     #[error("config field {field} is invalid: {message}")]
@@ -280,30 +275,13 @@ impl ServerConfig {
         })
     }
 
-    /// Apply `REVBLOOM_ADMIN_TOKEN`, `REVBLOOM_LISTEN` and `REVBLOOM_DATA` when set.
-    pub fn apply_env(&mut self) -> Result<(), ConfigFileError> {
-        self.apply_vars(|name| std::env::var(name).ok())
-    }
-
-    /// [`ServerConfig::apply_env`] over any variable source (testable without touching the
-    /// process environment).
-    pub fn apply_vars(
-        &mut self,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigFileError> {
-        if let Some(t) = var(ENV_ADMIN_TOKEN) {
+    /// Take the admin token from `REVBLOOM_ADMIN_TOKEN` when it is set (see
+    /// [`admin_token_from_env`]). `REVBLOOM_LISTEN` and `REVBLOOM_DATA` are read by the
+    /// command line's `--listen` and `--data`, which rank above the file and below the flags.
+    pub fn apply_env(&mut self) {
+        if let Some(t) = admin_token_from_env() {
             self.admin_token = Some(t);
         }
-        if let Some(l) = var(ENV_LISTEN) {
-            self.listen = l.parse().map_err(|e| ConfigFileError::Env {
-                name: ENV_LISTEN,
-                message: format!("{l:?} is not an address like 127.0.0.1:8750 ({e})"),
-            })?;
-        }
-        if let Some(d) = var(ENV_DATA) {
-            self.data_dir = PathBuf::from(d);
-        }
-        Ok(())
     }
 
     /// Check ranges the types cannot express.
@@ -378,6 +356,16 @@ impl ServerConfig {
     }
 }
 
+/// The admin token in `REVBLOOM_ADMIN_TOKEN`, if set (and valid UTF-8).
+///
+/// This is the one place the process reads it, for the server and the admin commands alike.
+/// The token has no command-line flag on `serve`: arguments are visible to every local user
+/// (`ps`, `/proc/PID/cmdline`) and land in shell history, while the environment and a 0600
+/// file are readable by the owner only.
+pub fn admin_token_from_env() -> Option<String> {
+    std::env::var(ENV_ADMIN_TOKEN).ok()
+}
+
 /// File in the data folder holding a generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -445,22 +433,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_file_is_the_default_and_env_overrides() {
-        let mut c: ServerConfig = serde_json::from_str("{}").unwrap();
+    fn empty_file_is_the_default() {
+        let c: ServerConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, ServerConfig::default());
         c.validate().unwrap();
-        c.apply_vars(|n| match n {
-            ENV_LISTEN => Some("127.0.0.1:9999".into()),
-            ENV_DATA => Some("/tmp/x".into()),
-            ENV_ADMIN_TOKEN => Some("0123456789abcdef".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(c.listen.port(), 9999);
-        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
-        assert!(c
-            .apply_vars(|n| (n == ENV_LISTEN).then(|| "nope".into()))
-            .is_err());
     }
 
     #[test]
