@@ -1,4 +1,7 @@
-//! Publisher configuration: a JSON file, then environment overrides, then command-line flags.
+//! Publisher configuration: a JSON file, overridden by the environment, overridden by
+//! command-line flags. `revbloom serve` reads `REVBLOOM_LISTEN` and `REVBLOOM_DATA` as the
+//! fallbacks of its `--listen` and `--data` flags; the admin token comes only from the file,
+//! `REVBLOOM_ADMIN_TOKEN` ([`admin_token_from_env`]) or the generated token file.
 //!
 //! Every field has a documented default (see `docs/API.md`), so an empty file — or none — is
 //! a valid configuration: `revbloom serve` starts with no set-up.
@@ -18,9 +21,9 @@ use revbloom::WindowConfig;
 
 /// Environment variable that sets the admin bearer token.
 pub const ENV_ADMIN_TOKEN: &str = "REVBLOOM_ADMIN_TOKEN";
-/// Environment variable that sets the listen address.
+/// Environment variable that sets the listen address (read by `revbloom serve --listen`).
 pub const ENV_LISTEN: &str = "REVBLOOM_LISTEN";
-/// Environment variable that sets the data folder.
+/// Environment variable that sets the data folder (read by `revbloom serve --data`).
 pub const ENV_DATA: &str = "REVBLOOM_DATA";
 /// Default listen address: loopback only, so a fresh start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
@@ -47,14 +50,6 @@ pub enum ConfigFileError {
         /// What serde said, with line and column.
         source: serde_json::Error,
     },
-    /// An environment variable held an unusable value.
-    #[error("environment variable {name} is invalid: {message}")]
-    Env {
-        /// The variable.
-        name: &'static str,
-        /// Why.
-        message: String,
-    },
     /// A field is out of range.
     #[error("config field {field} is invalid: {message}")]
     Field {
@@ -63,6 +58,65 @@ pub enum ConfigFileError {
         /// Why, and what is accepted.
         message: String,
     },
+}
+
+/// Errors parsing a duration (see [`parse_duration`]).
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    /// Nothing but whitespace was given.
+    #[error("no duration given; write one like 30s, 500ms, 15m, 1h or 2d")]
+    Empty,
+    /// The text starts with `-`: a wait or a window span cannot be negative.
+    #[error("`{input}` is negative; a duration is zero or more, like 30s or 15m")]
+    Negative {
+        /// The text as given.
+        input: String,
+    },
+    /// The number does not fit: more than about 584 billion years, or finer than 1 ns.
+    #[error("`{input}` is out of range: too long, or finer than a nanosecond")]
+    Overflow {
+        /// The text as given.
+        input: String,
+    },
+    /// Not a number followed by a unit.
+    #[error("`{input}` is not a duration like 30s, 500ms, 15m, 1h or 2d: {source}")]
+    Invalid {
+        /// The text as given.
+        input: String,
+        /// What the parser found wrong.
+        source: humantime::DurationError,
+    },
+}
+
+/// Parse a duration: a bare number of seconds (`90`), or numbers with units as
+/// `humantime` reads them (`500ms`, `30s`, `15m`, `1h`, `2d`, `1h 30m`, `1.5s`). Surrounding
+/// whitespace is ignored.
+///
+/// The command line's spans and the API's long-poll `wait` share this parser, so both accept
+/// the same forms. A bare number is seconds (`?wait=5`, `--leeway 90`), a form `humantime`
+/// alone refuses for want of a unit.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    if s.starts_with('-') {
+        return Err(DurationError::Negative { input: s.into() });
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| DurationError::Overflow { input: s.into() });
+    }
+    humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => DurationError::Overflow { input: s.into() },
+        source => DurationError::Invalid {
+            input: s.into(),
+            source,
+        },
+    })
 }
 
 /// Window parameters of the published filter (see [`WindowConfig`]).
@@ -221,30 +275,13 @@ impl ServerConfig {
         })
     }
 
-    /// Apply `REVBLOOM_ADMIN_TOKEN`, `REVBLOOM_LISTEN` and `REVBLOOM_DATA` when set.
-    pub fn apply_env(&mut self) -> Result<(), ConfigFileError> {
-        self.apply_vars(|name| std::env::var(name).ok())
-    }
-
-    /// [`ServerConfig::apply_env`] over any variable source (testable without touching the
-    /// process environment).
-    pub fn apply_vars(
-        &mut self,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigFileError> {
-        if let Some(t) = var(ENV_ADMIN_TOKEN) {
+    /// Take the admin token from `REVBLOOM_ADMIN_TOKEN` when it is set (see
+    /// [`admin_token_from_env`]). `REVBLOOM_LISTEN` and `REVBLOOM_DATA` are read by the
+    /// command line's `--listen` and `--data`, which rank above the file and below the flags.
+    pub fn apply_env(&mut self) {
+        if let Some(t) = admin_token_from_env() {
             self.admin_token = Some(t);
         }
-        if let Some(l) = var(ENV_LISTEN) {
-            self.listen = l.parse().map_err(|e| ConfigFileError::Env {
-                name: ENV_LISTEN,
-                message: format!("{l:?} is not an address like 127.0.0.1:8750 ({e})"),
-            })?;
-        }
-        if let Some(d) = var(ENV_DATA) {
-            self.data_dir = PathBuf::from(d);
-        }
-        Ok(())
     }
 
     /// Check ranges the types cannot express.
@@ -319,6 +356,16 @@ impl ServerConfig {
     }
 }
 
+/// The admin token in `REVBLOOM_ADMIN_TOKEN`, if set (and valid UTF-8).
+///
+/// This is the one place the process reads it, for the server and the admin commands alike.
+/// The token has no command-line flag on `serve`: arguments are visible to every local user
+/// (`ps`, `/proc/PID/cmdline`) and land in shell history, while the environment and a 0600
+/// file are readable by the owner only.
+pub fn admin_token_from_env() -> Option<String> {
+    std::env::var(ENV_ADMIN_TOKEN).ok()
+}
+
 /// File in the data folder holding a generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -386,22 +433,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_file_is_the_default_and_env_overrides() {
-        let mut c: ServerConfig = serde_json::from_str("{}").unwrap();
+    fn empty_file_is_the_default() {
+        let c: ServerConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, ServerConfig::default());
         c.validate().unwrap();
-        c.apply_vars(|n| match n {
-            ENV_LISTEN => Some("127.0.0.1:9999".into()),
-            ENV_DATA => Some("/tmp/x".into()),
-            ENV_ADMIN_TOKEN => Some("0123456789abcdef".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(c.listen.port(), 9999);
-        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
-        assert!(c
-            .apply_vars(|n| (n == ENV_LISTEN).then(|| "nope".into()))
-            .is_err());
+    }
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        let ok = [
+            ("90", Duration::from_secs(90)),
+            (" 5 ", Duration::from_secs(5)),
+            ("0", Duration::ZERO),
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("15m", Duration::from_secs(900)),
+            ("1h", Duration::from_secs(3600)),
+            ("2d", Duration::from_secs(2 * 86_400)),
+            ("30d", Duration::from_secs(30 * 86_400)),
+            ("1h 30m", Duration::from_secs(5400)),
+            ("1.5s", Duration::from_millis(1500)),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        assert_eq!(parse_duration("  "), Err(DurationError::Empty));
+        for s in ["-1", "-1s", " -5m"] {
+            assert!(
+                matches!(parse_duration(s), Err(DurationError::Negative { .. })),
+                "{s}"
+            );
+        }
+        for s in ["99999999999999999999999", "99999999999999999999999s"] {
+            assert!(
+                matches!(parse_duration(s), Err(DurationError::Overflow { .. })),
+                "{s}"
+            );
+        }
+        for s in ["forever", "5x", "s", "1.5", "0x10"] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(matches!(e, DurationError::Invalid { .. }), "{s}: {e:?}");
+            assert!(e.to_string().contains("like 30s"), "{e}");
+        }
+        let e = parse_duration("-1s").unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
     }
 
     #[test]

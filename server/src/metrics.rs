@@ -1,14 +1,27 @@
-//! Prometheus text-format metrics, written by hand: a few counters, gauges and one latency
-//! histogram per route do not justify a metrics framework.
+//! The publisher's metrics, kept in a `prometheus-client` [`Registry`] and served by
+//! `GET /metrics` in the Prometheus text exposition format 0.0.4.
+//!
+//! Counters are registered without their `_total` suffix: the encoder appends it, so the
+//! exposed names (`revbloom_revocations_total`, ...) are the ones `docs/API.md` lists. Help
+//! texts carry no final period for the same reason: the registry adds one.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `Content-Type` of [`Metrics::render`]'s output (Prometheus text format 0.0.4, UTF-8).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
 /// Upper bounds (seconds) of the latency histogram buckets. Long-polls land in the top ones.
-const BUCKETS: [f64; 14] = [
+pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0,
 ];
 
@@ -25,43 +38,6 @@ pub const ROUTES: [&str; 8] = [
     "other",
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-/// The publisher's metrics. All updates are lock-free except the per-status request counts.
-#[derive(Default)]
-pub struct Metrics {
-    /// Revocations acknowledged (durable), duplicates included.
-    pub revocations_total: AtomicU64,
-    /// Cutoffs acknowledged.
-    pub cutoffs_total: AtomicU64,
-    /// Store transactions that failed.
-    pub store_errors_total: AtomicU64,
-    /// Store write transactions committed (refreshed on publish); revocations_total divided
-    /// by this is the group-commit batching factor.
-    pub store_commits_total: AtomicU64,
-    /// Revocations currently in the store (refreshed on publish).
-    pub revocations_stored: AtomicU64,
-    /// Cutoffs currently in the store (refreshed on publish).
-    pub cutoffs_stored: AtomicU64,
-    /// Current generation.
-    pub generation: AtomicU64,
-    /// Bytes of the current snapshot.
-    pub snapshot_bytes: AtomicU64,
-    /// Entries in the published window.
-    pub window_entries: AtomicU64,
-    /// Snapshots published since start.
-    pub publishes_total: AtomicU64,
-    /// Failed snapshot publications (encoding, copy to the snapshot folder).
-    pub publish_errors_total: AtomicU64,
-    latency: [Histogram; ROUTES.len()],
-    requests: Mutex<BTreeMap<(usize, &'static str, u16), u64>>,
-}
-
 /// The label index of a matched route path.
 pub fn route_index(path: Option<&str>) -> usize {
     let last = ROUTES.len() - 1;
@@ -69,148 +45,242 @@ pub fn route_index(path: Option<&str>) -> usize {
         .unwrap_or(last)
 }
 
-impl Metrics {
-    /// Record one finished request.
-    pub fn observe(&self, route: usize, method: &'static str, status: u16, took: Duration) {
-        if let Some(h) = self.latency.get(route) {
-            let secs = took.as_secs_f64();
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    if let Some(c) = h.counts.get(i) {
-                        c.fetch_add(1, Relaxed);
-                    }
-                }
-            }
-            h.count.fetch_add(1, Relaxed);
-            h.sum_micros
-                .fetch_add(took.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
-        }
-        if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route, method, status)).or_insert(0) += 1;
-        }
-    }
+/// A registered counter that call sites update as an [`AtomicU64`]: `fetch_add` for events
+/// counted here, `store` for a total mirrored from the store. The registry reads the same
+/// atomic, so an update is one relaxed atomic operation and never takes a lock.
+#[derive(Debug, Clone, Default)]
+pub struct CounterU64(Counter<u64, AtomicU64>);
 
-    /// The metrics in Prometheus text exposition format 0.0.4.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let scalars: [(&str, &str, &str, &AtomicU64); 11] = [
+impl Deref for CounterU64 {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        self.0.inner()
+    }
+}
+
+/// A registered gauge that call sites set with `store` (see [`CounterU64`]).
+#[derive(Debug, Clone, Default)]
+pub struct GaugeU64(Gauge<u64, AtomicU64>);
+
+impl Deref for GaugeU64 {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        self.0.inner()
+    }
+}
+
+/// Labels of `revbloom_http_requests_total`. Every value comes from a fixed set ([`ROUTES`],
+/// four methods, the statuses the handlers return), which bounds the number of series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+/// Labels of `revbloom_http_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// A fresh latency histogram with [`BUCKETS`]; a plain `fn` so [`Family`] can hold it.
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The publisher's metrics: the handles call sites update, and the registry that renders
+/// them. Scalar updates are lock-free; recording a request takes the two families' read locks
+/// (a write lock only the first time a label set is seen) and the histogram's own lock.
+pub struct Metrics {
+    /// Revocations acknowledged (durable), duplicates included.
+    pub revocations_total: CounterU64,
+    /// Cutoffs acknowledged.
+    pub cutoffs_total: CounterU64,
+    /// Store transactions that failed.
+    pub store_errors_total: CounterU64,
+    /// Store write transactions committed (refreshed on publish); revocations_total divided
+    /// by this is the group-commit batching factor.
+    pub store_commits_total: CounterU64,
+    /// Revocations currently in the store (refreshed on publish).
+    pub revocations_stored: GaugeU64,
+    /// Cutoffs currently in the store (refreshed on publish).
+    pub cutoffs_stored: GaugeU64,
+    /// Current generation.
+    pub generation: GaugeU64,
+    /// Bytes of the current snapshot.
+    pub snapshot_bytes: GaugeU64,
+    /// Entries in the published window.
+    pub window_entries: GaugeU64,
+    /// Snapshots published since start.
+    pub publishes_total: CounterU64,
+    /// Failed snapshot publications (encoding, copy to the snapshot folder).
+    pub publish_errors_total: CounterU64,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let m = Self {
+            revocations_total: CounterU64::default(),
+            cutoffs_total: CounterU64::default(),
+            store_errors_total: CounterU64::default(),
+            store_commits_total: CounterU64::default(),
+            revocations_stored: GaugeU64::default(),
+            cutoffs_stored: GaugeU64::default(),
+            generation: GaugeU64::default(),
+            snapshot_bytes: GaugeU64::default(),
+            window_entries: GaugeU64::default(),
+            publishes_total: CounterU64::default(),
+            publish_errors_total: CounterU64::default(),
+            requests: Family::default(),
+            latency,
+            registry: Registry::default(),
+        };
+        m.registered()
+    }
+}
+
+impl Metrics {
+    /// `self` with every metric registered, in the order `/metrics` lists them. Registering
+    /// stores a clone of each handle: both share one value.
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        let counters = [
             (
-                "revbloom_revocations_total",
-                "counter",
-                "Revocations acknowledged as durable.",
+                "revbloom_revocations",
+                "Revocations acknowledged as durable",
                 &self.revocations_total,
             ),
             (
-                "revbloom_cutoffs_total",
-                "counter",
-                "Claim cutoffs acknowledged as durable.",
+                "revbloom_cutoffs",
+                "Claim cutoffs acknowledged as durable",
                 &self.cutoffs_total,
             ),
             (
-                "revbloom_store_errors_total",
-                "counter",
-                "Store transactions that failed.",
+                "revbloom_store_errors",
+                "Store transactions that failed",
                 &self.store_errors_total,
             ),
             (
-                "revbloom_store_commits_total",
-                "counter",
-                "Store write transactions committed (each one fsync).",
+                "revbloom_store_commits",
+                "Store write transactions committed (each one fsync)",
                 &self.store_commits_total,
             ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.0.clone());
+        }
+        let gauges = [
             (
                 "revbloom_revocations_stored",
-                "gauge",
-                "Revocations held in the store.",
+                "Revocations held in the store",
                 &self.revocations_stored,
             ),
             (
                 "revbloom_cutoffs_stored",
-                "gauge",
-                "Claim cutoffs held in the store.",
+                "Claim cutoffs held in the store",
                 &self.cutoffs_stored,
             ),
             (
                 "revbloom_generation",
-                "gauge",
-                "Generation of the current snapshot.",
+                "Generation of the current snapshot",
                 &self.generation,
             ),
             (
                 "revbloom_snapshot_bytes",
-                "gauge",
-                "Size of the current snapshot.",
+                "Size of the current snapshot",
                 &self.snapshot_bytes,
             ),
             (
                 "revbloom_window_entries",
-                "gauge",
-                "Revocations in the published filter.",
+                "Revocations in the published filter",
                 &self.window_entries,
             ),
-            (
-                "revbloom_publishes_total",
-                "counter",
-                "Snapshot generations published.",
-                &self.publishes_total,
-            ),
-            (
-                "revbloom_publish_errors_total",
-                "counter",
-                "Failed snapshot publications.",
-                &self.publish_errors_total,
-            ),
         ];
-        for (name, kind, help, v) in scalars {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        for (name, help, g) in gauges {
+            r.register(name, help, g.0.clone());
         }
-        let _ = writeln!(
-            out,
-            "# HELP revbloom_http_requests_total HTTP requests by route, method and status.\n\
-             # TYPE revbloom_http_requests_total counter"
+        r.register(
+            "revbloom_publishes",
+            "Snapshot generations published",
+            self.publishes_total.0.clone(),
         );
-        if let Ok(m) = self.requests.lock() {
-            for ((route, method, status), n) in m.iter() {
-                let route = ROUTES.get(*route).copied().unwrap_or("other");
-                let _ = writeln!(
-                    out,
-                    "revbloom_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
-                );
-            }
-        }
-        let name = "revbloom_http_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} HTTP request latency by route.\n# TYPE {name} histogram"
+        r.register(
+            "revbloom_publish_errors",
+            "Failed snapshot publications",
+            self.publish_errors_total.0.clone(),
         );
-        for (route, h) in ROUTES.iter().zip(&self.latency) {
-            let count = h.count.load(Relaxed);
-            if count == 0 {
-                continue;
-            }
-            for (bound, c) in BUCKETS.iter().zip(&h.counts) {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
-                    c.load(Relaxed)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-            );
-            let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
-            let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
-        }
-        out
+        r.register(
+            "revbloom_http_requests",
+            "HTTP requests by route, method and status",
+            self.requests.clone(),
+        );
+        r.register(
+            "revbloom_http_request_duration_seconds",
+            "HTTP request latency by route",
+            self.latency.clone(),
+        );
+        self
+    }
+
+    /// Record one finished request. `route` is a [`route_index`]; an index out of range is
+    /// counted as `other`.
+    pub fn observe(&self, route: usize, method: &'static str, status: u16, took: Duration) {
+        let route = ROUTES.get(route).copied().unwrap_or("other");
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The metrics in Prometheus text exposition format 0.0.4 (serve with [`CONTENT_TYPE`]).
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(4096);
+        prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// Every series name `docs/API.md` documents, as it must appear in the output.
+    const DOCUMENTED: [(&str, &str); 13] = [
+        ("revbloom_revocations_total", "counter"),
+        ("revbloom_cutoffs_total", "counter"),
+        ("revbloom_store_errors_total", "counter"),
+        ("revbloom_store_commits_total", "counter"),
+        ("revbloom_revocations_stored", "gauge"),
+        ("revbloom_cutoffs_stored", "gauge"),
+        ("revbloom_generation", "gauge"),
+        ("revbloom_snapshot_bytes", "gauge"),
+        ("revbloom_window_entries", "gauge"),
+        ("revbloom_publishes_total", "counter"),
+        ("revbloom_publish_errors_total", "counter"),
+        ("revbloom_http_requests_total", "counter"),
+        ("revbloom_http_request_duration_seconds", "histogram"),
+    ];
 
     #[test]
     fn renders_cumulative_histogram_and_counters() {
@@ -220,14 +290,98 @@ mod tests {
         m.observe(r, "GET", 200, Duration::from_millis(2));
         m.observe(r, "GET", 304, Duration::from_secs(10));
         m.observe(route_index(Some("/nope")), "GET", 404, Duration::ZERO);
-        let text = m.render();
-        assert!(text.contains("revbloom_revocations_total 3"));
+        let text = m.render().unwrap();
+        assert!(text.contains("\nrevbloom_revocations_total 3\n"), "{text}");
         assert!(text.contains(
-            "revbloom_http_request_duration_seconds_bucket{route=\"/v1/snapshot\",le=\"0.0025\"} 1"
-        ));
+            "revbloom_http_request_duration_seconds_bucket{route=\"/v1/snapshot\",le=\"0.0025\"} 1\n"
+        ), "{text}");
         assert!(text.contains(
-            "revbloom_http_request_duration_seconds_bucket{route=\"/v1/snapshot\",le=\"30\"} 2"
-        ));
-        assert!(text.contains("route=\"other\",method=\"GET\",status=\"404\"} 1"));
+            "revbloom_http_request_duration_seconds_bucket{route=\"/v1/snapshot\",le=\"30\"} 2\n"
+        ), "{text}");
+        assert!(text.contains(
+            "revbloom_http_request_duration_seconds_bucket{route=\"/v1/snapshot\",le=\"+Inf\"} 2\n"
+        ), "{text}");
+        assert!(text
+            .contains("revbloom_http_request_duration_seconds_count{route=\"/v1/snapshot\"} 2\n"));
+        assert!(
+            text.contains(
+                "revbloom_http_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1\n"
+            ),
+            "{text}"
+        );
+        // A route out of range is `other` too, never a new label value.
+        m.observe(ROUTES.len() + 5, "GET", 404, Duration::ZERO);
+        let text = m.render().unwrap();
+        assert!(text.contains("route=\"other\",method=\"GET\",status=\"404\"} 2\n"));
+    }
+
+    #[test]
+    fn exposes_every_documented_name_once_with_its_type_and_help() {
+        let m = Metrics::default();
+        m.observe(0, "POST", 200, Duration::from_millis(1));
+        m.generation.store(7, Relaxed);
+        m.store_commits_total.store(4, Relaxed);
+        let text = m.render().unwrap();
+        for (name, kind) in DOCUMENTED {
+            assert!(
+                text.contains(&format!("\n# TYPE {name} {kind}\n")),
+                "{name} {kind}: {text}"
+            );
+            let help = format!("# HELP {name} ");
+            let line = text.lines().find(|l| l.starts_with(&help));
+            let line = line.unwrap_or_else(|| panic!("no help for {name}: {text}"));
+            assert!(line.ends_with('.') && !line.ends_with(".."), "{line}");
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+        // No doubled suffix, and no name the documentation does not list.
+        assert!(!text.contains("_total_total"), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(
+                DOCUMENTED.iter().any(|(n, kind)| series == *n
+                    || (*kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| series == format!("{n}{s}")))),
+                "undocumented series {series}"
+            );
+        }
+        assert!(text.contains("\nrevbloom_generation 7\n"));
+        assert!(text.contains("\nrevbloom_store_commits_total 4\n"));
+        assert!(
+            !text.contains("# EOF"),
+            "OpenMetrics output under a 0.0.4 content type"
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_are_the_documented_bounds() {
+        let m = Metrics::default();
+        m.observe(0, "GET", 200, Duration::from_secs(120));
+        let text = m.render().unwrap();
+        let les: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("revbloom_http_request_duration_seconds_bucket"))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+            .collect();
+        let expected: Vec<String> = BUCKETS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["+Inf".to_owned()])
+            .collect();
+        assert_eq!(les, expected);
+        let sum = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "revbloom_http_request_duration_seconds_sum{route=\"/v1/revocations\"} ",
+                )
+            })
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(sum, Some(120.0), "{text}");
     }
 }

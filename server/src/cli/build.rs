@@ -304,4 +304,55 @@ mod tests {
         assert_eq!(l.exp.and_then(|e| e.as_f64()), Some(1.5));
         assert!(serde_json::from_str::<Line>(r#"{"jti": "a"}"#).is_ok_and(|l| l.exp.is_none()));
     }
+
+    fn parse(spans: &[&str]) -> Result<Args, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let argv = [
+            "revbloom", "build", "--input", "in.jsonl", "--out", "out.rbs",
+        ];
+        let m = crate::cli::Cli::command().try_get_matches_from(argv.iter().chain(spans))?;
+        match crate::cli::Cli::from_arg_matches(&m)?.command {
+            crate::cli::Command::Build(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn spans_take_units_or_bare_seconds() {
+        let a = parse(&[]).unwrap();
+        let secs = |d: Duration| d.as_secs();
+        assert_eq!(
+            [
+                a.bucket_width,
+                a.horizon,
+                a.leeway,
+                a.max_token_lifetime,
+                a.max_clock_skew
+            ]
+            .map(secs),
+            [3600, 86_400, 60, 30 * 86_400, 5]
+        );
+        let a = parse(&[
+            "--bucket-width",
+            "15m",
+            "--horizon",
+            "2d",
+            "--leeway",
+            "90",
+            "--max-token-lifetime",
+            "1h 30m",
+        ])
+        .unwrap();
+        assert_eq!(
+            [a.bucket_width, a.horizon, a.leeway, a.max_token_lifetime].map(secs),
+            [900, 172_800, 90, 5400]
+        );
+        for bad in ["-1h", "1 fortnight", "", "99999999999999999999999"] {
+            // `--flag=VALUE`: clap would take a separate `-1h` for a flag.
+            let e = parse(&[&format!("--horizon={bad}")]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+        }
+        let e = parse(&["--leeway=-5s"]).unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
+    }
 }

@@ -70,26 +70,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 pub use revbloom::bounds::unix_now as now;
-
-/// Parse a duration such as `90`, `90s`, `15m`, `1h`, `2d` (whole seconds).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 2d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use s, m, h or d")),
-    };
-    n.checked_mul(mult)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("`{s}` is too long"))
-}
+pub use revbloom_server::config::parse_duration;
 
 /// Read a verifying key from an SPKI PEM file.
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {

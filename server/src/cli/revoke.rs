@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use revbloom_server::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA, ENV_ADMIN_TOKEN};
+use revbloom_server::config::{
+    admin_token_from_env, ADMIN_TOKEN_FILE, DEFAULT_DATA, ENV_ADMIN_TOKEN,
+};
 
 /// Where and how to reach the publisher's admin API.
 #[derive(Debug, clap::Args)]
@@ -27,7 +29,7 @@ impl ServerArgs {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
-        if let Ok(t) = std::env::var(ENV_ADMIN_TOKEN) {
+        if let Some(t) = admin_token_from_env() {
             return Ok(t);
         }
         let path = self.data.join(ADMIN_TOKEN_FILE);

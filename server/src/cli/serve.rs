@@ -4,31 +4,42 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use revbloom_server::config::{resolve_admin_token, TokenSource};
+use revbloom_server::config::{resolve_admin_token, TokenSource, ENV_DATA, ENV_LISTEN};
 use revbloom_server::{run, ServerConfig};
 
-/// Arguments of `revbloom serve`.
+/// Arguments of `revbloom serve`. `--listen` and `--data` fall back to their environment
+/// variables, then to the config file, then to the defaults. The admin token has no flag
+/// (see [`revbloom_server::config::admin_token_from_env`]).
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// JSON config file (every key optional; see docs/API.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8750; env REVBLOOM_LISTEN].
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on [default: 127.0.0.1:8750, or `listen` in the config file].
+    #[arg(long, value_name = "ADDR", env = ENV_LISTEN, value_parser = listen_addr)]
     pub listen: Option<SocketAddr>,
-    /// Data folder for the store and the generated admin token [default: ./revbloom-data;
-    /// env REVBLOOM_DATA].
-    #[arg(long, value_name = "DIR")]
+    /// Data folder for the store and the generated admin token [default: ./revbloom-data, or
+    /// `data_dir` in the config file].
+    #[arg(long, value_name = "DIR", env = ENV_DATA)]
     pub data: Option<PathBuf>,
 }
 
-/// Build the effective configuration: file, then environment, then flags.
+/// `--listen`'s value. The message names the variable too: clap reports a bad value from the
+/// environment under the flag's name, which the user may never have typed.
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|e| {
+        format!("{s:?} is not an address like 127.0.0.1:8750 (from --listen or {ENV_LISTEN}): {e}")
+    })
+}
+
+/// Build the effective configuration: the file, then `REVBLOOM_ADMIN_TOKEN`, then `--listen`
+/// and `--data` (each a flag or, failing that, its environment variable, as clap read them).
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     let mut config = match &args.config {
         Some(path) => ServerConfig::from_file(path)?,
         None => ServerConfig::default(),
     };
-    config.apply_env()?;
+    config.apply_env();
     if let Some(l) = args.listen {
         config.listen = l;
     }
@@ -76,4 +87,85 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         running.wait().await?;
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// Parse `revbloom serve ARGS` as clap would, minus the environment fallbacks: tests run in
+    /// parallel in one process, and must neither depend on its environment nor change it.
+    /// `server_cli.rs` checks the fallbacks on a child process.
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let no_env = |a: clap::Arg| a.env(None);
+        let cmd = Cli::command().mut_subcommand("serve", |c| {
+            c.mut_arg("listen", no_env).mut_arg("data", no_env)
+        });
+        let argv = ["revbloom", "serve"].iter().chain(args);
+        let cli = Cli::from_arg_matches(&cmd.try_get_matches_from(argv)?)?;
+        match cli.command {
+            Command::Serve(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listen_and_data_fall_back_to_their_variables() {
+        let cmd = Cli::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let env = |id: &str| {
+            let arg = serve.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_env().map(OsStr::to_owned)
+        };
+        assert_eq!(env("listen").as_deref(), Some(OsStr::new(ENV_LISTEN)));
+        assert_eq!(env("data").as_deref(), Some(OsStr::new(ENV_DATA)));
+        assert_eq!(env("config"), None);
+        // The token never has a flag, nor a variable clap would echo in `--help`.
+        assert!(serve.get_arguments().all(|a| a.get_id() != "token"
+            && a.get_env() != Some(OsStr::new(revbloom_server::config::ENV_ADMIN_TOKEN))));
+        let help = serve.clone().render_help().to_string();
+        assert!(help.contains("[env: REVBLOOM_LISTEN"), "{help}");
+        assert!(help.contains("[env: REVBLOOM_DATA"), "{help}");
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revbloom.json");
+        std::fs::write(
+            &file,
+            r#"{"listen": "127.0.0.1:9999", "data_dir": "/from/file"}"#,
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+
+        let c = load_config(&serve(&[]).unwrap()).unwrap();
+        assert_eq!(c.listen, ServerConfig::default().listen);
+        assert_eq!(c.data_dir, ServerConfig::default().data_dir);
+
+        let c = load_config(&serve(&["--config", file]).unwrap()).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+
+        let args = serve(&["--config", file, "--listen", "[::1]:7777", "--data", "/d"]).unwrap();
+        let c = load_config(&args).unwrap();
+        assert_eq!(c.listen, "[::1]:7777".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn a_bad_address_is_a_usage_error_naming_flag_and_variable() {
+        let e = serve(&["--listen", "localhost"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--listen") && msg.contains(ENV_LISTEN),
+            "{msg}"
+        );
+    }
 }

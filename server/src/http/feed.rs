@@ -11,9 +11,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Inner};
+use crate::config::parse_duration;
 use crate::publish::{DeltaChain, Published};
 use revbloom::wire;
 
@@ -24,48 +26,35 @@ pub(super) fn router() -> Router<AppState> {
         .route(wire::DELTAS, get(deltas))
 }
 
-/// Parse a long-poll wait: `30s`, `500ms`, `2m` or bare seconds, capped at `max_secs`.
+/// Parse a long-poll wait with [`parse_duration`] (`500ms`, `30s`, `2m`, bare seconds) and
+/// cap it at `max_secs`: a longer wait is shortened, not refused, so a client need not know
+/// the server's limit.
 pub fn parse_wait(s: &str, max_secs: u64) -> Result<Duration, ApiError> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| {
-        ApiError::bad(
-            "invalid_wait",
-            format!("wait {s:?} is not a duration like 30s, 500ms or 2m"),
-        )
-    })?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => {
-            return Err(ApiError::bad(
-                "invalid_wait",
-                format!("wait {s:?} has an unknown unit; use ms, s or m"),
-            ))
-        }
-    };
-    Ok(d.min(Duration::from_secs(max_secs)))
+    let wait =
+        parse_duration(s).map_err(|e| ApiError::bad("invalid_wait", format!("wait: {e}")))?;
+    Ok(wait.min(Duration::from_secs(max_secs)))
 }
 
-/// The generation named by an `If-None-Match` header (`"12"`, `W/"12"` or `12`).
-fn if_none_match(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?.trim();
-    let v = v.strip_prefix("W/").unwrap_or(v);
-    v.trim_matches('"').parse().ok()
+/// Whether a client that sent `If-None-Match: inm` already holds `generation`: one of its
+/// entity tags matches the generation's ETag under the weak comparison RFC 9110 prescribes
+/// for `If-None-Match` (`W/"12"` matches `"12"`), or it sent `*`. A value that is not an
+/// entity tag (such as an unquoted `12`) matches nothing, so that client gets the full answer.
+fn client_has(inm: &IfNoneMatch, generation: u64) -> bool {
+    // The tag is a quoted decimal number, which always parses; were it ever refused, the
+    // client would get the full answer rather than a wrong 304.
+    wire::etag(generation)
+        .parse::<ETag>()
+        .is_ok_and(|tag| !inm.precondition_passes(&tag))
 }
 
-/// Wait until the generation differs from `known`, up to `wait` or shutdown; returns the
-/// current generation either way.
-async fn wait_for_newer(st: &Inner, known: u64, wait: Duration) -> Arc<Published> {
+/// Wait until the client does not hold the current generation (`holds` is false for it), up
+/// to `wait` or shutdown; returns the current generation either way.
+async fn wait_for_newer(st: &Inner, wait: Duration, holds: impl Fn(u64) -> bool) -> Arc<Published> {
     let mut rx = st.hub.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let cur = Arc::clone(&rx.borrow_and_update());
-        if cur.generation != known || st.shutdown.is_cancelled() {
+        if !holds(cur.generation) || st.shutdown.is_cancelled() {
             return cur;
         }
         tokio::select! {
@@ -105,11 +94,12 @@ async fn snapshot(
         Some(w) => parse_wait(w, st.limits.max_wait_secs)?,
         None => Duration::ZERO,
     };
-    let cur = match if_none_match(&headers) {
-        Some(known) => wait_for_newer(st, known, wait).await,
+    let inm = headers.typed_get::<IfNoneMatch>();
+    let cur = match &inm {
+        Some(inm) => wait_for_newer(st, wait, |g| client_has(inm, g)).await,
         None => st.hub.current(),
     };
-    if Some(cur.generation) == if_none_match(&headers) {
+    if inm.is_some_and(|inm| client_has(&inm, cur.generation)) {
         return Ok((StatusCode::NOT_MODIFIED, generation_headers(cur.generation)).into_response());
     }
     Ok((
@@ -146,7 +136,7 @@ async fn deltas(
         Some(w) => parse_wait(w, st.limits.max_wait_secs)?,
         None => Duration::ZERO,
     };
-    let cur = wait_for_newer(st, q.since, wait).await;
+    let cur = wait_for_newer(st, wait, |g| g == q.since).await;
     match st.hub.deltas_since(q.since, &cur) {
         DeltaChain::UpToDate => {
             Ok((StatusCode::NO_CONTENT, generation_headers(cur.generation)).into_response())
@@ -179,19 +169,47 @@ mod tests {
         assert_eq!(parse_wait("500ms", 60).unwrap(), Duration::from_millis(500));
         assert_eq!(parse_wait("5", 60).unwrap(), Duration::from_secs(5));
         assert_eq!(parse_wait("10m", 60).unwrap(), Duration::from_secs(60));
-        assert!(parse_wait("", 60).is_err());
-        assert!(parse_wait("3h", 60).is_err());
-        assert!(parse_wait("-1s", 60).is_err());
-        assert!(parse_wait("99999999999999999999999s", 60).is_err());
+        // Longer than the limit: capped, not refused.
+        assert_eq!(parse_wait("3h", 60).unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_wait("1h", 3600).unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_wait("0", 60).unwrap(), Duration::ZERO);
+        for bad in [
+            "",
+            "-1s",
+            "99999999999999999999999s",
+            "forever",
+            "30 parsecs",
+        ] {
+            let e = parse_wait(bad, 60).unwrap_err();
+            let res = axum::response::IntoResponse::into_response(e);
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+
+    fn inm(value: &'static str) -> Option<IfNoneMatch> {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+        h.typed_get::<IfNoneMatch>()
     }
 
     #[test]
     fn etag_forms() {
-        let mut h = HeaderMap::new();
-        assert_eq!(if_none_match(&h), None);
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"12\""));
-        assert_eq!(if_none_match(&h), Some(12));
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"7\""));
-        assert_eq!(if_none_match(&h), Some(7));
+        assert!(HeaderMap::new().typed_get::<IfNoneMatch>().is_none());
+        let holds = |v, g| inm(v).is_some_and(|i| client_has(&i, g));
+        // The tag the sync client sends, and its weak form: the same generation.
+        assert_eq!(format!("\"{}\"", 7), wire::etag(7));
+        assert!(holds("\"7\"", 7));
+        assert!(holds("W/\"12\"", 12));
+        assert!(holds(" \"12\" ", 12));
+        assert!(!holds("\"7\"", 12));
+        assert!(!holds("\"12\"", 7));
+        // Any tag of a list; `*` is every generation.
+        assert!(holds("\"3\", W/\"12\"", 12));
+        assert!(!holds("\"3\", \"4\"", 12));
+        assert!(holds("*", 12));
+        // Not an entity tag: names no generation, so the client gets the full answer.
+        assert!(!holds("12", 12));
+        assert!(!holds("W/12", 12));
+        assert!(!holds("\"12", 12));
     }
 }

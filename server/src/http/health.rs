@@ -1,4 +1,4 @@
-//! Liveness and metrics: `GET /healthz`, `GET /metrics` (Prometheus text format).
+//! Liveness and metrics: `GET /healthz`, `GET /metrics` (Prometheus text format 0.0.4).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -7,7 +7,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::AppState;
+use super::{ApiError, AppState};
+use crate::metrics;
 use revbloom::bounds::unix_now;
 use revbloom::wire;
 
@@ -36,10 +37,15 @@ async fn healthz(State(st): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.inner.metrics.render(),
-    )
-        .into_response()
+async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    // Encoding into a `String` fails only if a metric's own encoder does; none of ours can.
+    let text = st.inner.metrics.render().map_err(|e| {
+        tracing::error!(error = %e, "encoding the metrics failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the metrics could not be encoded",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }

@@ -184,14 +184,16 @@ mod tests {
 
     const TOKEN: &str = "handler-test-admin-token";
 
-    async fn app(dir: &std::path::Path) -> (Router, crate::StoreWriter) {
+    /// The router over a fresh store, with the store's writer and the publisher, which the
+    /// caller keeps alive: dropping the publisher closes the channel long-polls wait on.
+    async fn app(dir: &std::path::Path) -> (Router, crate::StoreWriter, Publisher) {
         let config = ServerConfig {
             data_dir: dir.to_path_buf(),
             ..ServerConfig::default()
         };
         let (store, writer) = Store::open(dir, None).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let (_publisher, hub) = Publisher::start(store.clone(), &config, None, metrics.clone())
+        let (publisher, hub) = Publisher::start(store.clone(), &config, None, metrics.clone())
             .await
             .unwrap();
         let state = AppState::new(
@@ -203,7 +205,7 @@ mod tests {
             TOKEN.into(),
             CancellationToken::new(),
         );
-        (router(state), writer)
+        (router(state), writer, publisher)
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value, bool) {
@@ -229,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn admin_credentials_are_checked_before_the_body() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, _writer) = app(dir.path()).await;
+        let (app, _writer, _publisher) = app(dir.path()).await;
         let ok = format!("Bearer {TOKEN}");
         let cases: [(&[&str], StatusCode, &str); 5] = [
             (&[], StatusCode::UNAUTHORIZED, "missing_token"),
@@ -257,7 +259,7 @@ mod tests {
     #[tokio::test]
     async fn body_rejections_become_the_documented_codes() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, _writer) = app(dir.path()).await;
+        let (app, _writer, _publisher) = app(dir.path()).await;
         let auth = format!("Bearer {TOKEN}");
         let exp = revbloom::bounds::unix_now() + 600;
         let cases = [
@@ -318,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_routes_and_methods_answer_in_json() {
         let dir = tempfile::tempdir().unwrap();
-        let (app, _writer) = app(dir.path()).await;
+        let (app, _writer, _publisher) = app(dir.path()).await;
         let (s, v, _) = call(&app, Request::get("/v2/x").body(Body::empty()).unwrap()).await;
         assert_eq!(
             (s, v["error"].as_str()),
@@ -333,6 +335,100 @@ mod tests {
         assert_eq!(
             (s, v["error"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_query"))
+        );
+    }
+
+    fn get(uri: &str, if_none_match: Option<&str>) -> Request<Body> {
+        let mut b = Request::get(uri);
+        if let Some(v) = if_none_match {
+            b = b.header(header::IF_NONE_MATCH, v);
+        }
+        b.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn snapshot_is_not_modified_for_the_current_tag_in_any_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher) = app(dir.path()).await;
+        let res = app
+            .clone()
+            .oneshot(get("/v1/snapshot", None))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+        let generation: u64 = etag.trim_matches('"').parse().unwrap();
+        assert_eq!(etag, revbloom::wire::etag(generation));
+        let older = revbloom::wire::etag(generation - 1);
+        let cases = [
+            (etag.clone(), StatusCode::NOT_MODIFIED),
+            (format!("W/{etag}"), StatusCode::NOT_MODIFIED),
+            (format!("{older}, {etag}"), StatusCode::NOT_MODIFIED),
+            ("*".to_owned(), StatusCode::NOT_MODIFIED),
+            (older.clone(), StatusCode::OK),
+            (revbloom::wire::etag(generation + 1), StatusCode::OK),
+            // Unquoted: not an entity tag, so it names no generation.
+            (generation.to_string(), StatusCode::OK),
+        ];
+        for (inm, status) in cases {
+            let res = app
+                .clone()
+                .oneshot(get("/v1/snapshot", Some(&inm)))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), status, "If-None-Match: {inm}");
+            assert_eq!(res.headers()[header::ETAG], etag.as_str(), "{inm}");
+        }
+        // The long-poll waits while the client holds the current generation, then answers
+        // 304; a client naming another generation (or none) is answered at once.
+        let wait = std::time::Duration::from_millis(200);
+        for inm in [etag.clone(), format!("W/{etag}")] {
+            let t = Instant::now();
+            let uri = "/v1/snapshot?wait=200ms";
+            let res = app.clone().oneshot(get(uri, Some(&inm))).await.unwrap();
+            assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{inm}");
+            assert!(t.elapsed() >= wait, "{inm}: answered before the wait ended");
+        }
+        for inm in [older, generation.to_string()] {
+            let uri = "/v1/snapshot?wait=1h";
+            let res = app.clone().oneshot(get(uri, Some(&inm))).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{inm}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_with_bounded_route_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher) = app(dir.path()).await;
+        for uri in ["/healthz", "/wp-admin/setup.php", "/v1/nope"] {
+            app.clone().oneshot(get(uri, None)).await.unwrap();
+        }
+        let res = app.clone().oneshot(get("/metrics", None)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.contains(
+            "revbloom_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1\n"
+        ), "{text}");
+        assert!(
+            text.contains(
+                "revbloom_http_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("wp-admin") && !text.contains("/v1/nope"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE revbloom_revocations_total counter\n"),
+            "{text}"
         );
     }
 }

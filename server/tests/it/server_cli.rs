@@ -103,3 +103,103 @@ async fn generated_token_and_admin_commands() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `revbloom serve ARGS` with only `vars` of the revbloom variables set; its base URL.
+fn serve(args: &[&str], vars: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_revbloom"));
+    cmd.arg("serve").args(args);
+    for v in ["REVBLOOM_ADMIN_TOKEN", "REVBLOOM_LISTEN", "REVBLOOM_DATA"] {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd
+        .envs(vars.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    match line.trim().strip_prefix("revbloom: listening on ") {
+        Some(url) => (child, url.to_string()),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve {args:?} with {vars:?} did not start: {line:?}");
+        }
+    }
+}
+
+/// Precedence of `serve`'s settings: a flag beats its environment variable, which beats the
+/// config file. The file names port 1 so a setting that lost would show in the URL.
+#[tokio::test]
+async fn serve_settings_flag_then_env_then_file() {
+    let dir = temp_dir("cli-env");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let file = path("revbloom.json");
+    let config = serde_json::json!({
+        "listen": "127.0.0.1:1",
+        "data_dir": path("file-data"),
+        "admin_token": "file-admin-token-0123456789",
+    });
+    std::fs::write(&file, config.to_string()).unwrap();
+
+    // Environment over file, for the address, the folder and the token.
+    let env_data = path("env-data");
+    let vars = [
+        ("REVBLOOM_LISTEN", "127.0.0.1:0"),
+        ("REVBLOOM_DATA", env_data.as_str()),
+        ("REVBLOOM_ADMIN_TOKEN", TOKEN),
+    ];
+    let (mut child, url) = serve(&["--config", &file], &vars);
+    assert!(!url.ends_with(":1"), "{url}");
+    let res = client()
+        .post(format!("{url}/v1/revocations"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"jti": "env-1", "exp": now() + 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "the environment's token was not the one in use"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(std::path::Path::new(&env_data).is_dir());
+    assert!(!dir.join("file-data").exists());
+
+    // Flags over environment.
+    let vars = [
+        ("REVBLOOM_LISTEN", "127.0.0.1:1"),
+        ("REVBLOOM_DATA", env_data.as_str()),
+        ("REVBLOOM_ADMIN_TOKEN", TOKEN),
+    ];
+    let flag_data = path("flag-data");
+    let args = [
+        "--config",
+        &file,
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        &flag_data,
+    ];
+    let (mut child, url) = serve(&args, &vars);
+    assert!(!url.ends_with(":1"), "{url}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(std::path::Path::new(&flag_data).is_dir());
+
+    // A bad address from the environment is a usage error that names the variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_revbloom"))
+        .args(["serve", "--data", &flag_data])
+        .env("REVBLOOM_LISTEN", "localhost")
+        .env_remove("REVBLOOM_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("REVBLOOM_LISTEN"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
