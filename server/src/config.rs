@@ -50,6 +50,20 @@ pub enum ConfigFileError {
         /// What serde said, with line and column.
         source: serde_json::Error,
     },
+    /// The window parameters do not make a valid window.
+    #[error("config field window is invalid: {source}")]
+    Window {
+        /// What the window refused.
+        source: revbloom::ConfigError,
+    },
+    /// No admin token is configured and the token file cannot be used.
+    #[error("no admin token configured and the token file {path} is unusable: {source}")]
+    AdminTokenFile {
+        /// `DATA/admin-token`.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A field is out of range.
     #[error("config field {field} is invalid: {message}")]
     Field {
@@ -287,8 +301,8 @@ impl ServerConfig {
     /// Check ranges the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigFileError> {
         let field = |field, message: String| Err(ConfigFileError::Field { field, message });
-        if let Err(e) = self.window.to_window_config().validate() {
-            return field("window", e.to_string());
+        if let Err(source) = self.window.to_window_config().validate() {
+            return Err(ConfigFileError::Window { source });
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {
@@ -390,12 +404,9 @@ pub fn resolve_admin_token(
         return Ok((t.clone(), TokenSource::Configured));
     }
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-    let io_err = |e: std::io::Error| ConfigFileError::Field {
-        field: "admin_token",
-        message: format!(
-            "none configured and the token file {} is unusable: {e}",
-            path.display()
-        ),
+    let io_err = |source: std::io::Error| ConfigFileError::AdminTokenFile {
+        path: path.clone(),
+        source,
     };
     match std::fs::read_to_string(&path) {
         Ok(t) if t.trim().len() >= 16 && revbloom::bearer::is_b64token(t.trim()) => {
@@ -412,7 +423,7 @@ pub fn resolve_admin_token(
     }
     std::fs::create_dir_all(&config.data_dir).map_err(io_err)?;
     let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut raw).map_err(|e| io_err(std::io::Error::other(e)))?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
