@@ -421,7 +421,7 @@ pub fn resolve_admin_token(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(io_err)?;
+    crate::store::create_private_dir(&config.data_dir).map_err(io_err)?;
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| io_err(std::io::Error::other(e)))?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();

@@ -27,16 +27,32 @@ pub const BUCKETS: [f64; 14] = [
 
 /// The routes we label metrics with; anything else is `other`, so a scanner probing random
 /// paths cannot grow the label set.
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 9] = [
     "/v1/revocations",
     "/v1/revocations/{jti}",
     "/v1/cutoffs",
     "/v1/snapshot",
     "/v1/deltas",
     "/healthz",
+    "/readyz",
     "/metrics",
     "other",
 ];
+
+/// Every reason `GET /readyz` can give, and the `reason` labels of
+/// `revbloom_not_ready_reason`: a fixed set, so the series never grow.
+pub const NOT_READY_REASONS: [&str; 4] = [
+    "store_write_failing",
+    "store_replaced",
+    "publish_failing",
+    "snapshot_stale",
+];
+
+/// Labels of `revbloom_not_ready_reason`; the value is one of [`NOT_READY_REASONS`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
 
 /// The label index of a matched route path.
 pub fn route_index(path: Option<&str>) -> usize {
@@ -118,6 +134,9 @@ pub struct Metrics {
     pub publishes_total: CounterU64,
     /// Failed snapshot publications (encoding, copy to the snapshot folder).
     pub publish_errors_total: CounterU64,
+    /// 1 when `GET /readyz` would answer 200, else 0 (refreshed by `/readyz` and `/metrics`).
+    pub ready: GaugeU64,
+    not_ready: Family<ReasonLabels, Gauge>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     registry: Registry,
@@ -139,6 +158,8 @@ impl Default for Metrics {
             window_entries: GaugeU64::default(),
             publishes_total: CounterU64::default(),
             publish_errors_total: CounterU64::default(),
+            ready: GaugeU64::default(),
+            not_ready: Family::default(),
             requests: Family::default(),
             latency,
             registry: Registry::default(),
@@ -218,6 +239,21 @@ impl Metrics {
             self.publish_errors_total.0.clone(),
         );
         r.register(
+            "revbloom_ready",
+            "1 when the publisher is ready (GET /readyz answers 200), else 0",
+            self.ready.0.clone(),
+        );
+        r.register(
+            "revbloom_not_ready_reason",
+            "1 for each reason the publisher is not ready now, else 0",
+            self.not_ready.clone(),
+        );
+        for reason in NOT_READY_REASONS {
+            self.not_ready
+                .get_or_create(&ReasonLabels { reason })
+                .set(0);
+        }
+        r.register(
             "revbloom_http_requests",
             "HTTP requests by route, method and status",
             self.requests.clone(),
@@ -228,6 +264,19 @@ impl Metrics {
             self.latency.clone(),
         );
         self
+    }
+
+    /// Record the current readiness: `reasons` are the ones that hold now (members of
+    /// [`NOT_READY_REASONS`]; anything else is ignored).
+    pub fn set_readiness(&self, reasons: &[&str]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ready.store(u64::from(reasons.is_empty()), Relaxed);
+        for reason in NOT_READY_REASONS {
+            let on = reasons.contains(&reason);
+            self.not_ready
+                .get_or_create(&ReasonLabels { reason })
+                .set(i64::from(on));
+        }
     }
 
     /// Record one finished request. `route` is a [`route_index`]; an index out of range is
@@ -266,7 +315,7 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     /// Every series name `docs/API.md` documents, as it must appear in the output.
-    const DOCUMENTED: [(&str, &str); 13] = [
+    const DOCUMENTED: [(&str, &str); 15] = [
         ("revbloom_revocations_total", "counter"),
         ("revbloom_cutoffs_total", "counter"),
         ("revbloom_store_errors_total", "counter"),
@@ -278,6 +327,8 @@ mod tests {
         ("revbloom_window_entries", "gauge"),
         ("revbloom_publishes_total", "counter"),
         ("revbloom_publish_errors_total", "counter"),
+        ("revbloom_ready", "gauge"),
+        ("revbloom_not_ready_reason", "gauge"),
         ("revbloom_http_requests_total", "counter"),
         ("revbloom_http_request_duration_seconds", "histogram"),
     ];
@@ -356,6 +407,23 @@ mod tests {
             !text.contains("# EOF"),
             "OpenMetrics output under a 0.0.4 content type"
         );
+    }
+
+    #[test]
+    fn readiness_sets_the_gauge_and_exactly_the_given_reasons() {
+        let m = Metrics::default();
+        m.set_readiness(&[]);
+        let text = m.render().unwrap();
+        assert!(text.contains("\nrevbloom_ready 1\n"), "{text}");
+        for r in NOT_READY_REASONS {
+            assert!(text.contains(&format!("revbloom_not_ready_reason{{reason=\"{r}\"}} 0\n")));
+        }
+        m.set_readiness(&["snapshot_stale", "made_up"]);
+        let text = m.render().unwrap();
+        assert!(text.contains("\nrevbloom_ready 0\n"), "{text}");
+        assert!(text.contains("revbloom_not_ready_reason{reason=\"snapshot_stale\"} 1\n"));
+        assert!(text.contains("revbloom_not_ready_reason{reason=\"publish_failing\"} 0\n"));
+        assert!(!text.contains("made_up"), "{text}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -159,6 +160,9 @@ impl DeltaRing {
 pub struct Hub {
     current: watch::Receiver<Arc<Published>>,
     ring: Arc<RwLock<DeltaRing>>,
+    /// Set while the last attempt to publish failed.
+    failing: Arc<AtomicBool>,
+    refresh: Duration,
 }
 
 impl Hub {
@@ -170,6 +174,16 @@ impl Hub {
     /// A receiver that wakes when a new generation is published.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
         self.current.clone()
+    }
+
+    /// Whether the last attempt to publish a generation failed (cleared by the next success).
+    pub fn publish_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// The refresh interval: a generation is published at least this often.
+    pub fn refresh(&self) -> Duration {
+        self.refresh
     }
 
     /// The delta chain from generation `since` to `current`.
@@ -196,6 +210,7 @@ pub struct Publisher {
     snapshot_dir: Option<PathBuf>,
     tx: watch::Sender<Arc<Published>>,
     ring: Arc<RwLock<DeltaRing>>,
+    failing: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     coalesce: Duration,
     refresh: Duration,
@@ -264,6 +279,7 @@ impl Publisher {
             snapshot_dir: config.snapshot_dir.clone(),
             tx,
             ring: Arc::clone(&ring),
+            failing: Arc::new(AtomicBool::new(false)),
             metrics,
             coalesce: Duration::from_millis(config.coalesce_ms),
             refresh: Duration::from_secs(config.refresh_secs),
@@ -271,7 +287,13 @@ impl Publisher {
             bounds: config.window.bounds(),
         };
         publisher.publish(first.created_at).await?;
-        Ok((publisher, Hub { current: rx, ring }))
+        let hub = Hub {
+            current: rx,
+            ring,
+            failing: Arc::clone(&publisher.failing),
+            refresh: publisher.refresh,
+        };
+        Ok((publisher, hub))
     }
 
     /// Add durable changes to the window; returns whether anything changed.
@@ -299,11 +321,12 @@ impl Publisher {
     /// generation durably, write the optional copy, then make it visible.
     pub async fn publish(&mut self, now: u64) -> Result<(), PublishError> {
         let result = self.try_publish(now).await;
+        self.failing.store(result.is_err(), Ordering::Relaxed);
         if result.is_err() {
             self.chain_broken = true;
             self.metrics
                 .publish_errors_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(1, Ordering::Relaxed);
         }
         result
     }
@@ -423,10 +446,13 @@ impl Publisher {
         shutdown: CancellationToken,
     ) {
         let mut dirty = false;
+        // Publishing failed last time: retry at the coalesce pace, not only at the next
+        // refresh, so acknowledged revocations go out soon after the store heals.
+        let mut retry = false;
         let mut last_publish = Instant::now();
         let mut next_prune = Instant::now();
         loop {
-            let deadline = if dirty {
+            let deadline = if dirty || retry {
                 last_publish + self.coalesce
             } else {
                 last_publish + self.refresh
@@ -447,10 +473,15 @@ impl Publisher {
                         next_prune = Instant::now() + self.prune_every;
                         self.prune(now).await;
                     }
-                    if let Err(e) = self.publish(now).await {
-                        tracing::error!(error = %e, "publishing a generation failed; retrying at the next tick");
-                    }
-                    // On failure too: retrying in a tight loop would only repeat the failure.
+                    retry = match self.publish(now).await {
+                        Ok(()) => false,
+                        Err(e) => {
+                            tracing::error!(error = %e, "publishing a generation failed; retrying");
+                            true
+                        }
+                    };
+                    // Changes already applied are in the retry; a failure waits `coalesce`
+                    // before the next attempt rather than spinning.
                     dirty = false;
                     last_publish = Instant::now();
                 }
@@ -472,7 +503,7 @@ impl Publisher {
             Err(e) => {
                 self.metrics
                     .store_errors_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "pruning the store failed");
             }
         }

@@ -11,10 +11,12 @@
 //! Reads (exact lookups, rebuilding the window on start) use redb read transactions directly;
 //! they see the last committed state and never wait for the writer.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use thiserror::Error;
@@ -36,6 +38,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const GENERATION_KEY: &str = "generation";
 /// The prune watermark: every revocation with an `exp` below it may have been deleted.
 const PRUNED_BEFORE_KEY: &str = "pruned_before";
+
+/// File name of the store inside the data folder.
+pub const STORE_FILE: &str = "revbloom.redb";
+/// Marker written (mode 0600) once a data folder holds a store: from then on a missing or empty
+/// store is an accident to report, not a fresh start.
+pub const INIT_MARKER: &str = "initialized";
+
+/// First and longest wait between attempts to reopen the store after an I/O error.
+const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// Most requests folded into one transaction. Bounds the latency one commit adds to the
 /// requests queued behind it, and the memory a group holds.
@@ -130,6 +141,46 @@ pub enum StoreError {
         /// The request that got the wrong kind of reply.
         request: &'static str,
     },
+    /// The store file failed its integrity check, or redb panicked reading it.
+    #[error("the store {path} is damaged ({detail}); restore it from a backup, or move it away and start with `revbloom serve --init` for a new, empty history; `revbloom check-store` checks a copy")]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What the check or the panic said.
+        detail: String,
+        /// redb's error, when it reported one (a panic has none).
+        #[source]
+        source: Option<redb::Error>,
+    },
+    /// The data folder was initialized but its store file is gone.
+    #[error("the store {path} is missing although its data folder was initialized; restore it from a backup, or start with `revbloom serve --init` for a new, empty history")]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The data folder was initialized but its store file is empty.
+    #[error("the store {path} is empty although its data folder was initialized; restore it from a backup, or start with `revbloom serve --init` for a new, empty history")]
+    Emptied {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Writes are failing (the store hit an I/O error and is being reopened). Nothing of the
+    /// write was applied.
+    #[error("the store {path} is unavailable after an I/O error ({source}); the write was not applied, retry shortly")]
+    Unavailable {
+        /// The database file.
+        path: PathBuf,
+        /// The error that broke the store.
+        #[source]
+        source: Arc<redb::Error>,
+    },
+    /// The store file was deleted or replaced while the publisher had it open. Nothing written
+    /// since is acknowledged; the publisher stays not ready until restarted.
+    #[error("the store {path} was deleted or replaced while in use; the write was not applied; restore the file and restart revbloom")]
+    Replaced {
+        /// The database file.
+        path: PathBuf,
+    },
     /// The writer thread has stopped (the server is shutting down).
     #[error(
         "the store is shutting down and accepts no more writes; retry against the restarted server"
@@ -167,13 +218,81 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
+/// Why the store cannot take writes now (see [`Store::fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreFault {
+    /// A write hit an I/O error; the writer is reopening the file with backoff.
+    WriteFailing,
+    /// The file at the store's path is not the one open (deleted or replaced underneath).
+    Replaced,
+}
+
+/// `(device, inode)` of a file: what tells the open file from whatever is at its path now.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|m| (m.len(), 0))
+    }
+}
+
+/// State shared by every [`Store`] handle and the writer thread.
+struct Shared {
+    path: PathBuf,
+    /// `None` while the writer is reopening the file after an I/O error.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Identity of the file opened, compared with the path's on every commit.
+    id: Mutex<Option<FileId>>,
+    /// The error that broke writes, until a reopen succeeds.
+    broken: Mutex<Option<Arc<redb::Error>>>,
+    replaced: AtomicBool,
+    commits: AtomicU64,
+}
+
+impl Shared {
+    fn replaced(&self) -> bool {
+        if self.replaced.load(Ordering::Relaxed) {
+            return true;
+        }
+        let opened = *self.id.lock().unwrap_or_else(|p| p.into_inner());
+        let gone = opened.is_some() && file_id(&self.path) != opened;
+        if gone {
+            self.replaced.store(true, Ordering::Relaxed);
+        }
+        gone
+    }
+
+    fn unavailable(&self) -> StoreError {
+        if self.replaced() {
+            return StoreError::Replaced {
+                path: self.path.clone(),
+            };
+        }
+        let cause = self
+            .broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        StoreError::Unavailable {
+            path: self.path.clone(),
+            source: cause.unwrap_or_else(|| Arc::new(redb::Error::DatabaseClosed)),
+        }
+    }
+}
+
 /// A cheap, cloneable handle to the store. Writes are queued to the group-commit writer;
 /// reads run on the caller's thread (they are short and never block on the writer).
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     tx: mpsc::Sender<Job>,
-    commits: Arc<AtomicU64>,
     /// The issuer assumed for lookups without `iss` (normalised).
     default_iss: Option<Arc<str>>,
 }
@@ -195,51 +314,253 @@ impl StoreWriter {
     }
 }
 
+/// Create `dir` (mode 0700) if missing; tighten an existing folder that group or others can
+/// read, write or enter to 0700, with a warning: it holds the admin token and every revoked
+/// `jti`. A folder owned by someone else is left alone (chmod would fail) and only warned of.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match std::fs::metadata(dir) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                let mode = m.permissions().mode() & 0o777;
+                match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                    Ok(()) => tracing::warn!(
+                        dir = %dir.display(),
+                        "the data folder was mode {mode:o}; tightened to 700"
+                    ),
+                    Err(e) => tracing::warn!(
+                        dir = %dir.display(),
+                        error = %e,
+                        "the data folder is mode {mode:o} and could not be tightened to 700"
+                    ),
+                }
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(_) => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+fn set_private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// Allow the next [`Store::open`] of `data_dir` to start a new, empty history: remove the
+/// initialization marker, but only when the store file is missing or empty. An existing store
+/// is never discarded by this; returns whether the marker was removed.
+pub fn allow_new_history(data_dir: &Path) -> std::io::Result<bool> {
+    let path = data_dir.join(STORE_FILE);
+    let empty = match std::fs::metadata(&path) {
+        Ok(m) => m.len() == 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e),
+    };
+    if !empty {
+        return Ok(false);
+    }
+    match std::fs::remove_file(data_dir.join(INIT_MARKER)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The text of a caught panic's payload.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "redb panicked".to_owned())
+}
+
+/// Open `path` with its integrity verified (every page checksum of the committed trees) and
+/// the tables created. redb may panic on pages altered outside it, so the panic is caught here
+/// and reported as [`StoreError::Damaged`]: nothing of a corrupt file escapes as a crash.
+fn open_checked(path: &Path) -> Result<Database, StoreError> {
+    let damaged = |detail: String, source: Option<redb::Error>| StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail,
+        source,
+    };
+    let attempt = catch_unwind(AssertUnwindSafe(|| -> Result<Database, redb::Error> {
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(true);
+        builder.set_repair_callback(|_| {
+            tracing::warn!("the store was not shut down cleanly; redb is repairing it");
+        });
+        let db = builder.create(path)?;
+        // Create the tables up front so readers never meet "table does not exist".
+        let w = db.begin_write()?;
+        {
+            w.open_table(REVOCATIONS)?;
+            w.open_table(CUTOFFS)?;
+            w.open_table(META)?;
+            normalize_stored_issuers(&w)?;
+        }
+        w.commit()?;
+        Ok(db)
+    }));
+    match attempt {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e @ redb::Error::Corrupted(_))) => Err(damaged(e.to_string(), Some(e))),
+        Ok(Err(e)) => Err(StoreError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        Err(p) => Err(damaged(panic_text(p.as_ref()), None)),
+    }
+}
+
+/// Check the store of `data_dir` as `revbloom check-store` does: open it read-write with every
+/// page checksum verified (redb repairs an unclean shutdown on the way), count its rows, and
+/// close it. Must not run while a publisher uses the folder (redb refuses a second open).
+pub fn check_store(data_dir: &Path) -> Result<(u64, u64), StoreError> {
+    let path = data_dir.join(STORE_FILE);
+    match std::fs::metadata(&path) {
+        Err(_) => return Err(StoreError::Missing { path }),
+        Ok(m) if m.len() == 0 => return Err(StoreError::Emptied { path }),
+        Ok(_) => {}
+    }
+    let db = open_checked(&path)?;
+    let counted = catch_unwind(AssertUnwindSafe(|| -> Result<(u64, u64), redb::Error> {
+        let r = db.begin_read()?;
+        let mut rev = 0;
+        for item in r.open_table(REVOCATIONS)?.iter()? {
+            item?;
+            rev += 1;
+        }
+        let mut cut = 0;
+        for item in r.open_table(CUTOFFS)?.iter()? {
+            item?;
+            cut += 1;
+        }
+        Ok((rev, cut))
+    }));
+    match counted {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(StoreError::Damaged {
+            path,
+            detail: e.to_string(),
+            source: Some(e),
+        }),
+        Err(p) => Err(StoreError::Damaged {
+            path,
+            detail: panic_text(p.as_ref()),
+            source: None,
+        }),
+    }
+}
+
 impl Store {
     /// Open (or create) `data_dir/revbloom.redb` and start the writer thread. Every commit is
     /// forwarded to `on_commit` when given, so the publisher sees exactly what is durable.
+    ///
+    /// The folder is created mode 0700 and the file is made 0600. A store that redb cannot
+    /// verify is refused ([`StoreError::Damaged`]); in a folder already initialized (see
+    /// [`INIT_MARKER`]), a missing or empty store is refused ([`StoreError::Missing`],
+    /// [`StoreError::Emptied`]) rather than silently started anew (see
+    /// [`allow_new_history`]).
     pub fn open(
         data_dir: &Path,
         on_commit: Option<mpsc::UnboundedSender<Committed>>,
     ) -> Result<(Store, StoreWriter), StoreError> {
-        let path = data_dir.join("revbloom.redb");
-        let open_err = |e: redb::Error| StoreError::Open {
+        let path = data_dir.join(STORE_FILE);
+        let io_err = |e: std::io::Error| StoreError::Open {
             path: path.clone(),
-            source: e,
+            source: redb::Error::Io(e),
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_err(redb::Error::Io(e)))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
-        // Create the tables up front so readers never meet "table does not exist".
-        let w = db.begin_write().map_err(|e| open_err(e.into()))?;
-        {
-            w.open_table(REVOCATIONS).map_err(|e| open_err(e.into()))?;
-            w.open_table(CUTOFFS).map_err(|e| open_err(e.into()))?;
-            w.open_table(META).map_err(|e| open_err(e.into()))?;
-            normalize_stored_issuers(&w).map_err(open_err)?;
+        create_private_dir(data_dir).map_err(io_err)?;
+        let marker = data_dir.join(INIT_MARKER);
+        let initialized = marker.exists();
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && initialized => {
+                return Err(StoreError::Missing { path });
+            }
+            Ok(m) if m.len() == 0 && initialized => return Err(StoreError::Emptied { path }),
+            _ => {}
         }
-        w.commit().map_err(|e| open_err(e.into()))?;
-
-        let db = Arc::new(db);
+        let db = open_checked(&path)?;
+        set_private_file(&path).map_err(io_err)?;
+        if !initialized {
+            revbloom::sync::write_file_atomically(&marker, b"revbloom data folder\n")
+                .map_err(io_err)?;
+            set_private_file(&marker).map_err(io_err)?;
+        }
+        let shared = Arc::new(Shared {
+            id: Mutex::new(file_id(&path)),
+            path,
+            db: RwLock::new(Some(Arc::new(db))),
+            broken: Mutex::new(None),
+            replaced: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+        });
         // Bounded, so a flood of writers waits for the disk instead of growing a queue.
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
-        let writer_db = Arc::clone(&db);
-        let commits = Arc::new(AtomicU64::new(0));
-        let writer_commits = Arc::clone(&commits);
+        let writer_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("revbloom-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx, on_commit, &writer_commits))
+            .spawn(move || writer_loop(&writer_shared, rx, on_commit))
             .map_err(StoreError::WriterThread)?;
         Ok((
             Store {
-                db,
+                shared,
                 tx,
-                commits,
                 default_iss: None,
             },
             StoreWriter {
                 thread: Some(thread),
             },
         ))
+    }
+
+    /// The open database, or the error that explains why there is none right now.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let guard = self.shared.db.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(db) if !self.shared.replaced.load(Ordering::Relaxed) => Ok(Arc::clone(db)),
+            _ => Err(self.shared.unavailable()),
+        }
+    }
+
+    /// Why writes cannot succeed now, if they cannot: the writer is recovering from an I/O
+    /// error, or the file at the store's path is no longer the one open (checked now).
+    pub fn fault(&self) -> Option<StoreFault> {
+        if self.shared.replaced() {
+            Some(StoreFault::Replaced)
+        } else if self
+            .shared
+            .broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            Some(StoreFault::WriteFailing)
+        } else {
+            None
+        }
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
     }
 
     /// This handle with `iss` (normalised; empty means none) as the issuer assumed by
@@ -299,7 +620,7 @@ impl Store {
     /// Write transactions committed since open: with group commit, far fewer than the
     /// requests acknowledged under concurrency.
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// The latest stored `exp` of a revocation of `jti` for a token of issuer `iss`, if
@@ -313,7 +634,7 @@ impl Store {
     /// default issuer; it is revoked by a revocation for that issuer or by one for every
     /// issuer (stored without `iss`).
     pub fn lookup_covered(&self, iss: Option<&str>, jti: &str) -> Result<Lookup, StoreError> {
-        let r = self.db.begin_read().map_err(db_err)?;
+        let r = self.db()?.begin_read().map_err(db_err)?;
         let t = r.open_table(REVOCATIONS).map_err(db_err)?;
         let effective = iss
             .map(normalize_issuer)
@@ -343,7 +664,7 @@ impl Store {
 
     /// The prune watermark (0 if the store was never pruned): see [`Lookup::pruned_before`].
     pub fn pruned_before(&self) -> Result<u64, StoreError> {
-        let r = self.db.begin_read().map_err(db_err)?;
+        let r = self.db()?.begin_read().map_err(db_err)?;
         let t = r.open_table(META).map_err(db_err)?;
         let got = t.get(PRUNED_BEFORE_KEY).map_err(db_err)?;
         Ok(got.map(|g| g.value()).unwrap_or(0))
@@ -351,7 +672,7 @@ impl Store {
 
     /// The last generation recorded with [`Store::set_generation`] (0 on a new store).
     pub fn generation(&self) -> Result<u64, StoreError> {
-        let r = self.db.begin_read().map_err(db_err)?;
+        let r = self.db()?.begin_read().map_err(db_err)?;
         let t = r.open_table(META).map_err(db_err)?;
         let got = t.get(GENERATION_KEY).map_err(db_err)?;
         Ok(got.map(|g| g.value()).unwrap_or(0))
@@ -359,7 +680,7 @@ impl Store {
 
     /// Numbers of stored revocations and cutoffs.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
-        let r = self.db.begin_read().map_err(db_err)?;
+        let r = self.db()?.begin_read().map_err(db_err)?;
         let rev = r.open_table(REVOCATIONS).map_err(db_err)?.len();
         let cut = r.open_table(CUTOFFS).map_err(db_err)?.len();
         Ok((rev.map_err(db_err)?, cut.map_err(db_err)?))
@@ -372,7 +693,7 @@ impl Store {
         mut f: impl FnMut(Revocation),
         mut g: impl FnMut(Cutoff),
     ) -> Result<(), StoreError> {
-        let r = self.db.begin_read().map_err(db_err)?;
+        let r = self.db()?.begin_read().map_err(db_err)?;
         let t = r.open_table(REVOCATIONS).map_err(db_err)?;
         for item in t.iter().map_err(db_err)? {
             let (k, _) = item.map_err(db_err)?;
@@ -398,8 +719,6 @@ impl Store {
     }
 }
 
-/// The group-commit loop: block for one job, sweep up whatever else is queued, apply all in
-/// one transaction, commit (fsync), then answer every waiter and notify the publisher.
 /// Rewrite rows whose issuer is not in normal form (a store written before issuers were
 /// normalised): lookups normalise the issuer they are asked about, so a row kept under
 /// `https://idp/` would never be found again while the filter still matches its token. A
@@ -441,13 +760,60 @@ fn normalize_stored_issuers(w: &redb::WriteTransaction) -> Result<(), redb::Erro
     Ok(())
 }
 
+/// Errors after which redb answers every call with `PreviousIo` until the file is reopened.
+fn breaks_the_handle(e: &redb::Error) -> bool {
+    matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
+}
+
+/// The group-commit loop: block for one job, sweep up whatever else is queued, apply all in
+/// one transaction, commit (fsync), then answer every waiter and notify the publisher.
+///
+/// After an I/O error the handle is dropped (redb would fail every later call) and the file is
+/// reopened, integrity-checked, with exponential backoff; meanwhile every write is refused with
+/// [`StoreError::Unavailable`]. A file replaced underneath is never reopened: that needs an
+/// operator, so writes are refused with [`StoreError::Replaced`] until restart.
 fn writer_loop(
-    db: &Database,
+    shared: &Shared,
     mut rx: mpsc::Receiver<Job>,
     on_commit: Option<mpsc::UnboundedSender<Committed>>,
-    commits: &AtomicU64,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    let mut backoff = REOPEN_BACKOFF.0;
+    let mut next_reopen = Instant::now();
+    loop {
+        let current = shared.db.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(db) = current else {
+            // Broken: answer whatever is queued at once, and try to reopen when it is time.
+            loop {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        let _ = job.reply.send(Err(shared.unavailable()));
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_reopen && !shared.replaced() {
+                match reopen(shared) {
+                    Ok(()) => {
+                        backoff = REOPEN_BACKOFF.0;
+                        tracing::info!(path = %shared.path.display(), "the store is writable again");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "reopening the store failed");
+                        next_reopen = now + backoff;
+                        backoff = (backoff * 2).min(REOPEN_BACKOFF.1);
+                    }
+                }
+            }
+            // Polled, not blocked on: a reopen is due even when no write arrives.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let Some(first) = rx.blocking_recv() else {
+            return;
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -455,10 +821,17 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        // Committing into a file that is no longer at the path would be lost at restart.
+        if shared.replaced() {
+            refuse(jobs, shared);
+            continue;
+        }
         let ops: Vec<&Op> = jobs.iter().map(|j| &j.op).collect();
-        match apply(db, &ops) {
+        match apply(&db, &ops) {
+            // Checked again after the commit: a replacement during it is not acknowledged.
+            Ok(_) if shared.replaced() => refuse(jobs, shared),
             Ok((replies, committed)) => {
-                commits.fetch_add(1, Ordering::Relaxed);
+                shared.commits.fetch_add(1, Ordering::Relaxed);
                 if let Some(sink) = &on_commit {
                     for c in committed {
                         // The publisher gone means shutdown; the data is durable regardless.
@@ -471,12 +844,47 @@ fn writer_loop(
             }
             Err(e) => {
                 let e = Arc::new(e);
+                if breaks_the_handle(&e) {
+                    tracing::error!(error = %e, path = %shared.path.display(), "store I/O error; reopening the store");
+                    *shared.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&e));
+                    *shared.db.write().unwrap_or_else(|p| p.into_inner()) = None;
+                    next_reopen = Instant::now() + backoff;
+                }
                 for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Transaction(Arc::clone(&e))));
+                    let err = if breaks_the_handle(&e) {
+                        shared.unavailable()
+                    } else {
+                        StoreError::Transaction(Arc::clone(&e))
+                    };
+                    let _ = job.reply.send(Err(err));
                 }
             }
         }
     }
+}
+
+fn refuse(jobs: Vec<Job>, shared: &Shared) {
+    for job in jobs {
+        let _ = job.reply.send(Err(StoreError::Replaced {
+            path: shared.path.clone(),
+        }));
+    }
+}
+
+/// Open the store file again after an I/O error, if it is still the file first opened.
+fn reopen(shared: &Shared) -> Result<(), StoreError> {
+    let opened = *shared.id.lock().unwrap_or_else(|p| p.into_inner());
+    if file_id(&shared.path) != opened {
+        shared.replaced.store(true, Ordering::Relaxed);
+        return Err(StoreError::Replaced {
+            path: shared.path.clone(),
+        });
+    }
+    // Fails with `DatabaseAlreadyOpen` while a reader still holds the old handle: retried.
+    let db = open_checked(&shared.path)?;
+    *shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+    *shared.broken.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    Ok(())
 }
 
 type Applied = (Vec<Reply>, Vec<Committed>);

@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod check_store;
 mod cutoff;
 mod inspect;
 mod keygen;
@@ -48,6 +49,8 @@ enum Command {
     Check(check::Args),
     /// Make an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key (SPKI PEM).
     Keygen(keygen::Args),
+    /// Verify a stopped publisher's store (every page checksum); exit 0 if sound, 1 if not.
+    CheckStore(check_store::Args),
     /// Run the publisher: durable revocation store, HTTP API, snapshots and deltas.
     Serve(serve::ServeArgs),
     /// Revoke one token (by jti and exp) on a running publisher.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Check(a) => check::run(a),
         Command::Keygen(a) => keygen::run(a),
+        Command::CheckStore(a) => check_store::run(a),
         Command::Serve(a) => serve::run(a).map(|()| ExitCode::SUCCESS),
         Command::Revoke(a) => revoke::run(a).map(|()| ExitCode::SUCCESS),
         Command::Cutoff(a) => cutoff::run(a).map(|()| ExitCode::SUCCESS),

@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// `data_dir` in the config file].
     #[arg(long, value_name = "DIR", env = ENV_DATA)]
     pub data: Option<PathBuf>,
+    /// Start a new, empty history when the store of an initialized data folder is missing or
+    /// empty (after a lost disk, say). Never discards an existing store.
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// `--listen`'s value. The message names the variable too: clap reports a bad value from the
@@ -61,6 +65,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let config = load_config(&args)?;
+    if args.init
+        && revbloom_server::store::allow_new_history(&config.data_dir)
+            .with_context(|| format!("--init: cannot prepare {}", config.data_dir.display()))?
+    {
+        eprintln!(
+            "revbloom: --init: starting a new, empty history in {}",
+            config.data_dir.display()
+        );
+    }
     let (token, source) = resolve_admin_token(&config)?;
     match source {
         TokenSource::Configured => eprintln!("revbloom: admin token from configuration"),

@@ -1,4 +1,5 @@
-//! Liveness and metrics: `GET /healthz`, `GET /metrics` (Prometheus text format 0.0.4).
+//! Liveness, readiness and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus
+//! text format 0.0.4).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -9,6 +10,7 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::metrics;
+use crate::store::StoreFault;
 use revbloom::bounds::unix_now;
 use revbloom::wire;
 
@@ -16,28 +18,69 @@ use revbloom::wire;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route(wire::HEALTHZ, get(healthz))
+        .route(READYZ, get(readyz))
         .route(wire::METRICS, get(metrics))
 }
 
-async fn healthz(State(st): State<AppState>) -> Response {
+/// The readiness route: 200 when the publisher can do its job now, else 503 with reasons.
+pub const READYZ: &str = "/readyz";
+
+/// Why the publisher cannot do its job now: members of [`metrics::NOT_READY_REASONS`], empty
+/// when ready. Recorded in the metrics as a side effect, so `/metrics` and `/readyz` agree.
+pub(crate) fn not_ready_reasons(st: &AppState) -> Vec<&'static str> {
+    let inner = &st.inner;
+    let mut reasons = Vec::new();
+    match inner.store.fault() {
+        Some(StoreFault::Replaced) => reasons.push("store_replaced"),
+        Some(_) => reasons.push("store_write_failing"),
+        None => {}
+    }
+    if inner.hub.publish_failing() {
+        reasons.push("publish_failing");
+    }
+    let age = unix_now().saturating_sub(inner.hub.current().created_at);
+    if age > 2 * inner.hub.refresh().as_secs().max(1) {
+        reasons.push("snapshot_stale");
+    }
+    inner.metrics.set_readiness(&reasons);
+    reasons
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    let reasons = not_ready_reasons(&st);
     let cur = st.inner.hub.current();
     let age = unix_now().saturating_sub(cur.created_at);
-    let store_ok = st.inner.store.generation().is_ok();
-    let status = if store_ok {
+    let ready = reasons.is_empty();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "status": if store_ok { "ok" } else { "store_unavailable" },
+        "ready": ready,
+        "reasons": reasons,
+        "generation": cur.generation,
+        "snapshot_age_secs": age,
+    });
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// Liveness: 200 whenever the process answers, so a supervisor restarts only a hung
+/// process; whether it can do its job is `/readyz`'s answer.
+async fn healthz(State(st): State<AppState>) -> Response {
+    let cur = st.inner.hub.current();
+    let age = unix_now().saturating_sub(cur.created_at);
+    let body = json!({
+        "status": "ok",
         "generation": cur.generation,
         "snapshot_age_secs": age,
         "entries": cur.entries,
     });
-    (status, Json(body)).into_response()
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    not_ready_reasons(&st);
     // Encoding into a `String` fails only if a metric's own encoder does; none of ours can.
     let text = st.inner.metrics.render().map_err(|e| {
         tracing::error!(error = %e, "encoding the metrics failed");
