@@ -1207,4 +1207,131 @@ mod tests {
         writer.join();
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[tokio::test]
+    async fn an_initialized_folder_refuses_a_missing_or_emptied_store_until_init() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        store.revoke(vec![rev(None, "a", 100)]).await.unwrap();
+        drop(store);
+        writer.join();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join(STORE_FILE)), 0o600);
+            assert_eq!(mode(&dir.join(INIT_MARKER)), 0o600);
+            // A folder opened up by hand is tightened again.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let (store, writer) = Store::open(&dir, None).unwrap();
+            drop(store);
+            writer.join();
+            assert_eq!(mode(&dir), 0o700);
+        }
+        // An existing store is never given up by --init.
+        assert!(!allow_new_history(&dir).unwrap());
+        std::fs::File::create(dir.join(STORE_FILE)).unwrap();
+        let e = Store::open(&dir, None)
+            .err()
+            .expect("emptied store refused");
+        assert!(matches!(e, StoreError::Emptied { .. }), "{e}");
+        assert!(e.to_string().contains("--init"), "{e}");
+        std::fs::remove_file(dir.join(STORE_FILE)).unwrap();
+        let e = Store::open(&dir, None)
+            .err()
+            .expect("missing store refused");
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains(STORE_FILE), "{e}");
+        assert!(allow_new_history(&dir).unwrap());
+        let (store, writer) = Store::open(&dir, None).unwrap();
+        assert_eq!(store.counts().unwrap(), (0, 0));
+        drop(store);
+        writer.join();
+    }
+
+    #[tokio::test]
+    async fn a_store_replaced_underneath_is_reported_and_never_acknowledged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, writer) = Store::open(tmp.path(), None).unwrap();
+        store.revoke(vec![rev(None, "a", 100)]).await.unwrap();
+        assert_eq!(store.fault(), None);
+        let path = tmp.path().join(STORE_FILE);
+        let copy = tmp.path().join("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        assert_eq!(store.fault(), Some(StoreFault::Replaced));
+        let e = store.revoke(vec![rev(None, "b", 100)]).await.unwrap_err();
+        assert!(matches!(e, StoreError::Replaced { .. }), "{e}");
+        assert!(matches!(
+            store.lookup(None, "a"),
+            Err(StoreError::Replaced { .. })
+        ));
+        drop(store);
+        writer.join();
+    }
+
+    /// Bytes flipped at 40 offsets (fixed seed) of a real store: each open either refuses
+    /// with `Damaged` or opens with every acknowledged revocation present; no panic escapes.
+    #[tokio::test]
+    async fn flipped_bytes_are_refused_or_lose_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let good = tmp.path().join("good");
+        let jtis: Vec<String> = (0..300).map(|i| format!("jti-{i:04}")).collect();
+        {
+            let (store, writer) = Store::open(&good, None).unwrap();
+            for chunk in jtis.chunks(50) {
+                let list = chunk
+                    .iter()
+                    .map(|j| rev(Some("https://i"), j, 5_000))
+                    .collect();
+                store.revoke(list).await.unwrap();
+            }
+            drop(store);
+            writer.join();
+        }
+        let bytes = std::fs::read(good.join(STORE_FILE)).unwrap();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut refused, mut opened) = (0, 0);
+        for round in 0..40 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Half the flips in the first pages (headers, roots), half anywhere.
+            let span = if round % 2 == 0 {
+                8192.min(bytes.len())
+            } else {
+                bytes.len()
+            };
+            let at = (seed % span as u64) as usize;
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1 << (seed >> 61);
+            let dir = tmp.path().join(format!("flip-{round}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(STORE_FILE), &damaged).unwrap();
+            std::fs::write(dir.join(INIT_MARKER), b"").unwrap();
+            let outcome = catch_unwind(AssertUnwindSafe(|| match Store::open(&dir, None) {
+                Err(StoreError::Damaged { .. }) => None,
+                Err(e) => panic!("offset {at}: refused, but not as damaged: {e}"),
+                Ok((store, writer)) => {
+                    let missing: Vec<&String> = jtis
+                        .iter()
+                        .filter(|j| !matches!(store.lookup(Some("https://i"), j), Ok(Some(5_000))))
+                        .collect();
+                    drop(store);
+                    writer.join();
+                    Some(missing.len())
+                }
+            }));
+            match outcome {
+                Ok(None) => refused += 1,
+                Ok(Some(0)) => opened += 1,
+                Ok(Some(n)) => panic!("offset {at}: opened but {n} revocations are gone"),
+                Err(p) => panic!("offset {at}: a panic escaped: {}", panic_text(p.as_ref())),
+            }
+        }
+        assert_eq!(refused + opened, 40);
+        assert!(refused > 0, "no flip was detected: the check does not run");
+    }
 }
