@@ -150,7 +150,7 @@ pub enum StoreError {
         detail: String,
         /// redb's error, when it reported one (a panic has none).
         #[source]
-        source: Option<redb::Error>,
+        source: Option<Box<redb::Error>>,
     },
     /// The data folder was initialized but its store file is gone.
     #[error("the store {path} is missing although its data folder was initialized; restore it from a backup, or start with `revbloom serve --init` for a new, empty history")]
@@ -395,7 +395,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 /// the tables created. redb may panic on pages altered outside it, so the panic is caught here
 /// and reported as [`StoreError::Damaged`]: nothing of a corrupt file escapes as a crash.
 fn open_checked(path: &Path) -> Result<Database, StoreError> {
-    let damaged = |detail: String, source: Option<redb::Error>| StoreError::Damaged {
+    let damaged = |detail: String, source: Option<Box<redb::Error>>| StoreError::Damaged {
         path: path.to_path_buf(),
         detail,
         source,
@@ -420,7 +420,7 @@ fn open_checked(path: &Path) -> Result<Database, StoreError> {
     }));
     match attempt {
         Ok(Ok(db)) => Ok(db),
-        Ok(Err(e @ redb::Error::Corrupted(_))) => Err(damaged(e.to_string(), Some(e))),
+        Ok(Err(e @ redb::Error::Corrupted(_))) => Err(damaged(e.to_string(), Some(Box::new(e)))),
         Ok(Err(e)) => Err(StoreError::Open {
             path: path.to_path_buf(),
             source: e,
@@ -459,7 +459,7 @@ pub fn check_store(data_dir: &Path) -> Result<(u64, u64), StoreError> {
         Ok(Err(e)) => Err(StoreError::Damaged {
             path,
             detail: e.to_string(),
-            source: Some(e),
+            source: Some(Box::new(e)),
         }),
         Err(p) => Err(StoreError::Damaged {
             path,
