@@ -305,7 +305,9 @@ async fn a_store_replaced_underneath_is_not_ready_and_refuses_writes() {
     assert_eq!(revoke(&http, &url, &["b".into()], exp).await, 503);
     let (s, v) = get(&http, &url, "/readyz").await;
     assert_eq!(s, 503, "{v}");
-    assert_eq!(v["reasons"], json!(["store_replaced"]), "{v}");
+    // `publish_failing` may join it: the publisher's generation write is refused too.
+    let reasons = v["reasons"].as_array().unwrap();
+    assert!(reasons.contains(&json!("store_replaced")), "{v}");
     running.shutdown();
     let _ = running.wait().await;
     let _ = std::fs::remove_dir_all(&data);
