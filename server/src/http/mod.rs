@@ -15,9 +15,11 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::config::Limits;
+use super::limits::{ConnCounters, ConnLimits};
 use super::metrics::{route_index, Metrics};
 use super::publish::Hub;
 use super::store::Store;
@@ -25,6 +27,7 @@ use revbloom::bounds::Bounds;
 use revbloom::hash::normalize_issuer;
 
 mod cutoffs;
+mod deadline;
 mod error;
 mod extract;
 mod feed;
@@ -32,6 +35,7 @@ mod health;
 mod revocations;
 
 pub use cutoffs::{MAX_BEFORE_AHEAD_SECS, MAX_CLAIM_BYTES};
+pub use deadline::BodyTimedOut;
 pub use error::ApiError;
 pub use extract::Admin;
 pub use feed::parse_wait;
@@ -51,10 +55,16 @@ pub(crate) struct Inner {
     pub(crate) bounds: Bounds,
     pub(crate) admin_token: String,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) conn: ConnLimits,
+    pub(crate) counters: Arc<ConnCounters>,
+    /// One permit per long-poll allowed to wait; see [`ConnLimits::max_long_polls`].
+    pub(crate) long_polls: Arc<Semaphore>,
+    pub(crate) auth_log: extract::AuthLog,
 }
 
 impl AppState {
-    /// State for [`router`]. Cancelling `shutdown` ends pending long-polls early.
+    /// State for [`router`] with the default [`ConnLimits`]. Cancelling `shutdown` ends
+    /// pending long-polls early.
     pub fn new(
         store: Store,
         hub: Hub,
@@ -73,8 +83,38 @@ impl AppState {
                 bounds,
                 admin_token,
                 shutdown,
+                conn: ConnLimits::default(),
+                counters: Arc::default(),
+                long_polls: Arc::new(Semaphore::new(ConnLimits::default().max_long_polls)),
+                auth_log: extract::AuthLog::default(),
             }),
         }
+    }
+
+    /// The same state with connection limits `conn` (request size and body time, long-poll
+    /// cap) and the listener's `counters`.
+    pub fn with_conn_limits(self, conn: ConnLimits, counters: Arc<ConnCounters>) -> Self {
+        let i = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                store: i.store.clone(),
+                hub: i.hub.clone(),
+                metrics: Arc::clone(&i.metrics),
+                limits: i.limits.clone(),
+                bounds: i.bounds,
+                admin_token: i.admin_token.clone(),
+                shutdown: i.shutdown.clone(),
+                long_polls: Arc::new(Semaphore::new(conn.max_long_polls)),
+                conn,
+                counters,
+                auth_log: extract::AuthLog::default(),
+            }),
+        }
+    }
+
+    /// The counters of the listener, the long-poll cap and the admin audit log.
+    pub fn counters(&self) -> &Arc<ConnCounters> {
+        &self.inner.counters
     }
 }
 
@@ -102,7 +142,56 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Refuse request heads over our limits with our JSON (hyper's own, larger limits answer
+/// without a body), and put the body-read deadline on the body.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let conn = &st.inner.conn;
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path().len(), |p| p.as_str().len());
+    if target > conn.max_uri_bytes {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is {target} bytes; at most {} are accepted",
+                conn.max_uri_bytes
+            ),
+        )
+        .closing();
+    }
+    // The head as sent: request line, then `name: value\r\n` per field.
+    let head = req.method().as_str().len()
+        + target
+        + 12
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > conn.max_header_bytes || req.headers().len() > conn.max_headers {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request head is {head} bytes in {} fields; at most {} bytes in {} fields \
+                 are accepted",
+                req.headers().len(),
+                conn.max_header_bytes,
+                conn.max_headers
+            ),
+        )
+        .closing();
+    }
+    let timeout = conn.body_read_timeout();
+    let counters = Arc::clone(&st.inner.counters);
+    next.run(req.map(|b| deadline::DeadlineBody::wrap(b, timeout, counters)))
+        .await
 }
 
 /// Count and time every request by matched route.
