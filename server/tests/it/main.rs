@@ -11,4 +11,5 @@ mod server_api;
 mod server_cli;
 mod server_crash;
 mod server_e2e;
+mod server_limits;
 mod support;
