@@ -276,6 +276,15 @@ mod tests {
     /// The router over a fresh store, with the store's writer and the publisher, which the
     /// caller keeps alive: dropping the publisher closes the channel long-polls wait on.
     async fn app(dir: &std::path::Path) -> (Router, crate::StoreWriter, Publisher) {
+        let (router, writer, publisher, _) = app_with(dir, ConnLimits::default()).await;
+        (router, writer, publisher)
+    }
+
+    /// [`app`] with connection limits `conn`, and the state to look into.
+    async fn app_with(
+        dir: &std::path::Path,
+        conn: ConnLimits,
+    ) -> (Router, crate::StoreWriter, Publisher, AppState) {
         let config = ServerConfig {
             data_dir: dir.to_path_buf(),
             ..ServerConfig::default()
@@ -293,8 +302,9 @@ mod tests {
             config.window.bounds(),
             TOKEN.into(),
             CancellationToken::new(),
-        );
-        (router(state), writer, publisher)
+        )
+        .with_conn_limits(conn, Arc::default());
+        (router(state.clone()), writer, publisher, state)
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value, bool) {
@@ -483,6 +493,124 @@ mod tests {
             let res = app.clone().oneshot(get(uri, Some(&inm))).await.unwrap();
             assert_eq!(res.status(), StatusCode::OK, "{inm}");
         }
+    }
+
+    #[tokio::test]
+    async fn long_polls_over_the_cap_are_answered_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher, state) = app_with(
+            dir.path(),
+            ConnLimits {
+                max_long_polls: 1,
+                ..ConnLimits::default()
+            },
+        )
+        .await;
+        let res = app
+            .clone()
+            .oneshot(get("/v1/snapshot", None))
+            .await
+            .unwrap();
+        let etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+        let generation: u64 = etag.trim_matches('"').parse().unwrap();
+        // The one allowed long-poll: it waits a minute (the test never awaits its end).
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(get("/v1/snapshot?wait=60s", Some(&etag))),
+        );
+        let t = Instant::now();
+        while state.inner.long_polls.available_permits() > 0 {
+            assert!(
+                t.elapsed().as_secs() < 10,
+                "the first long-poll never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Beyond the cap: answered as if the wait had ended.
+        let bound = std::time::Duration::from_secs(10);
+        let snap = tokio::time::timeout(
+            bound,
+            app.clone()
+                .oneshot(get("/v1/snapshot?wait=60s", Some(&etag))),
+        )
+        .await
+        .expect("a long-poll over the cap waited")
+        .unwrap();
+        assert_eq!(snap.status(), StatusCode::NOT_MODIFIED);
+        let uri = format!("/v1/deltas?since={generation}&wait=60s");
+        let deltas = tokio::time::timeout(bound, app.clone().oneshot(get(&uri, None)))
+            .await
+            .expect("a long-poll over the cap waited")
+            .unwrap();
+        assert_eq!(deltas.status(), StatusCode::NO_CONTENT);
+        assert_eq!(state.counters().long_polls_shed_total.load(Relaxed), 2);
+        first.abort();
+    }
+
+    #[tokio::test]
+    async fn snapshot_bodies_share_the_generations_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher, state) = app_with(dir.path(), ConnLimits::default()).await;
+        let cur = state.inner.hub.current();
+        let older = revbloom::wire::etag(cur.generation - 1);
+        for inm in [None, Some(older.as_str())] {
+            let res = app
+                .clone()
+                .oneshot(get("/v1/snapshot?wait=1s", inm))
+                .await
+                .unwrap();
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(body, cur.snapshot);
+            assert_eq!(body.as_ptr(), cur.snapshot.as_ptr(), "{inm:?}: copied");
+        }
+    }
+
+    /// A `tracing` writer into a shared buffer, to read what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_admin_auth_is_logged_with_the_peer_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher, state) = app_with(dir.path(), ConnLimits::default()).await;
+        let logs = Captured::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        // The test runtime is single-threaded, so the handlers log under this default.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let peer: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        for _ in 0..50 {
+            let mut req = post("{}", &["Bearer wrong-token"], "application/json");
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let (s, _, _) = call(&app, req).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED);
+        }
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("admin authentication failed"))
+            .collect();
+        // 50 failures well inside a second on any machine but a stalled one: one line, or two
+        // if a second boundary fell between them; never one per failure.
+        assert!((1..=2).contains(&lines.len()), "{text}");
+        assert!(lines[0].contains("peer=192.0.2.7:40000"), "{text}");
+        assert_eq!(state.counters().admin_auth_failures_total.load(Relaxed), 50);
     }
 
     #[tokio::test]
