@@ -364,3 +364,58 @@ async fn the_cli_takes_the_admin_token_from_a_file_and_refuses_it_on_argv() {
     running.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The in-suite version of `examples/conn_flood.rs`: 300 slowloris and 300 idle connections
+/// held while `/healthz` and revocations are served, then a shutdown within its grace period.
+/// The latency bound here is a sanity bound (a server blocked by the flood would take the
+/// header timeout, 10 s); the example prints the real percentiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_slow_and_idle_connections_does_not_block_service_or_shutdown() {
+    let (running, dir) = start(ConnLimits {
+        shutdown_grace_ms: 2000,
+        ..ConnLimits::default()
+    })
+    .await;
+    let addr = running.local_addr();
+    let url = format!("http://{addr}");
+    let mut held = Vec::new();
+    for i in 0..600 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    let http = client();
+    let exp = now() + 600;
+    let mut worst = Vec::new();
+    for i in 0..50 {
+        let t = Instant::now();
+        let res = http.get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let res = http
+            .post(format!("{url}/v1/revocations"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"jti": format!("flood-{i}"), "exp": exp}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        worst.push(t.elapsed());
+    }
+    worst.sort();
+    let p99 = worst[worst.len() * 99 / 100];
+    eprintln!("healthz+revoke p99 under 600 held connections: {p99:?}");
+    assert!(p99 < Duration::from_secs(2), "{worst:?}");
+    let t = Instant::now();
+    running.shutdown();
+    timeout(SOON, running.wait())
+        .await
+        .expect("shutdown outlived its grace period")
+        .unwrap();
+    eprintln!("shutdown with 600 held connections: {:?}", t.elapsed());
+    drop(held);
+    let _ = std::fs::remove_dir_all(dir);
+}
