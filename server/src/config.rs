@@ -56,6 +56,12 @@ pub enum ConfigFileError {
         /// What the window refused.
         source: revbloom::ConfigError,
     },
+    /// A connection limit is out of range.
+    #[error("config field connections is invalid: {source}")]
+    Connections {
+        /// Which limit, and why.
+        source: crate::limits::LimitsError,
+    },
     /// No admin token is configured and the token file cannot be used.
     #[error("no admin token configured and the token file {path} is unusable: {source}")]
     AdminTokenFile {
@@ -255,6 +261,8 @@ pub struct ServerConfig {
     pub window: WindowSettings,
     /// API input limits.
     pub limits: Limits,
+    /// Connection limits of the listener: timeouts, caps, shutdown grace.
+    pub connections: crate::limits::ConnLimits,
 }
 
 impl Default for ServerConfig {
@@ -272,6 +280,7 @@ impl Default for ServerConfig {
             delta_ring: 256,
             window: WindowSettings::default(),
             limits: Limits::default(),
+            connections: crate::limits::ConnLimits::default(),
         }
     }
 }
@@ -303,6 +312,9 @@ impl ServerConfig {
         let field = |field, message: String| Err(ConfigFileError::Field { field, message });
         if let Err(source) = self.window.to_window_config().validate() {
             return Err(ConfigFileError::Window { source });
+        }
+        if let Err(source) = self.connections.validate() {
+            return Err(ConfigFileError::Connections { source });
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {

@@ -27,6 +27,7 @@
 
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod publish;
 pub mod run;

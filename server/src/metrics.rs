@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::limits::ConnCounters;
+
 /// `Content-Type` of [`Metrics::render`]'s output (Prometheus text format 0.0.4, UTF-8).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
@@ -53,6 +55,31 @@ pub const NOT_READY_REASONS: [&str; 4] = [
 struct ReasonLabels {
     reason: &'static str,
 }
+
+/// Names and help of the listener's counters, in the order of [`Metrics::mirror_connections`].
+const CONNECTION_COUNTERS: [(&str, &str); 6] = [
+    ("revbloom_connections_accepted", "Connections accepted"),
+    (
+        "revbloom_accept_errors",
+        "Errors accepting a connection (each is logged)",
+    ),
+    (
+        "revbloom_connections_dropped_at_shutdown",
+        "Connections dropped when the shutdown grace period ran out",
+    ),
+    (
+        "revbloom_long_polls_shed",
+        "Long-polls answered at once because the long-poll cap was reached",
+    ),
+    (
+        "revbloom_body_timeouts",
+        "Request bodies not received within the body read timeout",
+    ),
+    (
+        "revbloom_admin_auth_failures",
+        "Failed admin authentications",
+    ),
+];
 
 /// The label index of a matched route path.
 pub fn route_index(path: Option<&str>) -> usize {
@@ -136,6 +163,9 @@ pub struct Metrics {
     pub publish_errors_total: CounterU64,
     /// 1 when `GET /readyz` would answer 200, else 0 (refreshed by `/readyz` and `/metrics`).
     pub ready: GaugeU64,
+    /// The listener's counters ([`ConnCounters`]), mirrored on each render.
+    connections: [CounterU64; 6],
+    connections_open: GaugeU64,
     not_ready: Family<ReasonLabels, Gauge>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -159,6 +189,8 @@ impl Default for Metrics {
             publishes_total: CounterU64::default(),
             publish_errors_total: CounterU64::default(),
             ready: GaugeU64::default(),
+            connections: Default::default(),
+            connections_open: GaugeU64::default(),
             not_ready: Family::default(),
             requests: Family::default(),
             latency,
@@ -238,6 +270,18 @@ impl Metrics {
             "Failed snapshot publications",
             self.publish_errors_total.0.clone(),
         );
+        for (name, help, c) in CONNECTION_COUNTERS
+            .iter()
+            .zip(&self.connections)
+            .map(|((n, h), c)| (n, h, c))
+        {
+            r.register(*name, *help, c.0.clone());
+        }
+        r.register(
+            "revbloom_connections_open",
+            "Connections open now",
+            self.connections_open.0.clone(),
+        );
         r.register(
             "revbloom_ready",
             "1 when the publisher is ready (GET /readyz answers 200), else 0",
@@ -264,6 +308,23 @@ impl Metrics {
             self.latency.clone(),
         );
         self
+    }
+
+    /// Copy the listener's counters into the registry (before a render).
+    pub fn mirror_connections(&self, c: &ConnCounters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let values = [
+            &c.accepted_total,
+            &c.accept_errors_total,
+            &c.dropped_at_shutdown_total,
+            &c.long_polls_shed_total,
+            &c.body_timeouts_total,
+            &c.admin_auth_failures_total,
+        ];
+        for (to, from) in self.connections.iter().zip(values) {
+            to.store(from.load(Relaxed), Relaxed);
+        }
+        self.connections_open.store(c.open.load(Relaxed), Relaxed);
     }
 
     /// Record the current readiness: `reasons` are the ones that hold now (members of
@@ -315,7 +376,7 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     /// Every series name `docs/API.md` documents, as it must appear in the output.
-    const DOCUMENTED: [(&str, &str); 15] = [
+    const DOCUMENTED: [(&str, &str); 22] = [
         ("revbloom_revocations_total", "counter"),
         ("revbloom_cutoffs_total", "counter"),
         ("revbloom_store_errors_total", "counter"),
@@ -329,9 +390,36 @@ mod tests {
         ("revbloom_publish_errors_total", "counter"),
         ("revbloom_ready", "gauge"),
         ("revbloom_not_ready_reason", "gauge"),
+        ("revbloom_connections_accepted_total", "counter"),
+        ("revbloom_connections_open", "gauge"),
+        ("revbloom_accept_errors_total", "counter"),
+        ("revbloom_connections_dropped_at_shutdown_total", "counter"),
+        ("revbloom_long_polls_shed_total", "counter"),
+        ("revbloom_body_timeouts_total", "counter"),
+        ("revbloom_admin_auth_failures_total", "counter"),
         ("revbloom_http_requests_total", "counter"),
         ("revbloom_http_request_duration_seconds", "histogram"),
     ];
+
+    #[test]
+    fn mirrors_the_listener_counters() {
+        let m = Metrics::default();
+        let c = ConnCounters::default();
+        c.accepted_total.store(9, Relaxed);
+        c.open.store(3, Relaxed);
+        c.admin_auth_failures_total.store(2, Relaxed);
+        m.mirror_connections(&c);
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("\nrevbloom_connections_accepted_total 9\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nrevbloom_connections_open 3\n"), "{text}");
+        assert!(
+            text.contains("\nrevbloom_admin_auth_failures_total 2\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_cumulative_histogram_and_counters() {

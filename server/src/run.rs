@@ -1,16 +1,30 @@
 //! Assembling and running the publisher: store → publisher task → HTTP listener, and the
 //! orderly shutdown that keeps every acknowledged revocation durable.
+//!
+//! The listener serves HTTP/1.1 with hyper directly rather than through `axum::serve`, which
+//! exposes no header-read timeout, connection cap or shutdown deadline. Its bounds are
+//! [`ConnLimits`]: a connection slot is taken *before* `accept`, so connections over the cap
+//! wait in the kernel's backlog instead of being accepted and dropped.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::{ConfigFileError, ServerConfig};
 use super::http::{router, AppState};
+use super::limits::{
+    ConnCounters, ConnLimits, LimitsError, ACCEPT_ERROR_BACKOFF, HYPER_MAX_BUF_BYTES,
+    HYPER_MAX_HEADERS,
+};
 use super::metrics::Metrics;
 use super::publish::{Hub, PublishError, Publisher};
 use super::store::{Store, StoreError};
@@ -28,6 +42,9 @@ pub enum ServeError {
     /// The first generation could not be produced.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// A connection limit is out of range.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     /// The signing key could not be read.
     #[error(transparent)]
     SigningKey(#[from] revbloom::snapshot::KeyFileError),
@@ -46,6 +63,7 @@ pub enum ServeError {
 pub struct Running {
     addr: SocketAddr,
     hub: Hub,
+    counters: Arc<ConnCounters>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -61,8 +79,14 @@ impl Running {
         &self.hub
     }
 
+    /// The listener's counters (connections, long-polls shed, body timeouts, failed admin
+    /// authentications).
+    pub fn counters(&self) -> &Arc<ConnCounters> {
+        &self.counters
+    }
+
     /// Begin a graceful shutdown: stop accepting connections, end long-polls, let in-flight
-    /// requests finish.
+    /// requests finish within [`ConnLimits::shutdown_grace_ms`], then drop what remains.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
     }
@@ -81,10 +105,21 @@ impl Running {
 }
 
 /// Start the publisher described by `config` with `admin_token` (see
-/// [`resolve_admin_token`](super::config::resolve_admin_token)). Returns once the first
-/// generation is published and the listener is bound.
+/// [`resolve_admin_token`](super::config::resolve_admin_token)) and the connection limits of
+/// `config.connections`. Returns once the first generation is published and the listener is bound.
 pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running, ServeError> {
+    let conn = config.connections.clone();
+    start_with_limits(config, admin_token, conn).await
+}
+
+/// [`start`] with connection limits `conn` instead of `config.connections`.
+pub async fn start_with_limits(
+    config: ServerConfig,
+    admin_token: String,
+    conn: ConnLimits,
+) -> Result<Running, ServeError> {
     config.validate()?;
+    conn.validate()?;
     let signing_key = match &config.signing_key {
         Some(path) => Some(revbloom::snapshot::read_signing_key(path)?),
         None => None,
@@ -115,27 +150,146 @@ pub async fn start(config: ServerConfig, admin_token: String) -> Result<Running,
         admin_token,
         shutdown.clone(),
     );
-    let app = router(state);
+    let counters = Arc::new(ConnCounters::default());
+    let app = router(state.with_conn_limits(conn.clone(), Arc::clone(&counters)));
     let publisher_task = tokio::spawn(publisher.run(commit_rx, shutdown.clone()));
-    let signal = shutdown.clone();
+    let serve = serve(listener, app, conn, Arc::clone(&counters), shutdown.clone());
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { signal.cancelled().await })
-            .await;
-        // Every in-flight request has finished, so every acknowledged write is committed.
-        // The publisher saw the same signal; once it and the router are dropped, the last
-        // Store handles are gone and the writer drains and exits.
+        serve.await;
+        // Every connection is closed or dropped, and with them the router and its Store
+        // handles. A request cut off by the grace deadline was never acknowledged; every
+        // acknowledged write is committed. The publisher saw the same signal; once it is gone
+        // too, the writer drains what is queued and exits.
         let _ = publisher_task.await;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        served.map_err(|source| ServeError::Listen { addr, source })
+        Ok(())
     });
     Ok(Running {
         addr,
         hub,
+        counters,
         shutdown,
         task,
     })
 }
+
+/// Decrements the open-connection gauge when a connection task ends, also when it is aborted
+/// at the shutdown deadline.
+struct OpenGuard(Arc<ConnCounters>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Accept and serve connections until `shutdown`, then give in-flight requests
+/// `conn.shutdown_grace()` and drop the connections that remain.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    conn: ConnLimits,
+    counters: Arc<ConnCounters>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(conn.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // hyper starts this timer whenever the connection waits for a request head: it bounds a
+    // slow head, an idle keep-alive connection and a connection that never sends anything.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(conn.header_read_timeout())
+        .max_buf_size(HYPER_MAX_BUF_BYTES)
+        .max_headers(HYPER_MAX_HEADERS);
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    counters.accept_errors_total.fetch_add(1, Relaxed);
+                    if is_resource_exhaustion(&e) {
+                        tracing::error!(error = %e, backoff = ?ACCEPT_ERROR_BACKOFF, "accept failed: out of resources; pausing");
+                        tokio::select! {
+                            () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                            () = shutdown.cancelled() => break,
+                        }
+                    } else {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        // Small JSON answers; Nagle would hold them back waiting for an ACK.
+        let _ = stream.set_nodelay(true);
+        counters.accepted_total.fetch_add(1, Relaxed);
+        counters.open.fetch_add(1, Relaxed);
+        let open = OpenGuard(Arc::clone(&counters));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(app.clone(), req)
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let _slot = slot;
+            let _open = open;
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                r = connection.as_mut() => r,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = conn.shutdown_grace();
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            () = &mut deadline => {
+                let left = tasks.len() as u64;
+                counters.dropped_at_shutdown_total.fetch_add(left, Relaxed);
+                tracing::warn!(connections = left, ?grace, "shutdown grace period over; dropping connections");
+                tasks.shutdown().await;
+                break;
+            }
+        }
+    }
+}
+
+/// Whether an accept error means the process or system is out of a resource (file
+/// descriptors, buffers, memory), which retrying at once cannot fix.
+pub fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux and the BSDs share these meanings; the numbers
+    // differ, so they are matched by the portable kinds where std has one.
+    matches!(e.kind(), std::io::ErrorKind::OutOfMemory)
+        || matches!(e.raw_os_error(), Some(n) if RESOURCE_ERRNOS.contains(&n))
+}
+
+#[cfg(target_os = "linux")]
+const RESOURCE_ERRNOS: [i32; 4] = [24, 23, 105, 12]; // EMFILE, ENFILE, ENOBUFS, ENOMEM
+#[cfg(all(unix, not(target_os = "linux")))]
+const RESOURCE_ERRNOS: [i32; 4] = [24, 23, 55, 12]; // EMFILE, ENFILE, ENOBUFS, ENOMEM
+#[cfg(not(unix))]
+const RESOURCE_ERRNOS: [i32; 0] = [];
 
 /// Resolve on ctrl-c or SIGTERM: the signals a service manager or a terminal sends.
 pub async fn shutdown_signal() {

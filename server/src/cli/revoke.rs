@@ -16,8 +16,11 @@ pub struct ServerArgs {
     /// Publisher base URL.
     #[arg(long, env = "REVBLOOM_SERVER", default_value = "http://127.0.0.1:8750")]
     pub server: String,
-    /// Admin token [env REVBLOOM_ADMIN_TOKEN; else read from DATA/admin-token].
-    #[arg(long)]
+    /// File holding the admin token [else env REVBLOOM_ADMIN_TOKEN; else DATA/admin-token].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every local user (`ps`).
+    #[arg(long, hide = true, value_name = "VALUE")]
     pub token: Option<String>,
     /// Data folder of a local publisher, to read its generated admin token from.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
@@ -25,9 +28,19 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// The admin token: from `--token-file`, else `REVBLOOM_ADMIN_TOKEN`, else the data
+    /// folder's token file. Never from argv, which every local user can read.
     fn token(&self) -> anyhow::Result<String> {
-        if let Some(t) = &self.token {
-            return Ok(t.clone());
+        if self.token.is_some() {
+            bail!(
+                "--token is refused: a command line is visible to every local user (ps); \
+                 use --token-file FILE, set {ENV_ADMIN_TOKEN}, or pass --data DIR of the server"
+            );
+        }
+        if let Some(path) = &self.token_file {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+            return non_empty(t, path);
         }
         if let Some(t) = admin_token_from_env() {
             return Ok(t);
@@ -35,11 +48,11 @@ impl ServerArgs {
         let path = self.data.join(ADMIN_TOKEN_FILE);
         let t = std::fs::read_to_string(&path).with_context(|| {
             format!(
-                "no admin token: pass --token, set {ENV_ADMIN_TOKEN}, or run next to the server's data folder ({} not readable)",
+                "no admin token: pass --token-file FILE, set {ENV_ADMIN_TOKEN}, or run next to the server's data folder ({} not readable)",
                 path.display()
             )
         })?;
-        Ok(t.trim().to_owned())
+        non_empty(t, &path)
     }
 
     /// POST `body` as JSON to `path` with the admin token; print the JSON answer.
@@ -70,6 +83,16 @@ impl ServerArgs {
         println!("{text}");
         Ok(())
     }
+}
+
+/// The token read from `path`, without surrounding whitespace; an empty file is an error
+/// rather than an empty bearer token the server would refuse with a less helpful message.
+fn non_empty(t: String, path: &std::path::Path) -> anyhow::Result<String> {
+    let t = t.trim();
+    if t.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(t.to_owned())
 }
 
 /// Arguments of `revbloom revoke`.

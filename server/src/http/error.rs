@@ -32,6 +32,25 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// The response, with `Connection: close`: for a client whose request was not read in
+    /// full, so the connection cannot carry another one.
+    pub(crate) fn closing(self) -> Response {
+        let mut res = self.into_response();
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// The same error, said of item `index` of a batch.
     pub(crate) fn in_item(mut self, index: usize) -> Self {
         self.message = format!("item {index}: {}", self.message);
@@ -46,6 +65,11 @@ impl IntoResponse for ApiError {
             message: self.message,
         });
         let mut res = (self.status, body).into_response();
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The body was not read in full: the connection cannot carry another request.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             let v = format!("Bearer realm=\"revbloom\", error=\"{}\"", self.code);
             if let Ok(v) = HeaderValue::from_str(&v) {
@@ -58,6 +82,13 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
+        if super::deadline::is_body_timeout(&e) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body was not received in time; send it at once",
+            );
+        }
         match e {
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

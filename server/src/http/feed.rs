@@ -1,6 +1,7 @@
 //! The snapshot and delta feed: `GET /v1/snapshot` and `GET /v1/deltas`, with ETags and
 //! long-polls that wake on the publisher's `watch` channel.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{ApiError, AppState, Inner};
 use crate::config::parse_duration;
@@ -45,6 +47,24 @@ fn client_has(inm: &IfNoneMatch, generation: u64) -> bool {
     wire::etag(generation)
         .parse::<ETag>()
         .is_ok_and(|tag| !inm.precondition_passes(&tag))
+}
+
+/// A permit for a long-poll of `wait`, or a zero wait when [`ConnLimits::max_long_polls`]
+/// are already waiting: the client is then answered at once, as if its wait had ended, and
+/// polls again. Refusing with an error instead would make every verifier retry in step.
+///
+/// [`ConnLimits::max_long_polls`]: crate::limits::ConnLimits::max_long_polls
+fn long_poll(st: &Inner, wait: Duration) -> (Duration, Option<OwnedSemaphorePermit>) {
+    if wait.is_zero() {
+        return (wait, None);
+    }
+    match Arc::clone(&st.long_polls).try_acquire_owned() {
+        Ok(permit) => (wait, Some(permit)),
+        Err(_) => {
+            st.counters.long_polls_shed_total.fetch_add(1, Relaxed);
+            (Duration::ZERO, None)
+        }
+    }
 }
 
 /// Wait until the client does not hold the current generation (`holds` is false for it), up
@@ -96,12 +116,17 @@ async fn snapshot(
     };
     let inm = headers.typed_get::<IfNoneMatch>();
     let cur = match &inm {
-        Some(inm) => wait_for_newer(st, wait, |g| client_has(inm, g)).await,
+        Some(inm) => {
+            let (wait, _permit) = long_poll(st, wait);
+            wait_for_newer(st, wait, |g| client_has(inm, g)).await
+        }
         None => st.hub.current(),
     };
     if inm.is_some_and(|inm| client_has(&inm, cur.generation)) {
         return Ok((StatusCode::NOT_MODIFIED, generation_headers(cur.generation)).into_response());
     }
+    // `Bytes::clone` shares the generation's buffer: every waiter woken by one publication
+    // is answered from the same bytes, whatever the size of the snapshot.
     Ok((
         generation_headers(cur.generation),
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -136,7 +161,9 @@ async fn deltas(
         Some(w) => parse_wait(w, st.limits.max_wait_secs)?,
         None => Duration::ZERO,
     };
+    let (wait, permit) = long_poll(st, wait);
     let cur = wait_for_newer(st, wait, |g| g == q.since).await;
+    drop(permit);
     match st.hub.deltas_since(q.since, &cur) {
         DeltaChain::UpToDate => {
             Ok((StatusCode::NO_CONTENT, generation_headers(cur.generation)).into_response())

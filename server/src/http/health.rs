@@ -81,6 +81,7 @@ async fn healthz(State(st): State<AppState>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     not_ready_reasons(&st);
+    st.inner.metrics.mirror_connections(st.counters());
     // Encoding into a `String` fails only if a metric's own encoder does; none of ours can.
     let text = st.inner.metrics.render().map_err(|e| {
         tracing::error!(error = %e, "encoding the metrics failed");

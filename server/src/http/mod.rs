@@ -15,9 +15,11 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::config::Limits;
+use super::limits::{ConnCounters, ConnLimits};
 use super::metrics::{route_index, Metrics};
 use super::publish::Hub;
 use super::store::Store;
@@ -25,6 +27,7 @@ use revbloom::bounds::Bounds;
 use revbloom::hash::normalize_issuer;
 
 mod cutoffs;
+mod deadline;
 mod error;
 mod extract;
 mod feed;
@@ -32,6 +35,7 @@ mod health;
 mod revocations;
 
 pub use cutoffs::{MAX_BEFORE_AHEAD_SECS, MAX_CLAIM_BYTES};
+pub use deadline::BodyTimedOut;
 pub use error::ApiError;
 pub use extract::Admin;
 pub use feed::parse_wait;
@@ -51,10 +55,16 @@ pub(crate) struct Inner {
     pub(crate) bounds: Bounds,
     pub(crate) admin_token: String,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) conn: ConnLimits,
+    pub(crate) counters: Arc<ConnCounters>,
+    /// One permit per long-poll allowed to wait; see [`ConnLimits::max_long_polls`].
+    pub(crate) long_polls: Arc<Semaphore>,
+    pub(crate) auth_log: extract::AuthLog,
 }
 
 impl AppState {
-    /// State for [`router`]. Cancelling `shutdown` ends pending long-polls early.
+    /// State for [`router`] with the default [`ConnLimits`]. Cancelling `shutdown` ends
+    /// pending long-polls early.
     pub fn new(
         store: Store,
         hub: Hub,
@@ -73,8 +83,38 @@ impl AppState {
                 bounds,
                 admin_token,
                 shutdown,
+                conn: ConnLimits::default(),
+                counters: Arc::default(),
+                long_polls: Arc::new(Semaphore::new(ConnLimits::default().max_long_polls)),
+                auth_log: extract::AuthLog::default(),
             }),
         }
+    }
+
+    /// The same state with connection limits `conn` (request size and body time, long-poll
+    /// cap) and the listener's `counters`.
+    pub fn with_conn_limits(self, conn: ConnLimits, counters: Arc<ConnCounters>) -> Self {
+        let i = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                store: i.store.clone(),
+                hub: i.hub.clone(),
+                metrics: Arc::clone(&i.metrics),
+                limits: i.limits.clone(),
+                bounds: i.bounds,
+                admin_token: i.admin_token.clone(),
+                shutdown: i.shutdown.clone(),
+                long_polls: Arc::new(Semaphore::new(conn.max_long_polls)),
+                conn,
+                counters,
+                auth_log: extract::AuthLog::default(),
+            }),
+        }
+    }
+
+    /// The counters of the listener, the long-poll cap and the admin audit log.
+    pub fn counters(&self) -> &Arc<ConnCounters> {
+        &self.inner.counters
     }
 }
 
@@ -102,7 +142,56 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Refuse request heads over our limits with our JSON (hyper's own, larger limits answer
+/// without a body), and put the body-read deadline on the body.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let conn = &st.inner.conn;
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path().len(), |p| p.as_str().len());
+    if target > conn.max_uri_bytes {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is {target} bytes; at most {} are accepted",
+                conn.max_uri_bytes
+            ),
+        )
+        .closing();
+    }
+    // The head as sent: request line, then `name: value\r\n` per field.
+    let head = req.method().as_str().len()
+        + target
+        + 12
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > conn.max_header_bytes || req.headers().len() > conn.max_headers {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request head is {head} bytes in {} fields; at most {} bytes in {} fields \
+                 are accepted",
+                req.headers().len(),
+                conn.max_header_bytes,
+                conn.max_headers
+            ),
+        )
+        .closing();
+    }
+    let timeout = conn.body_read_timeout();
+    let counters = Arc::clone(&st.inner.counters);
+    next.run(req.map(|b| deadline::DeadlineBody::wrap(b, timeout, counters)))
+        .await
 }
 
 /// Count and time every request by matched route.
@@ -187,6 +276,15 @@ mod tests {
     /// The router over a fresh store, with the store's writer and the publisher, which the
     /// caller keeps alive: dropping the publisher closes the channel long-polls wait on.
     async fn app(dir: &std::path::Path) -> (Router, crate::StoreWriter, Publisher) {
+        let (router, writer, publisher, _) = app_with(dir, ConnLimits::default()).await;
+        (router, writer, publisher)
+    }
+
+    /// [`app`] with connection limits `conn`, and the state to look into.
+    async fn app_with(
+        dir: &std::path::Path,
+        conn: ConnLimits,
+    ) -> (Router, crate::StoreWriter, Publisher, AppState) {
         let config = ServerConfig {
             data_dir: dir.to_path_buf(),
             ..ServerConfig::default()
@@ -204,8 +302,9 @@ mod tests {
             config.window.bounds(),
             TOKEN.into(),
             CancellationToken::new(),
-        );
-        (router(state), writer, publisher)
+        )
+        .with_conn_limits(conn, Arc::default());
+        (router(state.clone()), writer, publisher, state)
     }
 
     async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value, bool) {
@@ -394,6 +493,124 @@ mod tests {
             let res = app.clone().oneshot(get(uri, Some(&inm))).await.unwrap();
             assert_eq!(res.status(), StatusCode::OK, "{inm}");
         }
+    }
+
+    #[tokio::test]
+    async fn long_polls_over_the_cap_are_answered_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher, state) = app_with(
+            dir.path(),
+            ConnLimits {
+                max_long_polls: 1,
+                ..ConnLimits::default()
+            },
+        )
+        .await;
+        let res = app
+            .clone()
+            .oneshot(get("/v1/snapshot", None))
+            .await
+            .unwrap();
+        let etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+        let generation: u64 = etag.trim_matches('"').parse().unwrap();
+        // The one allowed long-poll: it waits a minute (the test never awaits its end).
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(get("/v1/snapshot?wait=60s", Some(&etag))),
+        );
+        let t = Instant::now();
+        while state.inner.long_polls.available_permits() > 0 {
+            assert!(
+                t.elapsed().as_secs() < 10,
+                "the first long-poll never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Beyond the cap: answered as if the wait had ended.
+        let bound = std::time::Duration::from_secs(10);
+        let snap = tokio::time::timeout(
+            bound,
+            app.clone()
+                .oneshot(get("/v1/snapshot?wait=60s", Some(&etag))),
+        )
+        .await
+        .expect("a long-poll over the cap waited")
+        .unwrap();
+        assert_eq!(snap.status(), StatusCode::NOT_MODIFIED);
+        let uri = format!("/v1/deltas?since={generation}&wait=60s");
+        let deltas = tokio::time::timeout(bound, app.clone().oneshot(get(&uri, None)))
+            .await
+            .expect("a long-poll over the cap waited")
+            .unwrap();
+        assert_eq!(deltas.status(), StatusCode::NO_CONTENT);
+        assert_eq!(state.counters().long_polls_shed_total.load(Relaxed), 2);
+        first.abort();
+    }
+
+    #[tokio::test]
+    async fn snapshot_bodies_share_the_generations_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher, state) = app_with(dir.path(), ConnLimits::default()).await;
+        let cur = state.inner.hub.current();
+        let older = revbloom::wire::etag(cur.generation - 1);
+        for inm in [None, Some(older.as_str())] {
+            let res = app
+                .clone()
+                .oneshot(get("/v1/snapshot?wait=1s", inm))
+                .await
+                .unwrap();
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(body, cur.snapshot);
+            assert_eq!(body.as_ptr(), cur.snapshot.as_ptr(), "{inm:?}: copied");
+        }
+    }
+
+    /// A `tracing` writer into a shared buffer, to read what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_admin_auth_is_logged_with_the_peer_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _writer, _publisher, state) = app_with(dir.path(), ConnLimits::default()).await;
+        let logs = Captured::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        // The test runtime is single-threaded, so the handlers log under this default.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let peer: std::net::SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        for _ in 0..50 {
+            let mut req = post("{}", &["Bearer wrong-token"], "application/json");
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let (s, _, _) = call(&app, req).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED);
+        }
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("admin authentication failed"))
+            .collect();
+        // 50 failures well inside a second on any machine but a stalled one: one line, or two
+        // if a second boundary fell between them; never one per failure.
+        assert!((1..=2).contains(&lines.len()), "{text}");
+        assert!(lines[0].contains("peer=192.0.2.7:40000"), "{text}");
+        assert_eq!(state.counters().admin_auth_failures_total.load(Relaxed), 50);
     }
 
     #[tokio::test]

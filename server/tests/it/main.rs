@@ -11,5 +11,6 @@ mod server_api;
 mod server_cli;
 mod server_crash;
 mod server_e2e;
+mod server_limits;
 mod store_faults;
 mod support;

@@ -77,6 +77,8 @@ async fn generated_token_and_admin_commands() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let wrong = dir.join("wrong-token");
+    std::fs::write(&wrong, "wrong-token-wrong-token\n").unwrap();
     let out = revbloom(&[
         "revoke",
         "--jti",
@@ -85,8 +87,8 @@ async fn generated_token_and_admin_commands() {
         "+3600",
         "--server",
         &url,
-        "--token",
-        "wrong-token-wrong-token",
+        "--token-file",
+        wrong.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_token"));
