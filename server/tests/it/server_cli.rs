@@ -2,9 +2,8 @@
 //! `revbloom cutoff` use it from the data folder; a wrong token fails loudly.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::support::*;
 use serde_json::Value;
@@ -23,23 +22,11 @@ async fn generated_token_and_admin_commands() {
     let dir = temp_dir("cli");
     let data = dir.join("data");
     let data_s = data.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_revbloom"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data", data_s])
-        .env_remove("REVBLOOM_ADMIN_TOKEN")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("revbloom: listening on ")
-        .unwrap()
-        .to_string();
+    let (mut child, url) = spawn_serve(
+        Command::new(env!("CARGO_BIN_EXE_revbloom"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data", data_s])
+            .env_remove("REVBLOOM_ADMIN_TOKEN"),
+    );
 
     let token_file = data.join("admin-token");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
@@ -113,23 +100,7 @@ fn serve(args: &[&str], vars: &[(&str, &str)]) -> (std::process::Child, String) 
     for v in ["REVBLOOM_ADMIN_TOKEN", "REVBLOOM_LISTEN", "REVBLOOM_DATA"] {
         cmd.env_remove(v);
     }
-    let mut child = cmd
-        .envs(vars.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-    match line.trim().strip_prefix("revbloom: listening on ") {
-        Some(url) => (child, url.to_string()),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve {args:?} with {vars:?} did not start: {line:?}");
-        }
-    }
+    spawn_serve(cmd.envs(vars.iter().copied()))
 }
 
 /// Precedence of `serve`'s settings: a flag beats its environment variable, which beats the

@@ -3,8 +3,7 @@
 //! acknowledged with a 2xx must be there. Zero lost, over 20 rounds.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,24 +15,12 @@ const CLIENTS: usize = 6;
 
 /// Start `revbloom serve` on an ephemeral port over `data`; returns the child and its URL.
 fn spawn_server(data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_revbloom"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("REVBLOOM_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn revbloom serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("revbloom: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
+    spawn_serve(
+        Command::new(env!("CARGO_BIN_EXE_revbloom"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("REVBLOOM_ADMIN_TOKEN", TOKEN),
+    )
 }
 
 /// A tiny xorshift, so the kill moments differ per run without a dependency.

@@ -33,10 +33,7 @@ fn spawn(data: &std::path::Path) -> Server {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
-        .env("REVBLOOM_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .env("REVBLOOM_ADMIN_TOKEN", TOKEN);
     // SAFETY: `signal` is async-signal-safe, and between fork and exec nothing else runs. An
     // ignored disposition survives exec, so the publisher gets EFBIG instead of being killed.
     unsafe {
@@ -45,16 +42,7 @@ fn spawn(data: &std::path::Path) -> Server {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn revbloom serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("revbloom: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (child, url) = spawn_serve(&mut cmd);
     Server { child, url }
 }
 

@@ -69,3 +69,33 @@ pub async fn lookup(http: &reqwest::Client, url: &str, jti: &str) -> serde_json:
         .await
         .unwrap()
 }
+
+/// Spawn `cmd` (a `revbloom serve ...` command) with stdout piped, stderr discarded and
+/// `RUST_LOG=warn`, and return it with the URL from its first line,
+/// `revbloom: listening on URL`. A process that prints anything else is killed and the test
+/// fails with that line.
+pub fn spawn_serve(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn revbloom serve");
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    match line.trim().strip_prefix("revbloom: listening on ") {
+        Some(url) => {
+            let url = url.to_string();
+            (child, url)
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not start: {line:?}");
+        }
+    }
+}
