@@ -83,6 +83,15 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
 
 /// Map a snapshot file and validate it. With `public_key`, the signature is required.
 pub fn open_snapshot(path: &Path, public_key: Option<&Path>) -> Result<SnapshotView<Mmap>> {
+    // A snapshot is read whole, in place: a pipe or a device has no size to map, and opening a
+    // FIFO for reading would block until some writer appears.
+    let meta = std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{}: not a regular file; a snapshot is read whole, so save it to a file first",
+            path.display()
+        );
+    }
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: the map is read-only and private to this process. Snapshot files are published
     // by atomic rename (never rewritten in place), so the mapped bytes do not change under
@@ -93,6 +102,21 @@ pub fn open_snapshot(path: &Path, public_key: Option<&Path>) -> Result<SnapshotV
     let mut options = OpenOptions::new();
     if let Some(p) = public_key {
         options = options.verifying_key(read_public_key(p)?);
+    }
+    if map.starts_with(&revbloom::delta::DELTA_MAGIC) {
+        let what = match revbloom::DeltaView::open(&map, &OpenOptions::new()) {
+            Ok(d) => format!(
+                "a delta from generation {} to {} ({} revocations)",
+                d.parent(),
+                d.generation(),
+                d.revocations()
+            ),
+            Err(e) => format!("a delta file ({e})"),
+        };
+        bail!(
+            "{}: this is {what}, not a snapshot; verifiers apply deltas to the snapshot of their parent generation",
+            path.display()
+        );
     }
     match SnapshotView::open(map, &options) {
         Ok(v) => Ok(v),

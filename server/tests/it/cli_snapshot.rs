@@ -268,3 +268,32 @@ fn build_refuses_lines_that_cannot_mean_what_they_say() {
     let c = run(&dir, &["check", "s.snap", "--jti", "frac", "--exp", &exp]);
     assert_eq!(c.status.code(), Some(3), "{}", stdout(&c));
 }
+
+/// `inspect` names what it was given instead of failing on it: a delta is called a delta (not
+/// a truncated snapshot), and a FIFO is refused at once instead of blocking for a writer.
+#[test]
+fn inspect_names_deltas_and_refuses_pipes_without_blocking() {
+    let dir = tmpdir("not-a-snapshot");
+    let delta =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/v2-small-gen1-to-gen2.delta");
+    let out = run(&dir, &["inspect", delta.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("this is a delta from generation 1 to 2"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    let fifo = dir.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // With no writer, opening the FIFO for reading would block forever; `run` would hang.
+    let out = run(&dir, &["inspect", "pipe"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}
