@@ -36,46 +36,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .to_public_key_pem(LineEnding::LF)
         .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
 
-    let mut opts = FileOptions::new();
-    opts.write(true);
-    if args.force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Created 0600 from the start: no window in which the key is readable by others.
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&args.private).with_context(|| {
-        format!(
-            "creating {} (use --force to overwrite)",
-            args.private.display()
-        )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // --force may have reused an existing file with wider permissions.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
+    let mut f = create(&args.private, args.force, true)?;
     f.write_all(private.as_bytes())?;
     f.sync_all()?;
-    let mut opts = FileOptions::new();
-    opts.write(true);
-    if args.force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    let mut p = opts.open(&args.public).with_context(|| {
-        format!(
-            "creating {} (use --force to overwrite)",
-            args.public.display()
-        )
-    })?;
+    let mut p = create(&args.public, args.force, false)?;
     p.write_all(public.as_bytes())?;
     p.sync_all()?;
     eprintln!(
@@ -84,4 +48,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.public.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Create `path` for writing: a new file, or with `force` an existing one truncated. A
+/// `private` file is created 0600 from the start (no window in which the key is readable by
+/// others), and kept 0600 when `force` reuses a file with wider permissions.
+fn create(path: &std::path::Path, force: bool, private: bool) -> Result<std::fs::File> {
+    let mut opts = FileOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let f = opts
+        .open(path)
+        .with_context(|| format!("creating {} (use --force to overwrite)", path.display()))?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    Ok(f)
 }

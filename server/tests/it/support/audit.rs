@@ -105,23 +105,7 @@ impl Publisher {
 
     /// `GET /v1/revocations/{jti}` (the jti percent-encoded as one segment).
     pub async fn lookup(&self, jti: &str, iss: Option<&str>) -> Value {
-        let mut url = reqwest::Url::parse(&self.base).unwrap();
-        url.path_segments_mut()
-            .unwrap()
-            .push("v1")
-            .push("revocations")
-            .push(jti);
-        if let Some(iss) = iss {
-            url.query_pairs_mut().append_pair("iss", iss);
-        }
-        self.http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        super::lookup_issued(&self.http, &self.base, jti, iss).await
     }
 
     /// Stop and wait until the store has committed everything.

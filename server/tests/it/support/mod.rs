@@ -61,13 +61,26 @@ pub fn client() -> reqwest::Client {
 
 /// `GET {url}/v1/revocations/{jti}` (the exact lookup), as JSON.
 pub async fn lookup(http: &reqwest::Client, url: &str, jti: &str) -> serde_json::Value {
-    http.get(format!("{url}/v1/revocations/{jti}"))
-        .send()
-        .await
+    lookup_issued(http, url, jti, None).await
+}
+
+/// The exact lookup of `jti` (percent-encoded as one path segment) for issuer `iss`, as JSON.
+pub async fn lookup_issued(
+    http: &reqwest::Client,
+    url: &str,
+    jti: &str,
+    iss: Option<&str>,
+) -> serde_json::Value {
+    let mut url = reqwest::Url::parse(url).unwrap();
+    url.path_segments_mut()
         .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .push("v1")
+        .push("revocations")
+        .push(jti);
+    if let Some(iss) = iss {
+        url.query_pairs_mut().append_pair("iss", iss);
+    }
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// Spawn `cmd` (a `revbloom serve ...` command) with stdout piped, stderr discarded and
