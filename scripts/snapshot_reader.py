@@ -70,9 +70,30 @@ def admit(bounds, exp, iat, now, created_at):
     return None
 
 
+def read_cutoff_claims(value):
+    """FORMAT.md §1.7 type 2: the claim names, or raise."""
+    names, pos = [], 0
+    while pos < len(value):
+        n = value[pos]
+        name = value[pos + 1:pos + 1 + n]
+        if not 1 <= n <= 64 or len(name) != n or len(names) == 8:
+            raise Invalid("cutoff claims")
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Invalid("cutoff claim not UTF-8")
+        if names and names[-1].encode() >= name.encode():
+            raise Invalid("cutoff claims not strictly increasing")
+        names.append(name)
+        pos += 1 + n
+    if not names:
+        raise Invalid("cutoff claims empty")
+    return names
+
+
 def read_extensions(b, at, end):
-    """FORMAT.md §1.7: returns the default issuer (or None)."""
-    pos, last, default_iss = at, 0, None
+    """FORMAT.md §1.7: returns (default issuer or None, cutoff claim names)."""
+    pos, last, default_iss, claims = at, 0, None, []
     while pos < end:
         if pos + 8 > end:
             raise Invalid("extension record truncated")
@@ -92,10 +113,14 @@ def read_extensions(b, at, end):
             if not (flags & 1) or not iss or len(value) > 1024 or iss.endswith("/"):
                 raise Invalid("default issuer")
             default_iss = iss
+        elif ty == 2:
+            if not flags & 1:
+                raise Invalid("cutoff claims not critical")
+            claims = read_cutoff_claims(value)
         elif flags & 1:
             raise Invalid(f"unknown critical extension type {ty}")
         last, pos = ty, padded
-    return default_iss
+    return default_iss, claims
 
 
 class Snapshot:
@@ -154,12 +179,12 @@ class Snapshot:
         cut_end = nxt + 16 * ncut
         if cut_off != nxt or (ncut > 0) != bool(flags & 2) or cut_end > len(b):
             raise Invalid("cutoff table offset / count")
-        self.cut_off, self.default_iss, ext = cut_off, None, b""
+        self.cut_off, self.default_iss, self.cutoff_claims, ext = cut_off, None, [], b""
         if version == 2:
             (ext_off, ext_len) = struct.unpack_from("<QI", b, 160)
             if ext_off != cut_end or ext_len % 8 or cut_end + ext_len > len(b):
                 raise Invalid("extension section offset / length")
-            self.default_iss = read_extensions(b, cut_end, cut_end + ext_len)
+            self.default_iss, self.cutoff_claims = read_extensions(b, cut_end, cut_end + ext_len)
             ext = b[cut_end:cut_end + ext_len]
         if trailer != cut_end + len(ext):
             raise Invalid("trailer offset")
@@ -235,7 +260,9 @@ class Snapshot:
             verdict = self.check(jti, exp, iss if issuer_keyed else None)
             if verdict == "expired":
                 return verdict
-        if any(self.cutoff_revokes(iss, c, v, iat, issuer_keyed) for c, v in claims):
+        # A revocation without exp is a cutoff on the jti itself (listed as claim "jti").
+        own = [("jti", jti)] if jti is not None and "jti" in self.cutoff_claims else []
+        if any(self.cutoff_revokes(iss, c, v, iat, issuer_keyed) for c, v in own + list(claims)):
             return "revoked"
         return verdict
 
@@ -330,7 +357,28 @@ def rejects(f):
     return False
 
 
+def selftest_extensions():
+    """Type 2 records: names parsed, rule breaks refused."""
+    def section(records):
+        out = b""
+        for ty, flags, value in records:
+            out += struct.pack("<HHI", ty, flags, len(value)) + value
+            out += bytes(-len(out) % 8)
+        return out
+    claims = bytes([3]) + b"jti" + bytes([3]) + b"sid" + bytes([3]) + b"sub"
+    ext = section([(1, 1, b"https://idp"), (2, 1, claims)])
+    assert read_extensions(ext, 0, len(ext)) == ("https://idp", ["jti", "sid", "sub"])
+    for bad in (section([(2, 0, claims)]), section([(2, 1, bytes([3]) + b"sub" + bytes([3]) + b"sid")]),
+                section([(2, 1, b"")]), section([(2, 1, bytes([4]) + b"sub")]), section([(3, 1, b"x")])):
+        try:
+            read_extensions(bad, 0, len(bad))
+        except Invalid:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
 def selftest():
+    selftest_extensions()
     now = 1_767_225_600
     data = "tests/data/"
     read = lambda name: open(data + name, "rb").read()

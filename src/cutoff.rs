@@ -12,6 +12,41 @@ use crate::hash::KeyHasher;
 /// The claim cut off when none is named.
 pub const DEFAULT_CLAIM: &str = "sub";
 
+/// The claim a revocation without `exp` is kept under: a cutoff on the token's own `jti`
+/// revokes that one token whatever its `exp` (see `docs/DESIGN.md`, "Revoking by `jti` alone").
+pub const JTI_CLAIM: &str = "jti";
+
+/// Most distinct claims one snapshot can hold cutoffs for (the snapshot lists them, and a
+/// verifier checks every one a token carries).
+pub const MAX_SNAPSHOT_CLAIMS: usize = 8;
+
+/// Longest cutoff claim name, in bytes.
+pub const MAX_CLAIM_NAME_BYTES: usize = 64;
+
+/// Why a claim cannot hold cutoffs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimNameError {
+    /// The name is empty or longer than [`MAX_CLAIM_NAME_BYTES`].
+    #[error(
+        "claim name of {len} bytes: a cutoff claim name has 1 to {MAX_CLAIM_NAME_BYTES} bytes"
+    )]
+    Length {
+        /// The name's length in bytes.
+        len: usize,
+    },
+    /// A snapshot already lists [`MAX_SNAPSHOT_CLAIMS`] other claims.
+    #[error(
+        "cutoffs exist for {MAX_SNAPSHOT_CLAIMS} claims already; a snapshot lists at most \
+         {MAX_SNAPSHOT_CLAIMS}, so cutoffs on {name:?} are refused until those of another claim \
+         expire"
+    )]
+    TooMany {
+        /// The claim refused.
+        name: String,
+    },
+}
+
 /// Bytes of one cutoff record in a sorted table: fingerprint, then cutoff time, both `u64`
 /// little-endian.
 pub const RECORD_BYTES: usize = 16;

@@ -205,9 +205,16 @@ impl<B: AsRef<[u8]>> SnapshotHandle<B> {
         self.replace(view)
     }
 
-    /// The decision for a token's `jti` and `exp` at unix time `now`, under the policy.
+    /// The decision for a token's `jti` and `exp` at unix time `now`, under the policy: the
+    /// filter, and the cutoffs on the `jti` itself (revocations made without `exp`, which
+    /// revoke whatever the token's `exp`; a cutoff found answers
+    /// [`Verdict::MaybeRevoked`] since the token's `iat` is not known here).
     pub fn decide(&self, jti: impl AsRef<[u8]>, exp: Option<u64>, now: u64) -> Decision {
-        self.decide_with(now, |view| view.check(jti.as_ref(), exp))
+        let jti = jti.as_ref();
+        self.decide_with(now, |view| match view.check(jti, exp) {
+            Verdict::Clear if view.has_jti_cutoff(jti) => Verdict::MaybeRevoked,
+            verdict => verdict,
+        })
     }
 
     /// The decision for a check the caller performs on the current snapshot (for issuer-

@@ -129,6 +129,9 @@ pub struct Window {
     journal_epoch: u64,
     /// Issuer assumed for tokens without `iss` (normalised), carried into snapshots.
     default_iss: Option<std::sync::Arc<str>>,
+    /// The claims cutoffs exist for (sorted, unique), carried into snapshots so verifiers
+    /// check each of them.
+    cutoff_claims: Vec<Box<str>>,
 }
 
 /// The insertions a delta needs, taken with [`Window::take_journal`].
@@ -186,6 +189,7 @@ impl Window {
             journal: None,
             journal_epoch: 0,
             default_iss: None,
+            cutoff_claims: Vec::new(),
         })
     }
 
@@ -202,6 +206,63 @@ impl Window {
     /// The issuer assumed for tokens without `iss`, if any.
     pub fn default_issuer(&self) -> Option<&str> {
         self.default_iss.as_deref()
+    }
+
+    /// Record that cutoffs exist for `claim`, so snapshots list it and verifiers check it on
+    /// every token that carries it. Returns whether the list changed; a change moves the
+    /// layout epoch (the list is part of the layout, so no delta can bridge it). Call it
+    /// before publishing the first cutoff on a claim.
+    pub fn add_cutoff_claim(&mut self, claim: &str) -> Result<bool, crate::cutoff::ClaimNameError> {
+        use crate::cutoff::{ClaimNameError, MAX_CLAIM_NAME_BYTES, MAX_SNAPSHOT_CLAIMS};
+        if claim.is_empty() || claim.len() > MAX_CLAIM_NAME_BYTES {
+            return Err(ClaimNameError::Length { len: claim.len() });
+        }
+        let Err(at) = self.cutoff_claims.binary_search_by(|c| (**c).cmp(claim)) else {
+            return Ok(false);
+        };
+        if self.cutoff_claims.len() >= MAX_SNAPSHOT_CLAIMS {
+            return Err(ClaimNameError::TooMany {
+                name: claim.to_owned(),
+            });
+        }
+        self.cutoff_claims.insert(at, Box::from(claim));
+        self.bump_epoch();
+        Ok(true)
+    }
+
+    /// Replace the list of claims cutoffs exist for (a publisher rebasing its lineage drops
+    /// claims whose cutoffs all expired). Moves the layout epoch when the list changes.
+    pub fn set_cutoff_claims<S: AsRef<str>>(
+        &mut self,
+        claims: &[S],
+    ) -> Result<(), crate::cutoff::ClaimNameError> {
+        use crate::cutoff::{ClaimNameError, MAX_CLAIM_NAME_BYTES, MAX_SNAPSHOT_CLAIMS};
+        let mut list: Vec<Box<str>> = Vec::with_capacity(claims.len());
+        for c in claims {
+            let c = c.as_ref();
+            if c.is_empty() || c.len() > MAX_CLAIM_NAME_BYTES {
+                return Err(ClaimNameError::Length { len: c.len() });
+            }
+            list.push(Box::from(c));
+        }
+        list.sort();
+        list.dedup();
+        if list.len() > MAX_SNAPSHOT_CLAIMS {
+            let name = list.get(MAX_SNAPSHOT_CLAIMS).map(|c| c.to_string());
+            return Err(ClaimNameError::TooMany {
+                name: name.unwrap_or_default(),
+            });
+        }
+        if list != self.cutoff_claims {
+            self.cutoff_claims = list;
+            self.bump_epoch();
+        }
+        Ok(())
+    }
+
+    /// The claims cutoffs exist for, sorted.
+    pub fn cutoff_claims(&self) -> &[Box<str>] {
+        &self.cutoff_claims
     }
 
     /// The deployment's time bounds (from the configuration).

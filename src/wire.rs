@@ -67,8 +67,11 @@ pub struct RevokeItem {
     /// The token's `jti`.
     pub jti: String,
     /// The token's `exp`, unix seconds; a fractional value is rounded to the nearest second,
-    /// as verifiers read it.
-    pub exp: serde_json::Number,
+    /// as verifiers read it. Absent (or `null`): every token with this `jti` issued until now
+    /// is revoked whatever its `exp`, until the longest token lifetime has passed (see
+    /// `docs/API.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<serde_json::Number>,
     /// The token's issuer; without it the revocation applies to the `jti` of every issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
@@ -133,6 +136,10 @@ pub struct LookupAnswer {
     pub pruned_before: u64,
     /// Whether a revocation of this `jti` applies to the issuer asked about.
     pub revoked: bool,
+    /// When the `jti` was revoked without an `exp`: tokens with this `jti` issued before this
+    /// time (unix seconds) are revoked whatever their `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_before: Option<u64>,
 }
 
 /// Every error body: a stable code (see `docs/API.md`) and a message for people.

@@ -53,6 +53,10 @@ pub enum PublishError {
         /// The encoder's error.
         source: EncodeError,
     },
+    /// A cutoff's claim cannot be listed in the snapshot; publishing stops (verifiers go
+    /// stale and fail closed) rather than ship a cutoff verifiers might not check.
+    #[error("cutoff claims cannot be published: {0}")]
+    CutoffClaims(#[source] revbloom::cutoff::ClaimNameError),
     /// Writing the snapshot copy to the snapshot folder failed.
     #[error("could not write the snapshot copy to {path}: {source}; check the folder exists and is writable")]
     Copy {
@@ -201,6 +205,8 @@ pub struct Publisher {
     cutoffs: CutoffSet,
     /// Cutoffs added or raised since the last generation: the next delta's cutoff records.
     new_cutoffs: Vec<(CutoffKey, u64)>,
+    /// Set when a cutoff's claim could not be listed: every publish fails from then on.
+    unpublishable: Option<revbloom::cutoff::ClaimNameError>,
     last: SnapshotMeta,
     /// Set when a generation failed half-way: the journal it took is lost, so the next
     /// generation must not be offered as a delta.
@@ -232,15 +238,22 @@ impl Publisher {
         window.set_default_issuer(config.default_issuer());
         let mut cutoffs = CutoffSet::new();
         let hasher = *window.hasher();
+        let mut claims = store.cutoff_claims()?;
         // Straight from the read transaction into the window: no copy of the store in memory.
         store.scan(
             |r| {
                 window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
             },
             |c| {
+                if !claims.contains(&c.claim) {
+                    claims.push(c.claim.clone());
+                }
                 cutoffs.insert(cutoff_key(&hasher, &c), c.before);
             },
         )?;
+        window
+            .set_cutoff_claims(&claims)
+            .map_err(PublishError::CutoffClaims)?;
         // No refit: buckets keep the configured `expected_per_bucket` size, so the first
         // revocations of a fresh bucket are deltas rather than layout changes.
         window.enable_journal();
@@ -266,6 +279,7 @@ impl Publisher {
             window,
             cutoffs,
             new_cutoffs: Vec::new(),
+            unpublishable: None,
             // A synthetic "previous" so the first publish produces `first`.
             last: SnapshotMeta {
                 generation: previous,
@@ -307,6 +321,14 @@ impl Publisher {
                 !list.is_empty()
             }
             Committed::Cutoff(c) => {
+                // The store admits at most as many claims as a snapshot lists, and the window
+                // started from the store's list, so this cannot fail; if it ever did, the
+                // cutoff would be published without its claim listed, which verifiers that
+                // rely on the list would miss: stop publishing instead.
+                if let Err(e) = self.window.add_cutoff_claim(&c.claim) {
+                    tracing::error!(error = %e, claim = %c.claim, "cutoff claim not publishable");
+                    self.unpublishable = Some(e);
+                }
                 let key = cutoff_key(&hasher, &c);
                 if self.cutoffs.insert(key, c.before) {
                     self.new_cutoffs.push((key, c.before));
@@ -332,6 +354,9 @@ impl Publisher {
     }
 
     async fn try_publish(&mut self, now: u64) -> Result<(), PublishError> {
+        if let Some(e) = &self.unpublishable {
+            return Err(PublishError::CutoffClaims(e.clone()));
+        }
         self.window.advance(now);
         let mut journal = self.window.take_journal();
         if self.chain_broken || journal.layout_changed {

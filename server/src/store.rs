@@ -23,6 +23,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use revbloom::bounds::Bounds;
+use revbloom::cutoff::{JTI_CLAIM, MAX_SNAPSHOT_CLAIMS};
 use revbloom::hash::normalize_issuer;
 
 /// `(iss or "", jti, exp)`. An absent issuer (a revocation for every issuer) is stored as the
@@ -35,6 +36,11 @@ const REVOCATIONS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new
 const CUTOFFS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("cutoffs");
 /// Named counters: [`GENERATION_KEY`] and [`PRUNED_BEFORE_KEY`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Every claim a cutoff was ever stored for (at most
+/// [`MAX_SNAPSHOT_CLAIMS`](revbloom::cutoff::MAX_SNAPSHOT_CLAIMS)): snapshots list them so
+/// verifiers check each one, and the list never shrinks, so a publisher's window can always
+/// take the claims of the cutoffs it is sent.
+const CUTOFF_CLAIMS: TableDefinition<&str, ()> = TableDefinition::new("cutoff_claims");
 const GENERATION_KEY: &str = "generation";
 /// The prune watermark: every revocation with an `exp` below it may have been deleted.
 const PRUNED_BEFORE_KEY: &str = "pruned_before";
@@ -98,8 +104,11 @@ pub struct RevokeOutcome {
 /// The answer of an exact lookup, read from one consistent snapshot of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lookup {
-    /// The latest stored `exp` of a matching revocation; `None` if not revoked.
+    /// The latest stored `exp` of a matching revocation; `None` if none.
     pub exp: Option<u64>,
+    /// The `before` of a matching revocation made without `exp` (a cutoff on the `jti`):
+    /// tokens with this `jti` issued before it are revoked, whatever their `exp`.
+    pub without_exp: Option<u64>,
     /// The prune watermark: revocations of tokens with `exp` below it may have been deleted,
     /// so "not revoked" says nothing about such a token (0 if never pruned).
     pub pruned_before: u64,
@@ -152,6 +161,12 @@ pub enum StoreError {
         #[source]
         source: Option<Box<redb::Error>>,
     },
+    /// Cutoffs exist for the most distinct claims a snapshot can list, and this one is new.
+    #[error("cutoffs were stored for {max} distinct claims already, the most a snapshot lists; a cutoff on claim {claim:?} is refused (use one of the claims already in use)", max = revbloom::cutoff::MAX_SNAPSHOT_CLAIMS)]
+    TooManyClaims {
+        /// The claim refused.
+        claim: String,
+    },
     /// The data folder was initialized but its store file is gone.
     #[error("the store {path} is missing although its data folder was initialized; restore it from a backup, or start with `revbloom serve --init` for a new, empty history")]
     Missing {
@@ -200,14 +215,20 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 }
 
 enum Op {
-    Revoke(Vec<Revocation>),
+    /// Revocations with `exp`, and revocations without (`jti` cutoffs).
+    Revoke(Vec<Revocation>, Vec<Cutoff>),
     Cutoff(Cutoff),
     SetGeneration(u64),
-    Prune { now: u64, bounds: Bounds },
+    Prune {
+        now: u64,
+        bounds: Bounds,
+    },
 }
 
 enum Reply {
     Revoke(RevokeOutcome),
+    /// A cutoff on a claim beyond the cap on distinct claims was refused.
+    TooManyClaims(String),
     Cutoff(bool),
     Done,
     Pruned(Pruned),
@@ -414,6 +435,7 @@ fn open_checked(path: &Path) -> Result<Database, StoreError> {
             w.open_table(CUTOFFS)?;
             w.open_table(META)?;
             normalize_stored_issuers(&w)?;
+            record_cutoff_claims(&w)?;
         }
         w.commit()?;
         Ok(db)
@@ -584,8 +606,20 @@ impl Store {
 
     /// Durably store `revocations` in one transaction; returns once committed to disk.
     pub async fn revoke(&self, revocations: Vec<Revocation>) -> Result<RevokeOutcome, StoreError> {
-        match self.submit(Op::Revoke(revocations)).await? {
+        self.revoke_with(revocations, Vec::new()).await
+    }
+
+    /// Durably store `revocations` and `jti_cutoffs` (revocations made without `exp`, as
+    /// cutoffs on claim [`JTI_CLAIM`](revbloom::cutoff::JTI_CLAIM)) in one transaction;
+    /// returns once committed to disk. A `jti` cutoff already stored counts as a duplicate.
+    pub async fn revoke_with(
+        &self,
+        revocations: Vec<Revocation>,
+        jti_cutoffs: Vec<Cutoff>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        match self.submit(Op::Revoke(revocations, jti_cutoffs)).await? {
             Reply::Revoke(o) => Ok(o),
+            Reply::TooManyClaims(claim) => Err(StoreError::TooManyClaims { claim }),
             _ => Err(StoreError::UnexpectedReply { request: "revoke" }),
         }
     }
@@ -595,6 +629,7 @@ impl Store {
     pub async fn cutoff(&self, cutoff: Cutoff) -> Result<bool, StoreError> {
         match self.submit(Op::Cutoff(cutoff)).await? {
             Reply::Cutoff(changed) => Ok(changed),
+            Reply::TooManyClaims(claim) => Err(StoreError::TooManyClaims { claim }),
             _ => Err(StoreError::UnexpectedReply { request: "cutoff" }),
         }
     }
@@ -653,13 +688,40 @@ impl Store {
         if let Some(iss) = effective {
             exp = exp.max(latest(iss)?);
         }
+        // A revocation made without `exp` is a cutoff on the `jti`.
+        let cut = r.open_table(CUTOFFS).map_err(db_err)?;
+        let jti_cutoff = |iss: &str| -> Result<Option<u64>, StoreError> {
+            Ok(cut
+                .get((iss, JTI_CLAIM, jti))
+                .map_err(db_err)?
+                .map(|g| g.value()))
+        };
+        let mut without_exp = jti_cutoff("")?;
+        if let Some(iss) = effective {
+            without_exp = without_exp.max(jti_cutoff(iss)?);
+        }
         let meta = r.open_table(META).map_err(db_err)?;
         let pruned_before = meta
             .get(PRUNED_BEFORE_KEY)
             .map_err(db_err)?
             .map(|g| g.value())
             .unwrap_or(0);
-        Ok(Lookup { exp, pruned_before })
+        Ok(Lookup {
+            exp,
+            without_exp,
+            pruned_before,
+        })
+    }
+
+    /// Every claim cutoffs were stored for, sorted.
+    pub fn cutoff_claims(&self) -> Result<Vec<String>, StoreError> {
+        let r = self.db()?.begin_read().map_err(db_err)?;
+        let t = r.open_table(CUTOFF_CLAIMS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            out.push(item.map_err(db_err)?.0.value().to_owned());
+        }
+        Ok(out)
     }
 
     /// The prune watermark (0 if the store was never pruned): see [`Lookup::pruned_before`].
@@ -717,6 +779,22 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Record the claims of stored cutoffs in the claims table (a store written before it
+/// existed). A no-op when every claim is recorded.
+fn record_cutoff_claims(w: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let cut = w.open_table(CUTOFFS)?;
+    let mut claims = w.open_table(CUTOFF_CLAIMS)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for item in cut.iter()? {
+        let (k, _) = item?;
+        seen.insert(k.value().1.to_owned());
+    }
+    for claim in seen {
+        claims.insert(claim.as_str(), ())?;
+    }
+    Ok(())
 }
 
 /// Rewrite rows whose issuer is not in normal form (a store written before issuers were
@@ -889,6 +967,41 @@ fn reopen(shared: &Shared) -> Result<(), StoreError> {
 
 type Applied = (Vec<Reply>, Vec<Committed>);
 
+/// Store `c` unless a later cutoff for its key is stored: (whether a row existed, whether it
+/// changed).
+fn raise_cutoff(
+    cut: &mut redb::Table<'_, (&str, &str, &str), u64>,
+    c: &Cutoff,
+) -> Result<(bool, bool), redb::Error> {
+    let key = (
+        c.iss.as_deref().unwrap_or(""),
+        c.claim.as_str(),
+        c.value.as_str(),
+    );
+    let old = cut.get(key)?.map(|g| g.value());
+    let changed = !matches!(old, Some(old) if old >= c.before);
+    if changed {
+        cut.insert(key, c.before)?;
+    }
+    Ok((old.is_some(), changed))
+}
+
+/// Whether cutoffs on `claim` may be stored: it is in use already, or fewer than
+/// [`MAX_SNAPSHOT_CLAIMS`] claims are (then it is recorded).
+fn claim_admitted(
+    claims: &mut redb::Table<'_, &str, ()>,
+    claim: &str,
+) -> Result<bool, redb::Error> {
+    if claims.get(claim)?.is_some() {
+        return Ok(true);
+    }
+    if claims.len()? >= MAX_SNAPSHOT_CLAIMS as u64 {
+        return Ok(false);
+    }
+    claims.insert(claim, ())?;
+    Ok(true)
+}
+
 fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
     let w = db.begin_write()?;
     let mut replies = Vec::with_capacity(ops.len());
@@ -897,9 +1010,14 @@ fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
         let mut rev = w.open_table(REVOCATIONS)?;
         let mut cut = w.open_table(CUTOFFS)?;
         let mut meta = w.open_table(META)?;
+        let mut claims = w.open_table(CUTOFF_CLAIMS)?;
         for op in ops {
             match op {
-                Op::Revoke(list) => {
+                Op::Revoke(list, jti_cutoffs) => {
+                    if !jti_cutoffs.is_empty() && !claim_admitted(&mut claims, JTI_CLAIM)? {
+                        replies.push(Reply::TooManyClaims(JTI_CLAIM.to_owned()));
+                        continue;
+                    }
                     let mut outcome = RevokeOutcome::default();
                     for r in list {
                         let key = (r.iss.as_deref().unwrap_or(""), r.jti.as_str(), r.exp);
@@ -910,20 +1028,31 @@ fn apply(db: &Database, ops: &[&Op]) -> Result<Applied, redb::Error> {
                             outcome.new += 1;
                         }
                     }
+                    for c in jti_cutoffs {
+                        match raise_cutoff(&mut cut, c)? {
+                            (true, changed) => {
+                                outcome.duplicates += 1;
+                                if changed {
+                                    committed.push(Committed::Cutoff(c.clone()));
+                                }
+                            }
+                            (false, _) => {
+                                outcome.new += 1;
+                                committed.push(Committed::Cutoff(c.clone()));
+                            }
+                        }
+                    }
                     // All of them, duplicates too (inserting twice into the window is a no-op).
                     committed.push(Committed::Revocations(list.clone()));
                     replies.push(Reply::Revoke(outcome));
                 }
                 Op::Cutoff(c) => {
-                    let key = (
-                        c.iss.as_deref().unwrap_or(""),
-                        c.claim.as_str(),
-                        c.value.as_str(),
-                    );
-                    let old = cut.get(key)?.map(|g| g.value());
-                    let changed = !matches!(old, Some(old) if old >= c.before);
+                    if !claim_admitted(&mut claims, &c.claim)? {
+                        replies.push(Reply::TooManyClaims(c.claim.clone()));
+                        continue;
+                    }
+                    let (_, changed) = raise_cutoff(&mut cut, c)?;
                     if changed {
-                        cut.insert(key, c.before)?;
                         committed.push(Committed::Cutoff(c.clone()));
                     }
                     replies.push(Reply::Cutoff(changed));
@@ -1091,6 +1220,7 @@ mod tests {
             store.lookup_covered(None, "a").unwrap(),
             Lookup {
                 exp: None,
+                without_exp: None,
                 pruned_before: 135
             }
         );

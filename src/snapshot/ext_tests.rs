@@ -84,3 +84,46 @@ fn extension_records_follow_their_rules() {
     assert!(open(&padded).is_err());
     assert!(open(&[0u8; 4]).is_err());
 }
+
+/// A cutoff-claims value: each name as a `u8` length and its bytes.
+fn names(list: &[&str]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for n in list {
+        v.push(n.len() as u8);
+        v.extend_from_slice(n.as_bytes());
+    }
+    v
+}
+
+#[test]
+fn cutoff_claims_records_follow_their_rules() {
+    let open = |ext: &[u8]| SnapshotView::open(with_extensions(ext), &OpenOptions::new());
+    let iss = record(1, 1, DEFAULT_ISS.as_bytes());
+    let with = |value: &[u8], flags: u16| [iss.clone(), record(2, flags, value)].concat();
+    let view = open(&with(&names(&["jti", "sid", "sub"]), 1)).unwrap();
+    let listed: Vec<&str> = view.cutoff_claims().iter().map(|c| &**c).collect();
+    assert_eq!(listed, ["jti", "sid", "sub"]);
+    // What the writer produces for the same list is byte for byte what the reader accepts.
+    assert_eq!(
+        f::extensions(Some(DEFAULT_ISS), &["jti", "sid", "sub"]),
+        with(&names(&["jti", "sid", "sub"]), 1)
+    );
+    assert!(open(&iss).unwrap().cutoff_claims().is_empty());
+    let long = "x".repeat(64);
+    assert!(open(&with(&names(&[&long]), 1)).is_ok());
+    let nine = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for (why, ext) in [
+        ("not critical", with(&names(&["sub"]), 0)),
+        ("unsorted", with(&names(&["sub", "sid"]), 1)),
+        ("repeated", with(&names(&["sub", "sub"]), 1)),
+        ("empty", with(&[], 1)),
+        ("empty name", with(&[0], 1)),
+        ("name past the value", with(&[4, b's', b'u', b'b'], 1)),
+        ("name over 64 bytes", with(&names(&[&"x".repeat(65)]), 1)),
+        ("not UTF-8", with(&[2, 0xff, 0xfe], 1)),
+        ("nine names", with(&names(&nine), 1)),
+    ] {
+        assert!(open(&ext).is_err(), "{why} accepted");
+    }
+    assert!(open(&with(&names(&nine[..8]), 1)).is_ok());
+}

@@ -47,6 +47,8 @@ pub const EXT_CRITICAL: u16 = 1 << 0;
 pub const EXT_DEFAULT_ISS: u16 = 1;
 /// Longest default issuer, in bytes.
 pub const MAX_DEFAULT_ISS_BYTES: usize = 1024;
+/// Extension type 2: the claims the cutoff table holds cutoffs for (critical).
+pub const EXT_CUTOFF_CLAIMS: u16 = 2;
 /// Bytes of one bucket directory entry.
 pub const DIR_ENTRY_BYTES: usize = 32;
 /// Alignment of every bit array, relative to the start of the file: one cache line.
@@ -241,16 +243,31 @@ pub fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
     }
 }
 
-/// The extension section holding `default_iss` (empty without one): one critical record of
-/// type [`EXT_DEFAULT_ISS`], zero-padded to [`EXT_ALIGN`].
-pub fn extensions(default_iss: Option<&str>) -> Vec<u8> {
+/// The extension section: a critical record of type [`EXT_DEFAULT_ISS`] holding
+/// `default_iss`, then one of type [`EXT_CUTOFF_CLAIMS`] listing `cutoff_claims` (each a `u8`
+/// length and the name; the caller passes them sorted, unique, 1 to
+/// [`MAX_CLAIM_NAME_BYTES`](crate::cutoff::MAX_CLAIM_NAME_BYTES) bytes each), each record
+/// zero-padded to [`EXT_ALIGN`]; a record is left out when it would be empty.
+pub fn extensions<S: AsRef<str>>(default_iss: Option<&str>, cutoff_claims: &[S]) -> Vec<u8> {
     let mut out = Vec::new();
-    if let Some(iss) = default_iss {
-        out.extend_from_slice(&EXT_DEFAULT_ISS.to_le_bytes());
+    let mut record = |ty: u16, value: &[u8]| {
+        out.extend_from_slice(&ty.to_le_bytes());
         out.extend_from_slice(&EXT_CRITICAL.to_le_bytes());
-        out.extend_from_slice(&(iss.len() as u32).to_le_bytes());
-        out.extend_from_slice(iss.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
         out.resize(out.len().div_ceil(EXT_ALIGN) * EXT_ALIGN, 0);
+    };
+    if let Some(iss) = default_iss {
+        record(EXT_DEFAULT_ISS, iss.as_bytes());
+    }
+    if !cutoff_claims.is_empty() {
+        let mut value = Vec::new();
+        for name in cutoff_claims {
+            let name = name.as_ref().as_bytes();
+            value.push(name.len() as u8);
+            value.extend_from_slice(name);
+        }
+        record(EXT_CUTOFF_CLAIMS, &value);
     }
     out
 }

@@ -49,6 +49,8 @@ pub struct SnapshotView<B> {
     bounds: Bounds,
     /// Byte range of the default issuer in the input, if the file names one.
     default_iss: Option<(usize, usize)>,
+    /// The claims the cutoff table holds cutoffs for (extension type 2), sorted.
+    cutoff_claims: Box<[Box<str>]>,
     dir: Vec<BucketRef>,
     cutoffs: (usize, usize),
     trailer: usize,
@@ -343,11 +345,11 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             });
         }
         let cutoff_end = needed as usize; // <= len
-        let (trailer, default_iss, ext) = if version == f::FORMAT_VERSION_1 {
-            (cutoff_end, None, &b[cutoff_end..cutoff_end])
+        let (trailer, default_iss, cutoff_claims, ext) = if version == f::FORMAT_VERSION_1 {
+            (cutoff_end, None, Vec::new(), &b[cutoff_end..cutoff_end])
         } else {
             let e = read_extensions(b, head, cutoff_end)?;
-            (e.end, e.default_iss, e.bytes)
+            (e.end, e.default_iss, e.cutoff_claims, e.bytes)
         };
         let trailer_field = u64h(off::TRAILER_OFFSET);
         if trailer_field != trailer as u64 {
@@ -432,6 +434,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             header_len,
             bounds,
             default_iss,
+            cutoff_claims: cutoff_claims.into_boxed_slice(),
             dir,
             cutoffs: (next, cutoff_end),
             trailer,
@@ -525,6 +528,28 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
     pub fn default_issuer(&self) -> Option<&str> {
         let (start, end) = self.default_iss?;
         std::str::from_utf8(self.bytes.as_ref().get(start..end)?).ok()
+    }
+    /// The claims the publisher holds cutoffs for, sorted (`jti` among them when a
+    /// revocation was made without `exp`). A verifier checks each one a token carries.
+    /// Empty in version 1 files and when the publisher names none.
+    pub fn cutoff_claims(&self) -> &[Box<str>] {
+        &self.cutoff_claims
+    }
+    /// Whether a cutoff on the `jti` itself exists (a revocation made without `exp`), under
+    /// no issuer or under the default issuer.
+    pub fn has_jti_cutoff(&self, jti: &[u8]) -> bool {
+        use crate::cutoff::JTI_CLAIM;
+        if !self.cutoff_claims.iter().any(|c| &**c == JTI_CLAIM) {
+            return false;
+        }
+        let hasher = self.hasher();
+        let scopes = [self.default_issuer().map(str::as_bytes), None];
+        scopes.iter().any(|scope| {
+            self.cutoff(crate::cutoff::CutoffKey::new(
+                &hasher, *scope, JTI_CLAIM, jti,
+            ))
+            .is_some()
+        })
     }
     /// Byte offset of directory entry `index` in the file.
     pub(crate) fn dir_entry_offset(&self, index: usize) -> usize {
@@ -700,6 +725,8 @@ struct Extensions<'b> {
     end: usize,
     /// Byte range of the default issuer's value.
     default_iss: Option<(usize, usize)>,
+    /// The cutoff claims (type 2), sorted.
+    cutoff_claims: Vec<Box<str>>,
     /// The section's bytes (they enter the layout id).
     bytes: &'b [u8],
 }
@@ -739,6 +766,7 @@ fn read_extensions<'b>(
     let mut pos = 0usize;
     let mut last_type = 0u16;
     let mut default_iss = None;
+    let mut cutoff_claims = Vec::new();
     while pos < section.len() {
         let rec_at = at + pos;
         let (Some(ty), Some(flags), Some(vlen)) = (
@@ -800,6 +828,25 @@ fn read_extensions<'b>(
                 }
                 default_iss = Some((at + vstart, at + vend));
             }
+            f::EXT_CUTOFF_CLAIMS => {
+                cutoff_claims = read_cutoff_claims(&section[vstart..vend]).ok_or_else(|| {
+                    field(
+                        "cutoff claims",
+                        rec_at,
+                        "critical; 1 to 8 names, each a u8 length of 1 to 64 and that many \
+                         bytes of UTF-8, strictly increasing, filling the value",
+                        vlen.into(),
+                    )
+                })?;
+                if flags & f::EXT_CRITICAL == 0 {
+                    return Err(field(
+                        "cutoff claims",
+                        rec_at,
+                        "a critical record",
+                        flags.into(),
+                    ));
+                }
+            }
             unknown if flags & f::EXT_CRITICAL != 0 => {
                 return Err(field(
                     "extension type",
@@ -816,6 +863,26 @@ fn read_extensions<'b>(
     Ok(Extensions {
         end,
         default_iss,
+        cutoff_claims,
         bytes: section,
     })
+}
+
+/// The names of a cutoff-claims record (extension type 2), or `None` if it breaks a rule.
+fn read_cutoff_claims(mut value: &[u8]) -> Option<Vec<Box<str>>> {
+    use crate::cutoff::{MAX_CLAIM_NAME_BYTES, MAX_SNAPSHOT_CLAIMS};
+    let mut names: Vec<Box<str>> = Vec::new();
+    while let Some((&n, rest)) = value.split_first() {
+        let n = usize::from(n);
+        if n == 0 || n > MAX_CLAIM_NAME_BYTES || names.len() == MAX_SNAPSHOT_CLAIMS {
+            return None;
+        }
+        let name = std::str::from_utf8(rest.get(..n)?).ok()?;
+        if names.last().is_some_and(|last| **last >= *name) {
+            return None;
+        }
+        names.push(Box::from(name));
+        value = rest.get(n..)?;
+    }
+    (!names.is_empty()).then_some(names)
 }

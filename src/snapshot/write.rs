@@ -77,7 +77,7 @@ fn estimated_len(window: &Window, cutoffs: &CutoffSet) -> usize {
         + f::ALIGN
         + window.filter_bytes() as usize
         + cutoffs.len() * crate::cutoff::RECORD_BYTES
-        + f::extensions(window.default_issuer()).len()
+        + f::extensions(window.default_issuer(), window.cutoff_claims()).len()
         + f::CHECKSUM_BYTES
 }
 
@@ -115,7 +115,7 @@ fn encode_body(
             max: f::MAX_DEFAULT_ISS_BYTES,
         });
     }
-    let ext = f::extensions(window.default_issuer());
+    let ext = f::extensions(window.default_issuer(), window.cutoff_claims());
     let ext_len = u32::try_from(ext.len()).map_err(|_| too_big("extension section"))?;
     let count = u32::try_from(buckets.len()).map_err(|_| too_big("bucket count"))?;
     let cutoff_count = u32::try_from(table.len()).map_err(|_| too_big("cutoff count"))?;
@@ -238,7 +238,7 @@ pub fn layout_id(window: &Window) -> u64 {
     let mut bounds = [0u8; 16];
     f::put_u64(&mut bounds, 0, b.max_token_lifetime);
     f::put_u64(&mut bounds, 8, b.max_clock_skew);
-    let ext = f::extensions(window.default_issuer());
+    let ext = f::extensions(window.default_issuer(), window.cutoff_claims());
     let mut layout = LayoutDigest::new_v2(&params, &bounds, &ext, window.oldest_bucket());
     for (id, bloom, _) in window.buckets() {
         let number = match id {

@@ -21,24 +21,31 @@ use serde::de::value::{
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-/// Most claims a verifier can check cutoffs on.
-/// (The captured values are kept inline; a small bound keeps the per-token struct small.)
+/// Most claims a verifier can be configured to check cutoffs on, besides those the snapshot
+/// lists. (The captured values are kept inline; a small bound keeps the per-token struct
+/// small.)
 pub const MAX_CUTOFF_CLAIMS: usize = 4;
 
+/// Most claims captured in one decode: the configured ones and those a snapshot lists.
+pub(crate) const MAX_CAPTURED: usize = MAX_CUTOFF_CLAIMS + crate::cutoff::MAX_SNAPSHOT_CLAIMS;
+
 thread_local! {
-    /// (verifier id, cutoff claim names) lent to the deserializer.
-    static CUTOFF_NAMES: RefCell<(u64, Rc<[Box<str>]>)> = RefCell::new((0, Rc::from(Vec::new())));
+    /// The cutoff claim names lent to the deserializer.
+    static CUTOFF_NAMES: RefCell<Rc<[Box<str>]>> = RefCell::new(Rc::from(Vec::new()));
 }
 
-/// Make `names` the cutoff claims captured by the next decode on this thread. Cheap when the
-/// same verifier (`id`) decoded last on this thread.
-pub(crate) fn lend_cutoff_names(id: u64, names: &[Box<str>]) {
-    CUTOFF_NAMES.with_borrow_mut(|(cur, list)| {
-        if *cur != id {
-            *cur = id;
-            *list = Rc::from(names.to_vec());
+/// Make `names` the cutoff claims captured by the next decode on this thread, and return the
+/// list lent. Cheap (a comparison of a few short strings) when the last decode on this thread
+/// captured the same names.
+pub(crate) fn lend_cutoff_names<'a>(
+    names: impl Iterator<Item = &'a str> + Clone,
+) -> Rc<[Box<str>]> {
+    CUTOFF_NAMES.with_borrow_mut(|list| {
+        if !list.iter().map(|n| &**n).eq(names.clone()) {
+            *list = names.map(Box::from).collect();
         }
-    });
+        Rc::clone(list)
+    })
 }
 
 /// The claims revocation needs, as found in the payload.
@@ -56,7 +63,7 @@ pub(crate) struct RevClaims {
     pub exp: Option<u64>,
     /// Cutoff texts of the cutoff claims (strings, or numbers and booleans in canonical
     /// text), by index in the configured list.
-    pub cutoffs: [Option<Box<str>>; MAX_CUTOFF_CLAIMS],
+    pub cutoffs: [Option<Box<str>>; MAX_CAPTURED],
 }
 
 /// The caller's claims and the revocation claims from one parse.
@@ -82,7 +89,7 @@ impl<'de, C: Deserialize<'de>> Visitor<'de> for CapturedVisitor<C> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         // A stable copy of the list for this parse, even if `C` itself decodes a token.
-        let names = CUTOFF_NAMES.with_borrow(|(_, n)| Rc::clone(n));
+        let names = CUTOFF_NAMES.with_borrow(Rc::clone);
         let mut tee = Tee {
             inner: map,
             names,
@@ -138,7 +145,7 @@ impl<A> Tee<A> {
         let cutoff = self
             .names
             .iter()
-            .take(MAX_CUTOFF_CLAIMS)
+            .take(MAX_CAPTURED)
             .position(|n| &**n == key);
         Pending { fixed, cutoff }
     }
@@ -426,8 +433,7 @@ mod tests {
     }
 
     fn parse<C: serde::de::DeserializeOwned>(json: &str, names: &[&str]) -> (C, RevClaims) {
-        let names: Vec<Box<str>> = names.iter().map(|n| Box::from(*n)).collect();
-        lend_cutoff_names(u64::from(names.len() as u32) + 1_000, &names);
+        lend_cutoff_names(names.iter().copied());
         let c: Captured<C> = serde_json::from_str(json).unwrap();
         (c.claims, c.rev)
     }
@@ -466,8 +472,7 @@ mod tests {
 
     #[test]
     fn duplicate_captured_claims_are_rejected() {
-        let names: Vec<Box<str>> = vec![Box::from("sub")];
-        lend_cutoff_names(77, &names);
+        lend_cutoff_names(["sub"].into_iter());
         for json in [
             r#"{"jti":"a","jti":"b"}"#,
             r#"{"sub":"a","sub":"b"}"#,

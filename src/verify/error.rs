@@ -105,4 +105,8 @@ pub enum Unavailable {
     /// a point where it must be asked. Call `verify_async`, or configure a synchronous source.
     #[error("the exact source is asynchronous only; call verify_async")]
     ExactSourceIsAsync,
+    /// The revocation state changed the claims it holds cutoffs for while the token was
+    /// being checked, several times in a row; retry.
+    #[error("the revocation state kept changing its cutoff claims during the check; retry")]
+    StateChanging,
 }

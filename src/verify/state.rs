@@ -28,6 +28,12 @@ pub trait RevocationState: Send + Sync {
     fn has_cutoffs(&self) -> bool {
         true
     }
+    /// The claims the state holds cutoffs for (the verifier checks each one a token carries,
+    /// besides those it is configured with); `jti` among them means revocations made without
+    /// `exp`. Empty when the state does not say.
+    fn cutoff_claims(&self) -> &[Box<str>] {
+        &[]
+    }
     /// Generation number (monotonic per publisher lineage).
     fn generation(&self) -> u64;
     /// When the state was produced, unix seconds: what staleness is measured from.
@@ -113,6 +119,9 @@ impl RevocationState for MemoryState {
     fn has_cutoffs(&self) -> bool {
         !self.cutoffs.is_empty()
     }
+    fn cutoff_claims(&self) -> &[Box<str>] {
+        self.window.cutoff_claims()
+    }
     fn generation(&self) -> u64 {
         self.generation
     }
@@ -186,6 +195,9 @@ impl<B: AsRef<[u8]> + Send + Sync> RevocationState for crate::snapshot::Snapshot
     }
     fn has_cutoffs(&self) -> bool {
         !self.cutoff_table().is_empty()
+    }
+    fn cutoff_claims(&self) -> &[Box<str>] {
+        crate::snapshot::SnapshotView::cutoff_claims(self)
     }
     fn generation(&self) -> u64 {
         crate::snapshot::SnapshotView::generation(self)

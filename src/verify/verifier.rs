@@ -1,6 +1,7 @@
 //! The verifier: jsonwebtoken validation, then revocation by id, then claim cutoffs, then the
 //! exact source for filter positives only.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,15 +16,13 @@ use super::error::{RevokedBy, Unavailable, VerifyError};
 use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
 use super::state::{NoState, RevocationState, StateSource};
 use crate::bounds::{Bounds, OutOfBounds};
-use crate::cutoff::{revokes, CutoffKey, DEFAULT_CLAIM};
+use crate::cutoff::{revokes, CutoffKey, DEFAULT_CLAIM, JTI_CLAIM};
 use crate::hash::normalize_issuer;
 use crate::swap::StalenessPolicy;
 use crate::window::Verdict;
 
 /// Default maximum age of revocation state before the staleness policy applies.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A validated, unrevoked token.
 #[derive(Debug, Clone)]
@@ -129,7 +128,18 @@ enum Local {
         /// The decision was made on stale state: a cached "not revoked" must not settle it.
         stale: bool,
     },
+    /// The state swapped in since the decode lists a cutoff claim the decode did not
+    /// capture: decode again.
+    Retry,
 }
+
+/// A decoded token: header, the caller's claims, the revocation claims, and the cutoff claim
+/// names the decode captured (the order of `RevClaims::cutoffs`).
+type Decoded<C> = (Header, C, RevClaims, Rc<[Box<str>]>);
+
+/// Decodes in a row before a verification gives up on a state that keeps changing its
+/// cutoff claims ([`Unavailable::StateChanging`]).
+const DECODE_ATTEMPTS: usize = 4;
 
 /// Builds a [`Verifier`]; see [`Verifier::builder`].
 pub struct VerifierBuilder {
@@ -202,7 +212,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// The string claims checked against claim cutoffs, in order. Default: `["sub"]`.
+    /// Claims checked against claim cutoffs besides those the state lists (a snapshot lists
+    /// every claim its publisher stored cutoffs for, and each one a token carries is checked
+    /// without configuration). Default: `["sub"]`; at most [`MAX_CUTOFF_CLAIMS`].
     pub fn cutoff_claims<S: AsRef<str>>(mut self, claims: &[S]) -> Self {
         self.cutoff_claims = claims.iter().map(|c| Box::from(c.as_ref())).collect();
         self
@@ -238,7 +250,6 @@ impl VerifierBuilder {
                 .insert("iss".to_owned());
         }
         Ok(Verifier {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             key: self.key,
             validation: self.validation,
             state: self.state,
@@ -264,7 +275,6 @@ impl VerifierBuilder {
 /// the token id in the filter and the configured claims against cutoffs, and asks the exact
 /// source only when the filter matched. See the [module docs](super) for an example.
 pub struct Verifier {
-    id: u64,
     key: DecodingKey,
     validation: Validation,
     state: Arc<dyn StateSource>,
@@ -327,10 +337,11 @@ impl Verifier {
 
     /// Verify a token, blocking on the exact source if the filter matches.
     pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Verified<C>, VerifyError> {
-        let (header, claims, rev) = self.decode::<C>(token)?;
-        let checked = match self.local(&rev) {
+        let (header, claims, rev, local) = self.decode_and_check::<C>(token)?;
+        let checked = match local {
             Local::Accept(c) => c,
             Local::Reject(e) => return Err(e),
+            Local::Retry => return Err(self.unavailable(Unavailable::StateChanging)),
             Local::Ask {
                 generation,
                 iss,
@@ -365,10 +376,11 @@ impl Verifier {
         &self,
         token: &str,
     ) -> Result<Verified<C>, VerifyError> {
-        let (header, claims, rev) = self.decode::<C>(token)?;
-        let checked = match self.local(&rev) {
+        let (header, claims, rev, local) = self.decode_and_check::<C>(token)?;
+        let checked = match local {
             Local::Accept(c) => c,
             Local::Reject(e) => return Err(e),
+            Local::Retry => return Err(self.unavailable(Unavailable::StateChanging)),
             Local::Ask {
                 generation,
                 iss,
@@ -398,13 +410,49 @@ impl Verifier {
         })
     }
 
-    fn decode<C: DeserializeOwned>(
+    /// Decode, then the local checks; decode again if the state swapped in meanwhile lists
+    /// a cutoff claim the decode did not capture.
+    fn decode_and_check<C: DeserializeOwned>(
         &self,
         token: &str,
-    ) -> Result<(Header, C, RevClaims), VerifyError> {
-        lend_cutoff_names(self.id, &self.cutoff_claims);
+    ) -> Result<(Header, C, RevClaims, Local), VerifyError> {
+        for _ in 0..DECODE_ATTEMPTS {
+            let (header, claims, rev, names) = self.decode::<C>(token)?;
+            match self.local(&rev, &names) {
+                Local::Retry => continue,
+                local => return Ok((header, claims, rev, local)),
+            }
+        }
+        Err(self.unavailable(Unavailable::StateChanging))
+    }
+
+    /// The claims a decode captures for cutoffs: the configured ones, then those the state
+    /// lists that are not configured (`jti` is always captured).
+    fn wanted_names<'a>(
+        &'a self,
+        state: Option<&'a dyn RevocationState>,
+    ) -> impl Iterator<Item = &'a str> + Clone + 'a {
+        let configured = self.cutoff_claims.iter().map(|c| &**c);
+        let listed = state.map_or(&[][..], |s| s.cutoff_claims());
+        configured.chain(
+            listed
+                .iter()
+                .map(|c| &**c)
+                .filter(move |c| *c != JTI_CLAIM && !self.cutoff_claims.iter().any(|k| **k == **c)),
+        )
+    }
+
+    fn decode<C: DeserializeOwned>(&self, token: &str) -> Result<Decoded<C>, VerifyError> {
+        let mut names = None;
+        self.state.with_current(&mut |state| {
+            names = Some(lend_cutoff_names(self.wanted_names(state)));
+        });
+        let names = match names {
+            Some(n) => n,
+            None => lend_cutoff_names(self.wanted_names(None)),
+        };
         match jsonwebtoken::decode::<Captured<C>>(token, &self.key, &self.validation) {
-            Ok(data) => Ok((data.header, data.claims.claims, data.claims.rev)),
+            Ok(data) => Ok((data.header, data.claims.claims, data.claims.rev, names)),
             Err(e) => Err(match e.into_kind() {
                 ErrorKind::ExpiredSignature => VerifyError::Expired,
                 kind => VerifyError::Invalid(kind),
@@ -465,7 +513,7 @@ impl Verifier {
     }
 
     /// The CPU-only part: staleness, bounds, filter, cutoffs, against one view of the state.
-    fn local(&self, rev: &RevClaims) -> Local {
+    fn local(&self, rev: &RevClaims, names: &[Box<str>]) -> Local {
         if self.require_jti && rev.jti.is_none() {
             return Local::Reject(VerifyError::MissingJti);
         }
@@ -488,12 +536,23 @@ impl Verifier {
         }
         let mut out = Local::Accept(Checked::NotApplicable);
         self.state.with_current(&mut |state| {
-            out = self.decide(state, rev);
+            out = self.decide(state, rev, names);
         });
         out
     }
 
-    fn decide(&self, state: Option<&dyn RevocationState>, rev: &RevClaims) -> Local {
+    fn decide(
+        &self,
+        state: Option<&dyn RevocationState>,
+        rev: &RevClaims,
+        names: &[Box<str>],
+    ) -> Local {
+        if let Some(s) = state {
+            let captured = |c: &str| c == JTI_CLAIM || names.iter().any(|n| &**n == c);
+            if !s.cutoff_claims().iter().all(|c| captured(c)) {
+                return Local::Retry;
+            }
+        }
         let now = (self.clock)();
         let stale = match (state, self.max_age) {
             (None, _) => Some(Unavailable::NoSnapshot),
@@ -527,7 +586,7 @@ impl Verifier {
                 }
                 StalenessPolicy::ExactSource if !matches!(self.exact, Exact::None) => {
                     if let Some(s) = state {
-                        if let Some(e) = self.cutoff_match(s, rev, token_iss) {
+                        if let Some(e) = self.cutoff_match(s, rev, token_iss, names) {
                             return Local::Reject(e);
                         }
                     }
@@ -556,7 +615,7 @@ impl Verifier {
                 _ => positive = true,
             }
         }
-        if let Some(e) = self.cutoff_match(s, rev, token_iss) {
+        if let Some(e) = self.cutoff_match(s, rev, token_iss, names) {
             return Local::Reject(e);
         }
         if positive {
@@ -583,6 +642,7 @@ impl Verifier {
         s: &dyn RevocationState,
         rev: &RevClaims,
         token_iss: Option<&str>,
+        names: &[Box<str>],
     ) -> Option<VerifyError> {
         // Without `iat` a token cannot show it was issued after a cutoff that the publisher
         // has since pruned; one that carries a cutoff claim is refused unless a cutoff still
@@ -599,8 +659,16 @@ impl Verifier {
         } else {
             token_iss
         };
-        for (name, value) in self.cutoff_claims.iter().zip(rev.cutoffs.iter()) {
-            let Some(value) = value else { continue };
+        // A revocation made without `exp` is a cutoff on the token's own `jti`: it revokes the
+        // token whatever its `exp`, and with no `iat` too (a `jti` names one token).
+        let jti_cutoffs = s.cutoff_claims().iter().any(|c| &**c == JTI_CLAIM);
+        let jti = rev.jti.as_deref().filter(|_| jti_cutoffs);
+        let own = jti.map(|j| (JTI_CLAIM, j));
+        let claimed = names
+            .iter()
+            .zip(rev.cutoffs.iter())
+            .filter_map(|(name, value)| Some((&**name, value.as_deref()?)));
+        for (name, value) in own.into_iter().chain(claimed) {
             let scopes = [iss.map(str::as_bytes), None];
             let scopes = if iss.is_some() {
                 &scopes[..]
@@ -610,11 +678,14 @@ impl Verifier {
             for &scope in scopes {
                 let key = CutoffKey::new(&hasher, scope, name.as_bytes(), value.as_bytes());
                 if s.cutoff(key).is_some_and(|before| revokes(before, rev.iat)) {
-                    return Some(VerifyError::Revoked {
-                        by: RevokedBy::Cutoff {
+                    let by = if own.is_some_and(|(_, j)| std::ptr::eq(j, value)) {
+                        RevokedBy::Jti
+                    } else {
+                        RevokedBy::Cutoff {
                             claim: name.to_string(),
-                        },
-                    });
+                        }
+                    };
+                    return Some(VerifyError::Revoked { by });
                 }
             }
         }

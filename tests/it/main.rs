@@ -12,6 +12,8 @@ mod snapshot_swap;
 mod snapshot_tamper;
 mod support;
 #[cfg(feature = "verify")]
+mod verify_claims_listed;
+#[cfg(feature = "verify")]
 mod verify_exact;
 #[cfg(feature = "verify")]
 mod verify_garbage;

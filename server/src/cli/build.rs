@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use revbloom::bounds::{canonical_exp, Bounds, MAX_JTI_BYTES};
+use revbloom::cutoff::JTI_CLAIM;
+use revbloom::hash::normalize_issuer;
 use revbloom::snapshot::{self, SnapshotMeta};
 use revbloom::sync::write_file_atomically_with;
-use revbloom::{CutoffSet, InsertOutcome, Window, WindowConfig};
+use revbloom::{CutoffKey, CutoffSet, InsertOutcome, Window, WindowConfig};
 use revbloom_server::config::Limits;
 use serde::{Deserialize, Deserializer};
 
@@ -73,13 +75,13 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 struct Line {
     jti: String,
-    /// Absent: the revocation holds for any `exp`. `null` is refused (a lost value, not a
-    /// choice).
+    /// Absent: every token with this `jti` issued before the build is revoked whatever its
+    /// `exp` (a cutoff on the `jti`). `null` is refused (a lost value, not a choice).
     #[serde(default, deserialize_with = "present_number")]
     exp: Option<serde_json::Number>,
-    /// Accepted for the record; filters are keyed on the `jti` alone.
+    /// The token's issuer. Filters are keyed on the `jti` alone; a line without `exp` is a
+    /// cutoff under this issuer (every issuer without it).
     #[serde(default)]
-    #[allow(dead_code)]
     iss: Option<String>,
 }
 
@@ -172,6 +174,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
 
     let (mut inserted, mut expired, mut duplicate) = (0u64, 0u64, 0u64);
+    let mut cutoffs = CutoffSet::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
         let line =
@@ -201,9 +204,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 continue;
             }
         };
+        let Some(exp) = exp else {
+            let iss = rec
+                .iss
+                .as_deref()
+                .map(normalize_issuer)
+                .filter(|i| !i.is_empty());
+            window
+                .add_cutoff_claim(JTI_CLAIM)
+                .context("listing the jti cutoffs")?;
+            let key = CutoffKey::new(window.hasher(), iss.map(str::as_bytes), JTI_CLAIM, &rec.jti);
+            if cutoffs.insert(key, bounds.default_cutoff_before(now)) {
+                inserted += 1;
+            } else {
+                duplicate += 1;
+            }
+            continue;
+        };
         // The jti alone, whatever the issuer: what verifiers probe.
         let hash = window.hasher().hash(&rec.jti);
-        match window.insert_hash(hash, exp) {
+        match window.insert_hash(hash, Some(exp)) {
             InsertOutcome::Inserted => inserted += 1,
             InsertOutcome::Expired => expired += 1,
             _ => duplicate += 1,
@@ -219,10 +239,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         coverage: now,
     };
     let written = write_atomically(&args.out, |w| {
-        snapshot::encode(&window, &CutoffSet::new(), &meta, signing_key.as_ref(), w)
+        snapshot::encode(&window, &cutoffs, &meta, signing_key.as_ref(), w)
             .map_err(std::io::Error::other)
     })?;
-    let entries = window.entries();
+    let entries = window.entries() + cutoffs.len() as u64;
     let bpe = if entries > 0 {
         format!("{:.2}", written as f64 * 8.0 / entries as f64)
     } else {

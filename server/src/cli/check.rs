@@ -60,7 +60,12 @@ fn check<B: AsRef<[u8]> + Send + Sync>(
     exp: Option<u64>,
     iss: Option<&str>,
 ) -> Verdict {
-    RevocationState::check_token(view, jti, iss, exp)
+    match RevocationState::check_token(view, jti, iss, exp) {
+        // A revocation made without `exp` (a cutoff on the jti) revokes it whatever its exp;
+        // without the token's `iat` it cannot be ruled out.
+        Verdict::Clear if view.has_jti_cutoff(jti.as_bytes()) => Verdict::MaybeRevoked,
+        v => v,
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {

@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "oldest_bucket": view.oldest_bucket(),
             "entries": view.entries(),
             "cutoffs": view.cutoffs().count(),
+            "cutoff_claims": view.cutoff_claims(),
             "size_bytes": view.size_bytes(),
             "bits_per_entry": view.bits_per_entry(),
             "signature": match view.signature_status() {
@@ -122,6 +123,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     )?;
     writeln!(text, "entries        {}", view.entries())?;
     writeln!(text, "cutoffs        {}", view.cutoffs().count())?;
+    if !view.cutoff_claims().is_empty() {
+        writeln!(text, "cutoff claims  {}", view.cutoff_claims().join(", "))?;
+    }
     writeln!(text, "size           {} bytes", view.size_bytes())?;
     match view.bits_per_entry() {
         Some(b) => writeln!(text, "bits/entry     {b:.2} (whole file)")?,

@@ -101,9 +101,11 @@ pub struct RevokeArgs {
     /// The token's `jti`.
     #[arg(long)]
     pub jti: String,
-    /// The token's `exp`: unix seconds, or `+SECS` from now.
+    /// The token's `exp`, when known exactly: unix seconds, or `+DURATION` from now (`+3600`,
+    /// `+1h`). Without it every token with this `jti` is revoked whatever its `exp`, until the
+    /// longest token lifetime has passed.
     #[arg(long)]
-    pub exp: String,
+    pub exp: Option<String>,
     /// The token's issuer; without it the jti is revoked for every issuer.
     #[arg(long)]
     pub iss: Option<String>,
@@ -112,13 +114,13 @@ pub struct RevokeArgs {
     pub server: ServerArgs,
 }
 
-/// Parse `exp`: absolute unix seconds, or `+SECS` relative to now.
+/// Parse `exp`: absolute unix seconds, or `+DURATION` relative to now (`+3600`, `+1h`).
 pub fn parse_exp(s: &str) -> anyhow::Result<u64> {
-    let bad = || format!("--exp {s:?} must be unix seconds or +SECS");
+    let bad = || format!("--exp {s:?} must be unix seconds or +DURATION (e.g. +3600, +1h)");
     match s.strip_prefix('+') {
         Some(rel) => {
-            let rel: u64 = rel.parse().with_context(bad)?;
-            Ok(super::now().saturating_add(rel))
+            let rel = revbloom_server::config::parse_duration(rel).with_context(bad)?;
+            Ok(super::now().saturating_add(rel.as_secs()))
         }
         None => s.parse().with_context(bad),
     }
@@ -128,7 +130,12 @@ pub fn parse_exp(s: &str) -> anyhow::Result<u64> {
 pub fn run(args: RevokeArgs) -> anyhow::Result<()> {
     let body = RevokeItem {
         jti: args.jti,
-        exp: parse_exp(&args.exp)?.into(),
+        exp: args
+            .exp
+            .as_deref()
+            .map(parse_exp)
+            .transpose()?
+            .map(Into::into),
         iss: args.iss,
     };
     args.server.post(wire::REVOCATIONS, &body)

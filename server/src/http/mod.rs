@@ -251,6 +251,13 @@ fn issuer(iss: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
 
 /// A failed store write: counted, logged, and a 503 that says nothing was applied.
 fn store_error(st: &Inner, e: super::store::StoreError) -> ApiError {
+    if let super::store::StoreError::TooManyClaims { .. } = e {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_cutoff_claims",
+            e.to_string(),
+        );
+    }
     st.metrics.store_errors_total.fetch_add(1, Relaxed);
     tracing::error!(error = %e, "store write failed");
     ApiError::new(

@@ -15,8 +15,9 @@ use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{check_string, issuer, store_error, Admin, ApiError, AppState, Inner};
-use crate::store::Revocation;
+use crate::store::{Cutoff, Revocation};
 use revbloom::bounds::{canonical_exp, unix_now};
+use revbloom::cutoff::JTI_CLAIM;
 use revbloom::wire::{self, RevokeItem};
 
 /// The revocation routes.
@@ -63,11 +64,26 @@ fn exp_seconds(exp: &serde_json::Number) -> Result<u64, ApiError> {
         })
 }
 
-fn to_revocation(st: &Inner, item: RevokeItem, now: u64) -> Result<Revocation, ApiError> {
+/// One item of a revocation request, checked: with `exp` a revocation, without one a cutoff
+/// on the `jti`.
+enum Checked {
+    WithExp(Revocation),
+    WithoutExp(Cutoff),
+}
+
+fn to_revocation(st: &Inner, item: RevokeItem, now: u64) -> Result<Checked, ApiError> {
     let l = &st.limits;
     check_string("jti", &item.jti, l.max_jti_bytes, "jti_too_long")?;
     let iss = issuer(item.iss, l.max_string_bytes)?;
-    let exp = exp_seconds(&item.exp)?;
+    let Some(exp) = item.exp else {
+        return Ok(Checked::WithoutExp(Cutoff {
+            iss,
+            claim: JTI_CLAIM.to_owned(),
+            value: item.jti,
+            before: st.bounds.default_cutoff_before(now),
+        }));
+    };
+    let exp = exp_seconds(&exp)?;
     let earliest = st.bounds.earliest_useful_exp(now);
     if exp < earliest {
         return Err(ApiError::bad(
@@ -87,11 +103,11 @@ fn to_revocation(st: &Inner, item: RevokeItem, now: u64) -> Result<Revocation, A
             ),
         ));
     }
-    Ok(Revocation {
+    Ok(Checked::WithExp(Revocation {
         iss,
         jti: item.jti,
         exp,
-    })
+    }))
 }
 
 async fn revoke(
@@ -128,7 +144,14 @@ async fn revoke(
         .map(|(i, it)| to_revocation(st, it, now).map_err(|e| if batch { e.in_item(i) } else { e }))
         .collect::<Result<Vec<_>, _>>()?;
     let n = revs.len();
-    match st.store.revoke(revs).await {
+    let (mut with_exp, mut without_exp) = (Vec::new(), Vec::new());
+    for r in revs {
+        match r {
+            Checked::WithExp(r) => with_exp.push(r),
+            Checked::WithoutExp(c) => without_exp.push(c),
+        }
+    }
+    match st.store.revoke_with(with_exp, without_exp).await {
         Ok(o) => {
             st.metrics.revocations_total.fetch_add(n as u64, Relaxed);
             Ok(Json(wire::RevokeReply {
@@ -192,7 +215,8 @@ fn answer_lookup(st: &Inner, jti: String, iss: Option<String>) -> Result<Respons
         iss,
         jti,
         pruned_before: found.pruned_before,
-        revoked: found.exp.is_some(),
+        revoked: found.exp.is_some() || found.without_exp.is_some(),
+        revoked_before: found.without_exp,
     };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

@@ -1,6 +1,7 @@
 //! The `revbloom` binary end to end: keygen, build, inspect, check, and its error paths.
 
 use crate::support::{temp_dir, NOW};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -60,7 +61,12 @@ fn build_inspect_check_round_trip() {
     assert!(i.status.success(), "{}", stderr(&i));
     let v: serde_json::Value = serde_json::from_str(&stdout(&i)).unwrap();
     assert_eq!(v["generation"], 1);
-    assert_eq!(v["entries"], 20_002);
+    // The line without exp is a cutoff on its jti, not a filter entry.
+    assert_eq!(v["entries"], 20_001);
+    assert_eq!(
+        (&v["cutoffs"], &v["cutoff_claims"]),
+        (&json!(1), &json!(["jti"]))
+    );
     let size = v["size_bytes"].as_u64().unwrap();
     assert_eq!(size, std::fs::metadata(dir.join("s.snap")).unwrap().len());
     let bpe = v["bits_per_entry"].as_f64().unwrap();
@@ -89,9 +95,11 @@ fn build_inspect_check_round_trip() {
     assert_eq!(c.status.code(), Some(3));
 
     let queries = format!(
-        "{{\"jti\":\"tok-1\",\"exp\":{}}}\n{{\"jti\":\"absent\",\"exp\":{}}}\n{{\"jti\":\"tok-2\",\"exp\":5}}\n{{\"jti\":\"no-exp\"}}\n",
+        "{{\"jti\":\"tok-1\",\"exp\":{}}}\n{{\"jti\":\"absent\",\"exp\":{}}}\n{{\"jti\":\"tok-2\",\"exp\":5}}\n{{\"jti\":\"no-exp\"}}\n{{\"jti\":\"no-exp\",\"exp\":{}}}\n{{\"jti\":\"no-exp\",\"exp\":{}}}\n",
         NOW + 61,
-        NOW + 61
+        NOW + 61,
+        NOW + 61,
+        NOW + 20 * 3600
     );
     std::fs::write(dir.join("q.jsonl"), queries).unwrap();
     let c = run(&dir, &["check", "s.snap", "--input", "q.jsonl"]);
@@ -110,6 +118,8 @@ fn build_inspect_check_round_trip() {
             ("tok-1", "maybe_revoked"),
             ("absent", "clear"),
             ("tok-2", "expired"),
+            ("no-exp", "maybe_revoked"),
+            ("no-exp", "maybe_revoked"),
             ("no-exp", "maybe_revoked")
         ]
     );
@@ -178,8 +188,10 @@ fn errors_are_one_line_with_nonzero_exit() {
     write_input(&dir, 10);
     assert!(build(&dir, &[]).status.success());
     let mut bytes = std::fs::read(dir.join("s.snap")).unwrap();
-    // The last byte before the 8-byte trailer is filter bits: only the checksum can notice.
-    let last_bit_byte = bytes.len() - 9;
+    // The last filter byte, before the 16-byte cutoff record of the line without exp, the
+    // 16-byte extension section listing `jti` and the 8-byte trailer: only the checksum can
+    // notice a flip there.
+    let last_bit_byte = bytes.len() - 8 - 16 - 16 - 1;
     bytes[last_bit_byte] ^= 1;
     std::fs::write(dir.join("bad.snap"), bytes).unwrap();
     let c = run(&dir, &["check", "bad.snap", "--jti", "x"]);

@@ -1,11 +1,12 @@
 //! Model test across the publisher/verifier seams: a generated deployment (bucket width,
 //! horizon, leeway, clock skew, longest token lifetime, default issuer), a generated token
 //! (issuer spelling, lifetime, fractional `exp`, numeric or string `sub`, clocks of issuer and
-//! verifier offset within the skew) and a generated revocation of that token (by `jti`, or a
-//! `sub`/`sid` cutoff; with or without `iss`), run through the publisher's own pieces — the
+//! verifier offset within the skew) and a generated revocation of that token (by `jti` with its
+//! `exp` or without one, or a `sub`/`sid` cutoff; with or without `iss`), run through the publisher's own pieces — the
 //! redb store (keys, issuer rules, pruning and its watermark), the window and cutoff set built
 //! from it with the publisher's key functions, the encoded snapshot — and the real `Verifier`
-//! with the store as its exact source, at a generated later time. The one assertion: the
+//! with its default cutoff settings (it checks the claims the snapshot lists) and the store as
+//! its exact source, at a generated later time. The one assertion: the
 //! revoked token is **never accepted**.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use revbloom::bounds::canonical_exp;
+use revbloom::cutoff::JTI_CLAIM;
 use revbloom::hash::normalize_issuer;
 use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::verify::{covered, ExactError, ExactQuery, ExactSource, Verifier, VerifyError};
@@ -36,6 +38,8 @@ const ISSUERS: [&str; 3] = [
 enum Action {
     /// Revoke the token's jti, naming an issuer (index into ISSUERS) or none.
     Jti { iss: Option<usize> },
+    /// Revoke the token's jti without its `exp` (the caller does not know it).
+    JtiWithoutExp { iss: Option<usize> },
     /// Cut off the token's `sub` (or `sid`) at the API's default `before`.
     Cutoff { iss: Option<usize>, sid: bool },
 }
@@ -81,6 +85,7 @@ fn case() -> impl Strategy<Value = Case> {
         (-5i64..=5, -5i64..=5, 0u64..=1000, 0u64..=1200),
         prop_oneof![
             issuer().prop_map(|iss| Action::Jti { iss }),
+            issuer().prop_map(|iss| Action::JtiWithoutExp { iss }),
             (issuer(), any::<bool>()).prop_map(|(iss, sid)| Action::Cutoff { iss, sid }),
         ],
     )
@@ -127,7 +132,8 @@ impl ExactSource for StoreSource {
             .0
             .lookup_covered(q.iss, q.jti)
             .map_err(ExactError::unreachable)?;
-        covered(found.exp.is_some(), q.exp, found.pruned_before)
+        let revoked = found.exp.is_some() || found.without_exp.is_some();
+        covered(revoked, q.exp, found.pruned_before)
     }
 }
 
@@ -194,7 +200,9 @@ fn run(c: &Case, rt: &tokio::runtime::Runtime, tally: &Tally) -> Result<(), Test
     // whatever its issuer.
     let effective = norm(c.token_iss).or_else(|| norm(c.default_iss));
     let action_iss = match &c.action {
-        Action::Jti { iss } | Action::Cutoff { iss, .. } => norm(*iss),
+        Action::Jti { iss } | Action::JtiWithoutExp { iss } | Action::Cutoff { iss, .. } => {
+            norm(*iss)
+        }
     };
     if action_iss.is_some() && action_iss != effective {
         tally.untargeted.fetch_add(1, Ordering::Relaxed);
@@ -217,6 +225,21 @@ fn run(c: &Case, rt: &tokio::runtime::Runtime, tally: &Tally) -> Result<(), Test
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
         }
+        Action::JtiWithoutExp { iss } => {
+            // What the API stores for an item without `exp`, and the publisher's window.
+            let cut = Cutoff {
+                iss: norm(*iss),
+                claim: JTI_CLAIM.to_owned(),
+                value: jti.clone(),
+                before: bounds.default_cutoff_before(revoked),
+            };
+            window
+                .add_cutoff_claim(&cut.claim)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            cutoffs.insert(cutoff_key(window.hasher(), &cut), cut.before);
+            rt.block_on(store.revoke_with(Vec::new(), vec![cut]))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
         Action::Cutoff { iss, sid } => {
             let (claim, value) = if *sid {
                 ("sid", "session-1".to_owned())
@@ -231,6 +254,9 @@ fn run(c: &Case, rt: &tokio::runtime::Runtime, tally: &Tally) -> Result<(), Test
                 value,
                 before: bounds.default_cutoff_before(revoked),
             };
+            window
+                .add_cutoff_claim(&cut.claim)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             cutoffs.insert(cutoff_key(window.hasher(), &cut), cut.before);
             rt.block_on(store.cutoff(cut))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -258,7 +284,6 @@ fn run(c: &Case, rt: &tokio::runtime::Runtime, tally: &Tally) -> Result<(), Test
     let verifier = Verifier::builder(DecodingKey::from_secret(SECRET), validation)
         .state(Arc::new(view))
         .exact_source(StoreSource(store))
-        .cutoff_claims(&["sub", "sid"])
         .staleness(None, revbloom::StalenessPolicy::FailClosed)
         .clock(move || now)
         .build()
