@@ -88,7 +88,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed()
     );
 
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    let http = revbloom::sync::ClientTls::system_roots()
+        .reqwest_builder()?
+        .no_proxy()
+        .build()?;
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()

@@ -124,7 +124,9 @@ async fn main() -> Result<(), String> {
     if !url.starts_with("http://127.0.0.1") && !url.starts_with("http://localhost") {
         return Err("the load test only targets loopback servers".into());
     }
-    let http = reqwest::Client::builder()
+    let http = revbloom::sync::ClientTls::system_roots()
+        .reqwest_builder()
+        .map_err(|e| e.to_string())?
         .no_proxy()
         .pool_max_idle_per_host(2048)
         .build()

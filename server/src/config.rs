@@ -263,6 +263,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Connection limits of the listener: timeouts, caps, shutdown grace.
     pub connections: crate::limits::ConnLimits,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP (absent: plain HTTP).
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 impl Default for ServerConfig {
@@ -281,6 +283,7 @@ impl Default for ServerConfig {
             window: WindowSettings::default(),
             limits: Limits::default(),
             connections: crate::limits::ConnLimits::default(),
+            tls: None,
         }
     }
 }
@@ -315,6 +318,9 @@ impl ServerConfig {
         }
         if let Err(source) = self.connections.validate() {
             return Err(ConfigFileError::Connections { source });
+        }
+        if let Some(Err((key, why))) = self.tls.as_ref().map(|t| t.validate()) {
+            return field(key, why.into());
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod publish;
 pub mod run;
 pub mod store;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use publish::{Hub, Published, Publisher};

@@ -163,6 +163,14 @@ pub struct Metrics {
     pub publish_errors_total: CounterU64,
     /// 1 when `GET /readyz` would answer 200, else 0 (refreshed by `/readyz` and `/metrics`).
     pub ready: GaugeU64,
+    /// TLS certificate pairs swapped in by the reload task.
+    pub tls_reloads_total: CounterU64,
+    /// Changed TLS certificate or key files that could not be loaded (the old pair stays).
+    pub tls_reload_failures_total: CounterU64,
+    /// TLS handshakes that failed (not TLS, bad ClientHello, no common parameters).
+    pub tls_handshake_failures_total: CounterU64,
+    /// TLS handshakes not completed within the handshake timeout.
+    pub tls_handshake_timeouts_total: CounterU64,
     /// The listener's counters ([`ConnCounters`]), mirrored on each render.
     connections: [CounterU64; 6],
     connections_open: GaugeU64,
@@ -189,6 +197,10 @@ impl Default for Metrics {
             publishes_total: CounterU64::default(),
             publish_errors_total: CounterU64::default(),
             ready: GaugeU64::default(),
+            tls_reloads_total: CounterU64::default(),
+            tls_reload_failures_total: CounterU64::default(),
+            tls_handshake_failures_total: CounterU64::default(),
+            tls_handshake_timeouts_total: CounterU64::default(),
             connections: Default::default(),
             connections_open: GaugeU64::default(),
             not_ready: Family::default(),
@@ -282,6 +294,31 @@ impl Metrics {
             "Connections open now",
             self.connections_open.0.clone(),
         );
+        let tls = [
+            (
+                "revbloom_tls_reloads",
+                "TLS certificate pairs reloaded from their files",
+                &self.tls_reloads_total,
+            ),
+            (
+                "revbloom_tls_reload_failures",
+                "Changed TLS certificate or key files that could not be loaded",
+                &self.tls_reload_failures_total,
+            ),
+            (
+                "revbloom_tls_handshake_failures",
+                "TLS handshakes that failed",
+                &self.tls_handshake_failures_total,
+            ),
+            (
+                "revbloom_tls_handshake_timeouts",
+                "TLS handshakes not completed within the handshake timeout",
+                &self.tls_handshake_timeouts_total,
+            ),
+        ];
+        for (name, help, c) in tls {
+            r.register(name, help, c.0.clone());
+        }
         r.register(
             "revbloom_ready",
             "1 when the publisher is ready (GET /readyz answers 200), else 0",

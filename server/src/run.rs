@@ -5,6 +5,12 @@
 //! exposes no header-read timeout, connection cap or shutdown deadline. Its bounds are
 //! [`ConnLimits`]: a connection slot is taken *before* `accept`, so connections over the cap
 //! wait in the kernel's backlog instead of being accepted and dropped.
+//!
+//! With TLS configured ([`crate::tls`]), each accepted connection first completes a TLS
+//! handshake within [`TlsSettings::handshake_timeout`](crate::tls::TlsSettings) — in its own
+//! task, holding its connection slot, so a client that never sends a ClientHello costs one slot
+//! for that long and never delays the accept loop — and then meets the same HTTP bounds as a
+//! plain connection.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,6 +34,7 @@ use super::limits::{
 use super::metrics::Metrics;
 use super::publish::{Hub, PublishError, Publisher};
 use super::store::{Store, StoreError};
+use super::tls::{ServerTls, TlsError};
 
 /// Errors starting or running the publisher.
 #[derive(Debug, Error)]
@@ -48,6 +55,9 @@ pub enum ServeError {
     /// The signing key could not be read.
     #[error(transparent)]
     SigningKey(#[from] revbloom::snapshot::KeyFileError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listen address could not be bound, or serving failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -62,6 +72,7 @@ pub enum ServeError {
 /// [`Running::wait`].
 pub struct Running {
     addr: SocketAddr,
+    tls: bool,
     hub: Hub,
     counters: Arc<ConnCounters>,
     shutdown: CancellationToken,
@@ -72,6 +83,12 @@ impl Running {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The listener's base URL: `https://ADDR` when it serves TLS, else `http://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The publisher's read side (current generation, deltas).
@@ -124,10 +141,16 @@ pub async fn start_with_limits(
         Some(path) => Some(revbloom::snapshot::read_signing_key(path)?),
         None => None,
     };
+    // Before the store is opened: a wrong path is a one-line error naming the file.
+    let tls = match &config.tls {
+        Some(settings) => Some(ServerTls::load(settings)?),
+        None => None,
+    };
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();
     let (store, writer) = Store::open(&config.data_dir, Some(commit_tx))?;
     let store = store.with_default_issuer(config.default_issuer());
     let metrics = Arc::new(Metrics::default());
+    let listener_metrics = Arc::clone(&metrics);
     let (publisher, hub) =
         Publisher::start(store.clone(), &config, signing_key, Arc::clone(&metrics)).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -153,9 +176,25 @@ pub async fn start_with_limits(
     let counters = Arc::new(ConnCounters::default());
     let app = router(state.with_conn_limits(conn.clone(), Arc::clone(&counters)));
     let publisher_task = tokio::spawn(publisher.run(commit_rx, shutdown.clone()));
+    let reload_task = tls.clone().map(|tls| {
+        tokio::spawn(super::tls::watch(
+            tls,
+            Arc::clone(&listener_metrics),
+            shutdown.clone(),
+        ))
+    });
+    let is_tls = tls.is_some();
+    let listener = Listener {
+        tcp: listener,
+        tls,
+        metrics: listener_metrics,
+    };
     let serve = serve(listener, app, conn, Arc::clone(&counters), shutdown.clone());
     let task = tokio::spawn(async move {
         serve.await;
+        if let Some(t) = reload_task {
+            let _ = t.await;
+        }
         // Every connection is closed or dropped, and with them the router and its Store
         // handles. A request cut off by the grace deadline was never acknowledged; every
         // acknowledged write is committed. The publisher saw the same signal; once it is gone
@@ -166,6 +205,7 @@ pub async fn start_with_limits(
     });
     Ok(Running {
         addr,
+        tls: is_tls,
         hub,
         counters,
         shutdown,
@@ -183,10 +223,17 @@ impl Drop for OpenGuard {
     }
 }
 
+/// The bound socket, and what a connection goes through before HTTP.
+struct Listener {
+    tcp: TcpListener,
+    tls: Option<ServerTls>,
+    metrics: Arc<Metrics>,
+}
+
 /// Accept and serve connections until `shutdown`, then give in-flight requests
 /// `conn.shutdown_grace()` and drop the connections that remain.
 async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     app: Router,
     conn: ConnLimits,
     counters: Arc<ConnCounters>,
@@ -200,6 +247,14 @@ async fn serve(
         .header_read_timeout(conn.header_read_timeout())
         .max_buf_size(HYPER_MAX_BUF_BYTES)
         .max_headers(HYPER_MAX_HEADERS);
+    let Listener {
+        tcp: listener,
+        tls,
+        metrics,
+    } = listener;
+    let acceptor = tls
+        .as_ref()
+        .map(|t| (t.acceptor(), t.settings.handshake_timeout()));
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
@@ -239,21 +294,32 @@ async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             tower::ServiceExt::oneshot(app.clone(), req)
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
         let stop = shutdown.clone();
+        let http = http.clone();
+        let acceptor = acceptor.clone();
+        let metrics = Arc::clone(&metrics);
         tasks.spawn(async move {
             let _slot = slot;
             let _open = open;
-            let mut connection = std::pin::pin!(connection);
-            let served = tokio::select! {
-                r = connection.as_mut() => r,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some((acceptor, limit)) = acceptor else {
+                return serve_http(&http, stream, service, peer, &stop).await;
             };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+                () = stop.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(tls)) => serve_http(&http, tls, service, peer, &stop).await,
+                Ok(Err(e)) => {
+                    // A port scanner, a plain-HTTP client or a client that distrusts our
+                    // certificate: the client's business, so debug only, and counted.
+                    metrics.tls_handshake_failures_total.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics.tls_handshake_timeouts_total.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, timeout = ?limit, "TLS handshake timed out");
+                }
             }
         });
     }
@@ -272,6 +338,34 @@ async fn serve(
                 break;
             }
         }
+    }
+}
+
+/// Serve HTTP/1.1 on `io` until the client is done or `stop` asks for a graceful end.
+async fn serve_http<I, S, B>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    peer: SocketAddr,
+    stop: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        r = connection.as_mut() => r,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

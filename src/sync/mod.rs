@@ -22,6 +22,9 @@
 //! handle's staleness policy still applies to a cached snapshot that has grown old.
 
 mod poll;
+pub mod tls;
+
+pub use tls::{ClientTls, ClientTlsError};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -57,6 +60,7 @@ pub struct SyncConfig {
     file_poll: Duration,
     min_backoff: Duration,
     max_backoff: Duration,
+    tls: ClientTls,
 }
 
 impl SyncConfig {
@@ -79,6 +83,7 @@ impl SyncConfig {
             file_poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            tls: ClientTls::default(),
         }
     }
 
@@ -116,6 +121,19 @@ impl SyncConfig {
         self
     }
 
+    /// For an `https://` publisher, trust only the CA certificates in the PEM file at `path`
+    /// instead of the system's store (see [`ClientTls::ca_file`]).
+    pub fn ca_file(self, path: impl Into<PathBuf>) -> Self {
+        self.tls(ClientTls::ca_file(path))
+    }
+
+    /// Which certificates an `https://` publisher is checked against (default: the system's
+    /// store).
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The source.
     pub fn source(&self) -> &Source {
         &self.source
@@ -150,6 +168,9 @@ pub enum SyncError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS configuration is unusable (the CA file cannot be read or holds no CA).
+    #[error(transparent)]
+    Tls(#[from] ClientTlsError),
     /// `start` was called outside a tokio runtime.
     #[error("SyncClient::start needs a tokio runtime (call it from async code or inside Runtime::enter)")]
     NoRuntime,
@@ -170,7 +191,8 @@ pub struct SyncStats {
 }
 
 impl SyncStats {
-    /// The most recent error, if any since the last success.
+    /// The most recent error with its causes (see [`tls::error_chain`]: a refused certificate
+    /// reads `... invalid peer certificate: UnknownIssuer`), if any since the last success.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
@@ -178,7 +200,7 @@ impl SyncStats {
     fn record_error(&self, e: &SyncError) {
         self.errors.fetch_add(1, Relaxed);
         if let Ok(mut l) = self.last_error.lock() {
-            *l = Some(e.to_string());
+            *l = Some(tls::error_chain(e));
         }
     }
 
@@ -201,9 +223,11 @@ pub struct SyncClient {
 impl SyncClient {
     /// Load the cache file (if configured and valid) into `handle`, then start syncing in the
     /// background on the current tokio runtime. Returns at once; the handle may still be empty
-    /// (stale) until the first fetch succeeds.
+    /// (stale) until the first fetch succeeds. An unusable CA file is an error here, not a
+    /// client that never syncs.
     pub fn start(config: SyncConfig, handle: SnapshotHandle) -> Result<SyncClient, SyncError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SyncError::NoRuntime)?;
+        let http = poll::http_client(&config)?;
         let stats = Arc::new(SyncStats::default());
         if let Some(cache) = &config.cache_file {
             match std::fs::read(cache) {
@@ -228,7 +252,13 @@ impl SyncClient {
             }
         }
         let (tx, rx) = watch::channel(handle.generation());
-        let task = runtime.spawn(poll::run(config, handle.clone(), Arc::clone(&stats), tx));
+        let task = runtime.spawn(poll::run(
+            config,
+            http,
+            handle.clone(),
+            Arc::clone(&stats),
+            tx,
+        ));
         Ok(SyncClient {
             handle,
             stats,

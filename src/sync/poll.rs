@@ -19,28 +19,29 @@ use crate::bounds::unix_now;
 /// Whether a sync step changed the handle.
 type Changed = bool;
 
+/// The HTTP client of a URL source (`None` for a file source), with the configured TLS trust.
+pub(super) fn http_client(config: &SyncConfig) -> Result<Option<reqwest::Client>, SyncError> {
+    if !matches!(config.source, Source::Url(_)) {
+        return Ok(None);
+    }
+    let client = config
+        .tls
+        .reqwest_builder()?
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        // The long-poll itself plus room for a large snapshot body.
+        .timeout(config.wait.saturating_add(Duration::from_secs(30)))
+        .build()?;
+    Ok(Some(client))
+}
+
 pub(super) async fn run(
     config: SyncConfig,
+    client: Option<reqwest::Client>,
     handle: SnapshotHandle,
     stats: Arc<SyncStats>,
     generations: watch::Sender<Option<u64>>,
 ) {
-    let client = match &config.source {
-        Source::Url(_) => match reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            // The long-poll itself plus room for a large snapshot body.
-            .timeout(config.wait.saturating_add(Duration::from_secs(30)))
-            .build()
-        {
-            Ok(c) => Some(c),
-            Err(e) => {
-                stats.record_error(&SyncError::Http(e));
-                return;
-            }
-        },
-        Source::File(_) => None,
-    };
     let mut delays = retry_delays(&config);
     let mut file_seen: Option<(SystemTime, u64)> = None;
     // After a delta failure, go straight to a full snapshot once.
@@ -71,7 +72,9 @@ pub(super) async fn run(
             Err(e) => {
                 // `retry_delays` never ends; the fallback only satisfies the type.
                 let delay = delays.next().unwrap_or(config.max_backoff);
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "revocation sync failed");
+                // The whole chain: reqwest's own message hides a refused certificate.
+                let error = super::tls::error_chain(&e);
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "revocation sync failed");
                 stats.record_error(&e);
                 tokio::time::sleep(delay).await;
             }
@@ -297,7 +300,12 @@ mod tests {
     #[test]
     fn http_failures_keep_their_cause() {
         use std::error::Error as _;
-        let e = reqwest::Client::new().get("not a url").build().unwrap_err();
+        let client = crate::sync::ClientTls::default()
+            .reqwest_builder()
+            .unwrap()
+            .build()
+            .unwrap();
+        let e = client.get("not a url").build().unwrap_err();
         let e = SyncError::from(e);
         assert!(e
             .source()

@@ -16,6 +16,7 @@ use reqwest::{Client, StatusCode, Url};
 use thiserror::Error;
 
 use super::exact::{covered, AsyncExactSource, ExactError, ExactFuture, ExactQuery};
+use crate::sync::tls::{certificate_error, error_chain, ClientTls, ClientTlsError};
 
 /// Largest response body read from the lookup endpoint; the answer is a few dozen bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -50,6 +51,9 @@ pub enum HttpExactSourceError {
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The TLS configuration is unusable (the CA file cannot be read or holds no CA).
+    #[error(transparent)]
+    Tls(#[from] ClientTlsError),
 }
 
 /// Why a lookup answer was refused: the cause of [`ExactError::BadResponse`].
@@ -65,9 +69,11 @@ enum BadAnswer {
 
 /// Asks a publisher whether a token id is revoked (async; never blocks the runtime).
 ///
-/// Put it behind a [`CachedSource`](super::CachedSource). Plain `http://` only: the crate
-/// enables no TLS backend; reach a remote publisher through a local TLS-terminating proxy or
-/// pass your own `reqwest::Client` built with TLS to [`HttpExactSource::with_client`].
+/// Put it behind a [`CachedSource`](super::CachedSource). `http://` and `https://`: an
+/// `https://` publisher's certificate is checked against the system's trust store
+/// ([`HttpExactSource::new`]) or a CA file ([`HttpExactSource::with_ca_file`]). A refused
+/// certificate makes every lookup [`ExactError::Unreachable`], with the reason (e.g.
+/// `invalid peer certificate: UnknownIssuer`) among its causes and in a `warn` log line.
 #[derive(Debug, Clone)]
 pub struct HttpExactSource {
     base: Url,
@@ -76,9 +82,24 @@ pub struct HttpExactSource {
 
 impl HttpExactSource {
     /// A source for the publisher at `base_url` with a 2 s request timeout (1 s to
-    /// connect), ignoring proxy environment variables.
+    /// connect), ignoring proxy environment variables; an `https://` publisher is checked
+    /// against the system's trust store.
     pub fn new(base_url: &str) -> Result<Self, HttpExactSourceError> {
-        let client = Client::builder()
+        Self::with_tls(base_url, &ClientTls::system_roots())
+    }
+
+    /// [`HttpExactSource::new`] trusting only the CA certificates in the PEM file `ca_file`.
+    pub fn with_ca_file(
+        base_url: &str,
+        ca_file: impl Into<std::path::PathBuf>,
+    ) -> Result<Self, HttpExactSourceError> {
+        Self::with_tls(base_url, &ClientTls::ca_file(ca_file))
+    }
+
+    /// [`HttpExactSource::new`] with the certificate trust `tls`.
+    pub fn with_tls(base_url: &str, tls: &ClientTls) -> Result<Self, HttpExactSourceError> {
+        let client = tls
+            .reqwest_builder()?
             .timeout(Duration::from_secs(2))
             .connect_timeout(Duration::from_secs(1))
             .no_proxy()
@@ -87,7 +108,10 @@ impl HttpExactSource {
         Self::with_client(base_url, client)
     }
 
-    /// A source using a caller-configured client (timeouts, TLS, proxies).
+    /// A source using a caller-configured client (timeouts, TLS, proxies). With this crate's
+    /// reqwest (no crypto provider of its own), start from
+    /// [`ClientTls::reqwest_builder`](crate::sync::ClientTls::reqwest_builder), or install a
+    /// process-wide rustls provider before building the client.
     pub fn with_client(base_url: &str, client: Client) -> Result<Self, HttpExactSourceError> {
         let base = Url::parse(base_url).map_err(|source| HttpExactSourceError::InvalidUrl {
             url: base_url.to_owned(),
@@ -159,6 +183,12 @@ fn classify(e: reqwest::Error) -> ExactError {
     if e.is_timeout() {
         ExactError::Timeout
     } else {
+        if certificate_error(&e).is_some() {
+            // The error's own text is "error sending request"; without this line a
+            // misconfigured trust store looks like a publisher that is down. A cache in front
+            // backs off after a failure, which bounds how often this is logged.
+            tracing::warn!(error = %error_chain(&e), "exact source: the publisher's certificate was refused");
+        }
         ExactError::unreachable(e)
     }
 }

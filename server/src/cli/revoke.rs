@@ -6,16 +6,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use revbloom::sync::tls::{certificate_error, error_chain, ClientTls};
 use revbloom_server::config::{
     admin_token_from_env, ADMIN_TOKEN_FILE, DEFAULT_DATA, ENV_ADMIN_TOKEN,
 };
 
+/// Environment variable read by `--ca-file`.
+pub const ENV_CA_FILE: &str = "REVBLOOM_CA_FILE";
+
 /// Where and how to reach the publisher's admin API.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// Publisher base URL.
+    /// Publisher base URL (`http://` or `https://`).
     #[arg(long, env = "REVBLOOM_SERVER", default_value = "http://127.0.0.1:8750")]
     pub server: String,
+    /// For an `https://` publisher: trust only the CA certificates in this PEM file [default:
+    /// the system's trust store].
+    #[arg(long, value_name = "FILE", env = ENV_CA_FILE)]
+    pub ca_file: Option<PathBuf>,
     /// File holding the admin token [else env REVBLOOM_ADMIN_TOKEN; else DATA/admin-token].
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -62,18 +70,44 @@ impl ServerArgs {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let tls = match &self.ca_file {
+            Some(path) => ClientTls::ca_file(path),
+            None => ClientTls::system_roots(),
+        };
         let (status, text) = runtime.block_on(async {
-            let client = reqwest::Client::builder()
+            let client = tls
+                .reqwest_builder()
+                .context("--ca-file")?
                 .timeout(Duration::from_secs(30))
                 .no_proxy()
                 .build()?;
-            let res = client
+            let res = match client
                 .post(&url)
                 .bearer_auth(&token)
                 .json(body)
                 .send()
                 .await
-                .with_context(|| format!("cannot reach the publisher at {url}"))?;
+            {
+                Ok(res) => res,
+                Err(e) => {
+                    let hint = match (certificate_error(&e), &self.ca_file) {
+                        (None, _) => "",
+                        (Some(_), None) => {
+                            "; the publisher's certificate is not trusted: pass --ca-file with \
+                             the CA that signed it"
+                        }
+                        (Some(_), Some(_)) => {
+                            "; the publisher's certificate is not trusted: check that --ca-file \
+                             holds the CA that signed it and that the URL's host is a name in it"
+                        }
+                    };
+                    // The whole chain: reqwest's own message hides the certificate problem.
+                    bail!(
+                        "cannot reach the publisher at {url}: {}{hint}",
+                        error_chain(&e)
+                    );
+                }
+            };
             let status = res.status();
             anyhow::Ok((status, res.text().await?))
         })?;

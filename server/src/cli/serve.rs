@@ -5,7 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use revbloom_server::config::{resolve_admin_token, TokenSource, ENV_DATA, ENV_LISTEN};
+use revbloom_server::tls::TlsSettings;
 use revbloom_server::{run, ServerConfig};
+
+/// Environment variable read by `--tls-cert`.
+pub const ENV_TLS_CERT: &str = "REVBLOOM_TLS_CERT";
+/// Environment variable read by `--tls-key`.
+pub const ENV_TLS_KEY: &str = "REVBLOOM_TLS_KEY";
 
 /// Arguments of `revbloom serve`. `--listen` and `--data` fall back to their environment
 /// variables, then to the config file, then to the defaults. The admin token has no flag
@@ -22,6 +28,14 @@ pub struct ServeArgs {
     /// `data_dir` in the config file].
     #[arg(long, value_name = "DIR", env = ENV_DATA)]
     pub data: Option<PathBuf>,
+    /// Serve HTTPS: PEM file with the certificate (then its intermediates); needs --tls-key.
+    /// Reloaded when it changes [default: `tls.cert_file` in the config file].
+    #[arg(long, value_name = "FILE", env = ENV_TLS_CERT, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key; needs --tls-cert [default: `tls.key_file`
+    /// in the config file].
+    #[arg(long, value_name = "FILE", env = ENV_TLS_KEY, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Start a new, empty history when the store of an initialized data folder is missing or
     /// empty (after a lost disk, say). Never discards an existing store.
     #[arg(long)]
@@ -36,8 +50,9 @@ fn listen_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// Build the effective configuration: the file, then `REVBLOOM_ADMIN_TOKEN`, then `--listen`
-/// and `--data` (each a flag or, failing that, its environment variable, as clap read them).
+/// Build the effective configuration: the file, then `REVBLOOM_ADMIN_TOKEN`, then `--listen`,
+/// `--data` and `--tls-cert`/`--tls-key` (each a flag or, failing that, its environment
+/// variable, as clap read them).
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     let mut config = match &args.config {
         Some(path) => ServerConfig::from_file(path)?,
@@ -49,6 +64,14 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(d) = &args.data {
         config.data_dir = d.clone();
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        // The flags name the files; the file's other `tls` keys (intervals) still apply.
+        let tls = config
+            .tls
+            .get_or_insert_with(|| TlsSettings::new(cert, key));
+        tls.cert_file = cert.clone();
+        tls.key_file = key.clone();
     }
     config.validate()?;
     Ok(config)
@@ -92,7 +115,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let running = run::start(config, token).await?;
         // Scripts and tests read this line to learn the port when listening on port 0.
-        println!("revbloom: listening on http://{}", running.local_addr());
+        println!("revbloom: listening on {}", running.url());
         eprintln!("revbloom: data in {}", data.display());
         run::shutdown_signal().await;
         eprintln!("revbloom: shutting down; finishing in-flight requests");
@@ -117,7 +140,10 @@ mod tests {
     fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         let no_env = |a: clap::Arg| a.env(None);
         let cmd = Cli::command().mut_subcommand("serve", |c| {
-            c.mut_arg("listen", no_env).mut_arg("data", no_env)
+            c.mut_arg("listen", no_env)
+                .mut_arg("data", no_env)
+                .mut_arg("tls_cert", no_env)
+                .mut_arg("tls_key", no_env)
         });
         let argv = ["revbloom", "serve"].iter().chain(args);
         let cli = Cli::from_arg_matches(&cmd.try_get_matches_from(argv)?)?;
@@ -169,6 +195,51 @@ mod tests {
         let c = load_config(&args).unwrap();
         assert_eq!(c.listen, "[::1]:7777".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_override_the_files_paths() {
+        let e = serve(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(e.to_string().contains("--tls-key"), "{e}");
+        assert!(serve(&["--tls-key", "k.pem"]).is_err());
+
+        let c = load_config(&serve(&[]).unwrap()).unwrap();
+        assert_eq!(c.tls, None);
+        let c =
+            load_config(&serve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap()).unwrap();
+        assert_eq!(c.tls, Some(TlsSettings::new("c.pem", "k.pem")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revbloom.json");
+        std::fs::write(
+            &file,
+            r#"{"tls": {"cert_file": "/f/c.pem", "key_file": "/f/k.pem", "reload_interval_ms": 250}}"#,
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let c = load_config(&serve(&["--config", file]).unwrap()).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/f/c.pem"));
+        assert_eq!(tls.reload_interval_ms, 250);
+        let args = serve(&["--config", file, "--tls-cert", "c", "--tls-key", "k"]).unwrap();
+        let tls = load_config(&args).unwrap().tls.unwrap();
+        assert_eq!(
+            (tls.cert_file, tls.key_file, tls.reload_interval_ms),
+            ("c".into(), "k".into(), 250)
+        );
+        std::fs::write(
+            dir.path().join("bad.json"),
+            r#"{"tls": {"cert_file": "c", "key_file": "k", "handshake_timeout_ms": 0}}"#,
+        )
+        .unwrap();
+        let bad = dir.path().join("bad.json");
+        let e = load_config(&serve(&["--config", bad.to_str().unwrap()]).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("tls.handshake_timeout_ms"), "{e}");
+        // Without the key, a file's `tls` is refused by serde, naming the field.
+        std::fs::write(&bad, r#"{"tls": {"cert_file": "c"}}"#).unwrap();
+        let e = load_config(&serve(&["--config", bad.to_str().unwrap()]).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("key_file"), "{e}");
     }
 
     #[test]

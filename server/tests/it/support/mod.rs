@@ -54,9 +54,15 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// A reqwest client that ignores proxy settings.
+/// A reqwest client that ignores proxy settings. (reqwest is built without a crypto provider
+/// of its own: every client starts from [`revbloom::sync::ClientTls`].)
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    revbloom::sync::ClientTls::system_roots()
+        .reqwest_builder()
+        .unwrap()
+        .no_proxy()
+        .build()
+        .unwrap()
 }
 
 /// `GET {url}/v1/revocations/{jti}` (the exact lookup), as JSON.
