@@ -3,6 +3,7 @@
 mod build;
 mod check;
 mod check_store;
+mod completions;
 mod cutoff;
 mod inspect;
 mod keygen;
@@ -57,6 +58,10 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Revoke every token of a subject or session issued before a time, on a running publisher.
     Cutoff(cutoff::CutoffArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) of revbloom or of one subcommand, or write them all to a folder.
+    Man(completions::ManArgs),
 }
 
 /// Run one parsed command line.
@@ -70,6 +75,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => serve::run(a).map(|()| ExitCode::SUCCESS),
         Command::Revoke(a) => revoke::run(a).map(|()| ExitCode::SUCCESS),
         Command::Cutoff(a) => cutoff::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Completions(a) => completions::run_completions(a),
+        Command::Man(a) => completions::run_man(a),
     }
 }
 

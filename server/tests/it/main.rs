@@ -4,7 +4,9 @@
 //! handlers and run through `Router::oneshot`.
 
 mod audit_false_negatives;
+mod cli_completions;
 mod cli_snapshot;
+mod deploy_files;
 mod exact_lookup;
 mod seams_model;
 mod server_api;
