@@ -1,140 +1,673 @@
-//! Connection flood against an in-process publisher: slowloris and idle connections held open
-//! while `/healthz` and revocation POSTs are timed, then a shutdown timed against its grace
-//! period.
+//! Connection flood against a `revbloom serve` child process: slowloris, idle or long-polling
+//! connections held open (each one reconnects as soon as the server closes it, as an attacker
+//! would) while `/healthz` and revocation POSTs are timed; then SIGTERM, timed against the
+//! shutdown grace period.
 //!
 //! ```text
-//! cargo run --release -p revbloom-server --example conn_flood -- --count 3000 --samples 500
+//! cargo build --release -p revbloom-server --bin revbloom --example conn_flood
+//! target/release/examples/conn_flood --mode slowloris --count 3000
+//! target/release/examples/conn_flood --mode slowloris --count 6000      # above the 4096 cap
+//! target/release/examples/conn_flood --mode idle --count 1100 --nofile 1024
+//! target/release/examples/conn_flood --mode longpoll --count 3000 --max-long-polls 4096
 //! ```
 //!
-//! `--count N` slowloris connections (each sends a request head one byte every 2 s) and as
-//! many idle ones (connected, silent); `--samples N` timed requests of each kind. Loopback
-//! only; the data folder is a temp folder removed at the end. Needs `ulimit -n` above twice
-//! the count plus a few hundred.
+//! Options: `--mode slowloris|idle|longpoll`, `--count N` flood connections, `--secs N` of
+//! sampling (default 15, longer than the 10 s header timeout so the flood's own churn is
+//! measured), `--nofile N` the server's `RLIMIT_NOFILE` (set between fork and exec),
+//! `--max-long-polls N` the server's long-poll cap (default: the server's default).
+//!
+//! Every figure says how many connections were really open: the server's own
+//! `revbloom_connections_open` gauge, read from `/metrics` during the sampling, and the
+//! flood's count of connections it held. Latencies are timed on two clients: `fresh` opens a
+//! new connection per request (it waits for `accept` like any new client), `kept` reuses one
+//! keep-alive connection opened before the flood. The server is spawned from
+//! `target/release/revbloom` on a temp data folder, removed at the end; loopback only.
 
-use std::time::{Duration, Instant};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use revbloom_server::limits::ConnLimits;
-use revbloom_server::{run, ServerConfig};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "conn-flood-admin-token-0123456789";
 
-fn arg(name: &str, default: usize) -> Result<usize, String> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or(format!("{name} needs a number")),
-        None => Ok(default),
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Slowloris,
+    Idle,
+    LongPoll,
+}
+
+struct Args {
+    mode: Mode,
+    count: usize,
+    secs: u64,
+    nofile: Option<u64>,
+    max_long_polls: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        mode: Mode::Slowloris,
+        count: 3000,
+        secs: 15,
+        nofile: None,
+        max_long_polls: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--mode" => {
+                a.mode = match val()?.as_str() {
+                    "slowloris" => Mode::Slowloris,
+                    "idle" => Mode::Idle,
+                    "longpoll" => Mode::LongPoll,
+                    m => return Err(format!("--mode {m}: slowloris, idle or longpoll")),
+                }
+            }
+            "--count" => a.count = num(val()?)? as usize,
+            "--secs" => a.secs = num(val()?)?.clamp(1, 300),
+            "--nofile" => a.nofile = Some(num(val()?)?),
+            "--max-long-polls" => a.max_long_polls = Some(num(val()?)? as usize),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
     }
+    Ok(a)
+}
+
+/// Spawn `revbloom serve` next to this example's binary, with `RLIMIT_NOFILE` lowered to
+/// `nofile` when given; stderr (the log) goes to `DATA/../serve.log`.
+fn spawn_server(dir: &std::path::Path, args: &Args) -> Result<(Child, String), String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("revbloom"))
+        .ok_or("cannot locate the revbloom binary")?;
+    let mut conn = serde_json::json!({});
+    if let Some(n) = args.max_long_polls {
+        conn["max_long_polls"] = n.into();
+    }
+    let config = serde_json::json!({"connections": conn});
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_string()).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("serve.log")).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config_path)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .env("REVBLOOM_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    if let Some(n) = args.nofile {
+        // SAFETY: only `setrlimit`, async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot start {}: {e}; build it with --bin revbloom",
+            bin.display()
+        )
+    })?;
+    let mut line = String::new();
+    let out = child.stdout.take().ok_or("no stdout")?;
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let url = line
+        .trim()
+        .strip_prefix("revbloom: listening on ")
+        .ok_or(format!("unexpected server output {line:?}"))?
+        .to_string();
+    Ok((child, url))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn report(what: &str, mut d: Vec<Duration>) {
-    d.sort();
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn report(what: &str, mut d: Vec<Duration>, failed: u64) {
+    d.sort_unstable();
     println!(
-        "{what:<22} n={:<5} p50={:>8.2?} p99={:>8.2?} max={:>8.2?}",
+        "{what:<26} n={:<6} failed={failed:<4} p50={:>8.2} ms  p99={:>8.2} ms  max={:>9.2} ms",
         d.len(),
-        percentile(&d, 0.5),
-        percentile(&d, 0.99),
-        d[d.len() - 1]
+        ms(percentile(&d, 0.5)),
+        ms(percentile(&d, 0.99)),
+        ms(d.last().copied().unwrap_or_default()),
     );
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let count = arg("--count", 300)?;
-    let samples = arg("--samples", 200)?.max(1);
-    let dir = std::env::temp_dir().join(format!("revbloom-conn-flood-{}", std::process::id()));
-    let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.clone(),
-        ..ServerConfig::default()
-    };
-    config.window.expected_per_bucket = 1000;
-    let limits = ConnLimits::default();
-    let grace = limits.shutdown_grace();
-    let running = run::start_with_limits(config, TOKEN.into(), limits).await?;
-    let addr = running.local_addr();
-    let url = format!("http://{addr}");
+/// The flood's own view: connections it holds now, and how many times it had to reconnect.
+#[derive(Default)]
+struct Flood {
+    held: AtomicU64,
+    connects: AtomicU64,
+    stop: AtomicBool,
+}
 
+/// One slowloris or idle connection, reopened whenever the server closes it.
+async fn hold(addr: std::net::SocketAddr, mode: Mode, flood: Arc<Flood>) {
+    while !flood.stop.load(Relaxed) {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        flood.connects.fetch_add(1, Relaxed);
+        flood.held.fetch_add(1, Relaxed);
+        let (mut rd, mut wr) = s.split();
+        let closed = async {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let drip = async {
+            if mode == Mode::Slowloris {
+                if wr
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if wr.write_all(b"X-a: b\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            () = closed => {}
+            () = drip => {}
+        }
+        flood.held.fetch_sub(1, Relaxed);
+    }
+}
+
+/// One snapshot long-poll on its own connection, raw HTTP/1.1: returns (status, body bytes,
+/// when the whole answer had arrived).
+async fn long_poll(
+    addr: std::net::SocketAddr,
+    generation: u64,
+    sent: Arc<AtomicU64>,
+) -> Option<(u16, usize, Instant)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!(
+        "GET /v1/snapshot?wait=60s HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"{generation}\"\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    sent.fetch_add(1, Relaxed);
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    let done = Instant::now();
+    let text = String::from_utf8_lossy(&out[..out.len().min(64)]);
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| out.len() - p - 4);
+    Some((status, body, done))
+}
+
+/// Timed requests and the server's open-connection gauge.
+#[derive(Default)]
+struct Samples {
+    health_fresh: Vec<Duration>,
+    health_kept: Vec<Duration>,
+    post_fresh: Vec<Duration>,
+    post_kept: Vec<Duration>,
+    /// (start, healthz, POST) of every fresh round, to pick out a window.
+    timeline: Vec<(Instant, Duration, Duration)>,
+    failed: u64,
+    open_min: u64,
+    open_max: u64,
+}
+
+fn exp() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600
+}
+
+async fn timed(req: reqwest::RequestBuilder) -> Option<Duration> {
     let t = Instant::now();
-    let mut held = Vec::with_capacity(2 * count);
-    for _ in 0..count {
-        held.push(TcpStream::connect(addr).await?);
+    let res = req.timeout(Duration::from_secs(30)).send().await.ok()?;
+    let ok = res.status().is_success();
+    res.bytes().await.ok()?;
+    ok.then(|| t.elapsed())
+}
+
+/// One keep-alive connection, opened before the flood and used for every request in turn
+/// (a pooling client may open a second connection when the first has not yet been returned
+/// to its pool, and that one would wait for `accept` like a fresh one).
+#[derive(Clone)]
+struct Kept(Arc<tokio::sync::Mutex<TcpStream>>);
+
+impl Kept {
+    async fn connect(addr: std::net::SocketAddr) -> Option<Kept> {
+        let s = TcpStream::connect(addr).await.ok()?;
+        s.set_nodelay(true).ok()?;
+        Some(Kept(Arc::new(tokio::sync::Mutex::new(s))))
     }
-    let mut slow = Vec::with_capacity(count);
-    for _ in 0..count {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\n").await?;
-        slow.push(s);
-    }
-    let drip = tokio::spawn(async move {
+
+    /// `method path` with an optional JSON body: (status, head, body).
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<String>,
+    ) -> Option<(u16, String, Vec<u8>)> {
+        let mut s = self.0.lock().await;
+        let body = json.unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            for s in &mut slow {
-                let _ = s.write_all(b"X").await;
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = header(&head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((status, head, buf[end + 4..end + 4 + len].to_vec()));
             }
         }
-    });
-    println!(
-        "{count} idle + {count} slowloris connections opened in {:.2?}",
-        t.elapsed()
-    );
-
-    let http = revbloom::sync::ClientTls::system_roots()
-        .reqwest_builder()?
-        .no_proxy()
-        .build()?;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        + 600;
-    let (mut health, mut revoke) = (Vec::new(), Vec::new());
-    for i in 0..samples {
-        let t = Instant::now();
-        let res = http.get(format!("{url}/healthz")).send().await?;
-        res.bytes().await?;
-        health.push(t.elapsed());
-        let t = Instant::now();
-        let res = http
-            .post(format!("{url}/v1/revocations"))
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({"jti": format!("flood-{i}"), "exp": exp}))
-            .send()
-            .await?;
-        if !res.status().is_success() {
-            return Err(format!("revocation refused: {}", res.status()).into());
-        }
-        res.bytes().await?;
-        revoke.push(t.elapsed());
     }
-    report("GET /healthz", health);
-    report("POST /v1/revocations", revoke);
-    println!(
-        "connections open during the run: {}",
-        running
-            .counters()
-            .open
-            .load(std::sync::atomic::Ordering::Relaxed)
-    );
 
-    let t = Instant::now();
-    running.shutdown();
-    running.wait().await?;
+    async fn timed(&self, method: &str, path: &str, json: Option<String>) -> Option<Duration> {
+        let t = Instant::now();
+        let (status, _, _) = self.send(method, path, json).await?;
+        (200..300).contains(&status).then(|| t.elapsed())
+    }
+}
+
+/// The value of header `name` in a response head.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+async fn open_gauge(kept: &Kept) -> Option<u64> {
+    let (_, _, body) = kept.send("GET", "/metrics", None).await?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("revbloom_connections_open "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Sample until `until` returns true (checked between requests) or `secs` pass: `/healthz`
+/// then a POST, in a loop on each client; the two loops run concurrently, so a fresh
+/// connection stuck waiting for `accept` does not stop the kept-alive samples. The gauge is
+/// read every 250 ms on the kept-alive connection.
+async fn sample(
+    url: &str,
+    fresh: &reqwest::Client,
+    kept: &Kept,
+    secs: Duration,
+    until: impl Fn() -> bool,
+) -> Samples {
+    let start = Instant::now();
+    let go = || start.elapsed() < secs && !until();
+    let round = |client: &reqwest::Client, tag: &'static str, i: u64| {
+        let client = client.clone();
+        let url = url.to_owned();
+        async move {
+            let at = Instant::now();
+            let h = timed(client.get(format!("{url}/healthz"))).await;
+            let body = serde_json::json!({"jti": format!("flood-{tag}-{i}"), "exp": exp()});
+            let p = timed(
+                client
+                    .post(format!("{url}/v1/revocations"))
+                    .bearer_auth(TOKEN)
+                    .json(&body),
+            )
+            .await;
+            (at, h, p)
+        }
+    };
+    let fresh_loop = async {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while go() {
+            i += 1;
+            out.push(round(fresh, "f", i).await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        out
+    };
+    let kept_loop = async {
+        let (mut out, mut open) = (Vec::new(), Vec::new());
+        let mut next_gauge = start;
+        let mut i = 0;
+        while go() {
+            i += 1;
+            let at = Instant::now();
+            let h = kept.timed("GET", "/healthz", None).await;
+            let body = serde_json::json!({"jti": format!("flood-k-{i}"), "exp": exp()});
+            let p = kept
+                .timed("POST", "/v1/revocations", Some(body.to_string()))
+                .await;
+            out.push((at, h, p));
+            if Instant::now() >= next_gauge {
+                next_gauge += Duration::from_millis(250);
+                open.extend(open_gauge(kept).await);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (out, open)
+    };
+    let (fresh_rounds, (kept_rounds, open)) = tokio::join!(fresh_loop, kept_loop);
+    let mut s = Samples {
+        open_min: open.iter().copied().min().unwrap_or(0),
+        open_max: open.iter().copied().max().unwrap_or(0),
+        ..Samples::default()
+    };
+    for (rounds, health, post) in [
+        (&fresh_rounds, &mut s.health_fresh, &mut s.post_fresh),
+        (&kept_rounds, &mut s.health_kept, &mut s.post_kept),
+    ] {
+        for (_, h, p) in rounds {
+            match h {
+                Some(d) => health.push(*d),
+                None => s.failed += 1,
+            }
+            match p {
+                Some(d) => post.push(*d),
+                None => s.failed += 1,
+            }
+        }
+    }
+    for (at, h, p) in fresh_rounds {
+        if let (Some(h), Some(p)) = (h, p) {
+            s.timeline.push((at, h, p));
+        }
+    }
+    s
+}
+
+fn print_samples(s: Samples, flood: &Flood) {
     println!(
-        "shutdown with {} connections held: {:.2?} (grace {grace:?})",
-        2 * count,
+        "server's open connections while sampling: min {} max {} (includes the 2 sampling clients' own); \
+         flood holds {} now, {} connects in all",
+        s.open_min,
+        s.open_max,
+        flood.held.load(Relaxed),
+        flood.connects.load(Relaxed)
+    );
+    let failed = s.failed;
+    report("GET /healthz (fresh conn)", s.health_fresh, failed);
+    report("POST revocation (fresh)", s.post_fresh, 0);
+    report("GET /healthz (kept-alive)", s.health_kept, 0);
+    report("POST revocation (kept)", s.post_kept, 0);
+}
+
+fn count_lines(path: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| l.contains(needle)).count())
+        .unwrap_or(0)
+}
+
+/// SIGTERM the server and time its exit.
+fn terminate(child: &mut Child) -> Result<(Duration, String), String> {
+    let t = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok((t.elapsed(), status.to_string()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the server did not exit within 60 s of SIGTERM".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = parse_args()?;
+    let dir = std::env::temp_dir().join(format!("revbloom-conn-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (mut child, url) = spawn_server(&dir, &args)?;
+    let result = run(&args, &url, &mut child, &dir).await;
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run(
+    args: &Args,
+    url: &str,
+    child: &mut Child,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let e = |e: reqwest::Error| e.to_string();
+    let fresh = revbloom::sync::ClientTls::system_roots()
+        .reqwest_builder()
+        .map_err(|e| e.to_string())?
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(e)?;
+    // The kept-alive connection, opened before the flood.
+    let kept = Kept::connect(addr).await.ok_or("cannot connect")?;
+    kept.timed("GET", "/healthz", None)
+        .await
+        .ok_or("the server does not answer /healthz")?;
+    println!(
+        "mode {:?}, {} flood connections, server RLIMIT_NOFILE {}, {} s of sampling",
+        args.mode,
+        args.count,
+        args.nofile.map_or("inherited".into(), |n| n.to_string()),
+        args.secs
+    );
+    let flood = Arc::new(Flood::default());
+    if args.mode == Mode::LongPoll {
+        return run_long_polls(args, url, addr, child, &fresh, &kept).await;
+    }
+    let t = Instant::now();
+    for _ in 0..args.count {
+        tokio::spawn(hold(addr, args.mode, Arc::clone(&flood)));
+    }
+    // Until every flood connection is connected (or 20 s: above the cap some never are).
+    let target = args.count as u64;
+    while flood.held.load(Relaxed) < target && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "flood: {} of {} connected after {:.2?} (connected = the kernel completed the handshake)",
+        flood.held.load(Relaxed),
+        args.count,
         t.elapsed()
     );
-    drip.abort();
-    drop(held);
-    let _ = std::fs::remove_dir_all(dir);
+    let s = sample(url, &fresh, &kept, Duration::from_secs(args.secs), || false).await;
+    print_samples(s, &flood);
+    let log = dir.join("serve.log");
+    println!(
+        "accept errors in the server log so far: {} lines",
+        count_lines(&log, "accept failed")
+    );
+    let gauge = open_gauge(&kept).await.unwrap_or(0);
+    drop(kept);
+    let (took, status) = tokio::task::block_in_place(|| terminate(child))?;
+    flood.stop.store(true, Relaxed);
+    println!(
+        "SIGTERM with {gauge} connections open: exited in {:.2?} ({status}; grace 10 s)",
+        took
+    );
+    Ok(())
+}
+
+async fn run_long_polls(
+    args: &Args,
+    url: &str,
+    addr: std::net::SocketAddr,
+    child: &mut Child,
+    fresh: &reqwest::Client,
+    kept: &Kept,
+) -> Result<(), String> {
+    let (_, head, body) = kept
+        .send("GET", "/v1/snapshot", None)
+        .await
+        .ok_or("GET /v1/snapshot failed")?;
+    let generation: u64 = header(&head, revbloom::wire::GENERATION_HEADER)
+        .and_then(|v| v.parse().ok())
+        .ok_or("no generation header")?;
+    let size = body.len();
+    let sent = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let polls: Vec<_> = (0..args.count)
+        .map(|_| tokio::spawn(long_poll(addr, generation, Arc::clone(&sent))))
+        .collect();
+    while sent.load(Relaxed) < args.count as u64 && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the server read every request (the gauge counts connections, not waiting polls).
+    let mut open = 0;
+    while t.elapsed() < Duration::from_secs(20) {
+        open = open_gauge(kept).await.unwrap_or(0);
+        if open > args.count as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = polls.iter().filter(|p| p.is_finished()).count();
+    println!(
+        "{} long-polls sent in {:.2?}; server's open connections {open}; {early} already answered \
+         (shed by the cap: 304 at once); snapshot {size} bytes",
+        sent.load(Relaxed),
+        t.elapsed()
+    );
+    // One publication wakes them all: a revocation, then timed requests until all are answered.
+    let woken = Arc::new(AtomicU64::new(early as u64));
+    let done_at = Arc::new(Mutex::new(Vec::new()));
+    let total = args.count as u64;
+    for p in polls {
+        let woken = Arc::clone(&woken);
+        let done_at = Arc::clone(&done_at);
+        tokio::spawn(async move {
+            if let Ok(Some(r)) = p.await {
+                if let Ok(mut v) = done_at.lock() {
+                    v.push(r);
+                }
+            }
+            woken.fetch_add(1, Relaxed);
+        });
+    }
+    let trigger = Instant::now();
+    let wake = serde_json::json!({"jti": "wake-them-all", "exp": exp()});
+    let revoke = kept
+        .timed("POST", "/v1/revocations", Some(wake.to_string()))
+        .await
+        .ok_or("the waking revocation failed")?;
+    let w = Arc::clone(&woken);
+    let s = sample(
+        url,
+        fresh,
+        kept,
+        Duration::from_secs(args.secs),
+        move || w.load(Relaxed) >= total,
+    )
+    .await;
+    let answers = done_at.lock().map(|v| v.clone()).unwrap_or_default();
+    let full: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    let last = full.iter().map(|a| a.2).max().unwrap_or(trigger);
+    let first = full.iter().map(|a| a.2).min().unwrap_or(trigger);
+    let bytes: usize = full.iter().map(|a| a.1).sum();
+    println!(
+        "waking revocation acknowledged in {:.2} ms; {} long-polls answered 200 with the new \
+         snapshot ({} MB in all), {} answered otherwise; first {:.0} ms, last {:.0} ms after the \
+         revocation was sent",
+        ms(revoke),
+        full.len(),
+        bytes / 1_000_000,
+        answers.len() - full.len(),
+        ms(first.saturating_duration_since(trigger)),
+        ms(last.saturating_duration_since(trigger))
+    );
+    let in_wake: Vec<_> = s.timeline.iter().filter(|t| t.0 <= last).collect();
+    println!(
+        "requests started while long-polls were being answered: {}",
+        in_wake.len()
+    );
+    report(
+        "  GET /healthz (fresh)",
+        in_wake.iter().map(|t| t.1).collect(),
+        0,
+    );
+    report(
+        "  POST revocation (fresh)",
+        in_wake.iter().map(|t| t.2).collect(),
+        0,
+    );
+    println!("the whole sampling, from the waking revocation:");
+    let flood = Flood::default();
+    print_samples(s, &flood);
+    let (took, status) = tokio::task::block_in_place(|| terminate(child))?;
+    println!("SIGTERM after the wake: exited in {took:.2?} ({status})");
     Ok(())
 }

@@ -413,7 +413,7 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     /// Every series name `docs/API.md` documents, as it must appear in the output.
-    const DOCUMENTED: [(&str, &str); 22] = [
+    const DOCUMENTED: [(&str, &str); 26] = [
         ("revbloom_revocations_total", "counter"),
         ("revbloom_cutoffs_total", "counter"),
         ("revbloom_store_errors_total", "counter"),
@@ -434,6 +434,10 @@ mod tests {
         ("revbloom_long_polls_shed_total", "counter"),
         ("revbloom_body_timeouts_total", "counter"),
         ("revbloom_admin_auth_failures_total", "counter"),
+        ("revbloom_tls_reloads_total", "counter"),
+        ("revbloom_tls_reload_failures_total", "counter"),
+        ("revbloom_tls_handshake_failures_total", "counter"),
+        ("revbloom_tls_handshake_timeouts_total", "counter"),
         ("revbloom_http_requests_total", "counter"),
         ("revbloom_http_request_duration_seconds", "histogram"),
     ];

@@ -153,12 +153,10 @@ pub async fn start_with_limits(
     let listener_metrics = Arc::clone(&metrics);
     let (publisher, hub) =
         Publisher::start(store.clone(), &config, signing_key, Arc::clone(&metrics)).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).map_err(|source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen {
         addr: config.listen,
         source,
@@ -211,6 +209,25 @@ pub async fn start_with_limits(
         shutdown,
         task,
     })
+}
+
+/// Listen backlog asked of the kernel, which caps it at `net.core.somaxconn` (4096 by default
+/// since Linux 5.4). `TcpListener::bind` asks for 128 (std's and mio's value): a burst of
+/// connects beyond that overflows the accept queue, and the kernel drops handshakes that the
+/// clients already consider complete, instead of letting them wait for a connection slot.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind `addr` as `TcpListener::bind` does (`SO_REUSEADDR` on Unix), with [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Decrements the open-connection gauge when a connection task ends, also when it is aborted

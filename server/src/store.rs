@@ -284,10 +284,42 @@ impl Shared {
         }
         let opened = *self.id.lock().unwrap_or_else(|p| p.into_inner());
         let gone = opened.is_some() && file_id(&self.path) != opened;
-        if gone {
-            self.replaced.store(true, Ordering::Relaxed);
+        if gone && !self.replaced.swap(true, Ordering::Relaxed) {
+            self.keep_history_marker();
         }
         gone
+    }
+
+    /// The store file left its path. If the data folder went with it (`rm -rf DATA`, a disk
+    /// no longer mounted), its initialization marker went too, and a restart would begin a
+    /// new, empty history without a word. Put the marker back (and only the marker), so that
+    /// a restart is refused with [`StoreError::Missing`] until `--init` or a restore.
+    fn keep_history_marker(&self) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let marker = dir.join(INIT_MARKER);
+        if marker.exists() || self.path.exists() {
+            return;
+        }
+        let kept = create_private_dir(dir)
+            .and_then(|()| {
+                revbloom::sync::write_file_atomically(&marker, b"revbloom data folder\n")
+            })
+            .and_then(|()| set_private_file(&marker));
+        match kept {
+            Ok(()) => tracing::error!(
+                marker = %marker.display(),
+                "the store was deleted with its data folder under the running publisher; kept \
+                 the folder's marker so that a restart refuses to begin a new history without --init"
+            ),
+            Err(e) => tracing::error!(
+                marker = %marker.display(),
+                error = %e,
+                "the store was deleted with its data folder, and its marker could not be kept: \
+                 a restart will begin a new, empty history"
+            ),
+        }
     }
 
     fn unavailable(&self) -> StoreError {
@@ -539,7 +571,11 @@ impl Store {
         let writer_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("revbloom-store-writer".into())
-            .spawn(move || writer_loop(&writer_shared, rx, on_commit))
+            .spawn(move || {
+                writer_loop(&writer_shared, rx, on_commit);
+                // A deletion no commit or probe noticed is still noticed at shutdown.
+                writer_shared.replaced();
+            })
             .map_err(StoreError::WriterThread)?;
         Ok((
             Store {
@@ -953,7 +989,9 @@ fn refuse(jobs: Vec<Job>, shared: &Shared) {
 fn reopen(shared: &Shared) -> Result<(), StoreError> {
     let opened = *shared.id.lock().unwrap_or_else(|p| p.into_inner());
     if file_id(&shared.path) != opened {
-        shared.replaced.store(true, Ordering::Relaxed);
+        if !shared.replaced.swap(true, Ordering::Relaxed) {
+            shared.keep_history_marker();
+        }
         return Err(StoreError::Replaced {
             path: shared.path.clone(),
         });

@@ -170,6 +170,60 @@ async fn connections_over_the_cap_wait_in_the_backlog_until_one_closes() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The listen backlog holds a burst of connections over the cap: with `TcpListener::bind`'s
+/// 128, the kernel drops the handshakes beyond it, and those clients' connects time out
+/// instead of waiting for a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_the_cap_waits_in_a_backlog_larger_than_128() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let burst = 600.min(somaxconn.saturating_sub(8));
+    assert!(
+        burst > 256,
+        "net.core.somaxconn {somaxconn} is too small for this test"
+    );
+    let (running, dir) = start(ConnLimits {
+        max_connections: 1,
+        ..ConnLimits::default()
+    })
+    .await;
+    let addr = running.local_addr();
+    let _held = TcpStream::connect(addr).await.unwrap();
+    let t = Instant::now();
+    while running.counters().open.load(Relaxed) < 1 {
+        assert!(t.elapsed() < SOON, "the first connection was not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Nothing more is accepted now; every connect must still complete (the kernel's part).
+    let connects: Vec<_> = (0..burst)
+        .map(|_| {
+            tokio::spawn(async move {
+                timeout(Duration::from_secs(5), TcpStream::connect(addr))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            })
+        })
+        .collect();
+    let mut waiting = Vec::new();
+    for c in connects {
+        waiting.extend(c.await.unwrap());
+    }
+    assert_eq!(
+        waiting.len(),
+        burst,
+        "only {} of {burst} connects completed",
+        waiting.len()
+    );
+    assert_eq!(running.counters().open.load(Relaxed), 1);
+    drop(waiting);
+    running.shutdown();
+    running.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn a_slow_body_is_answered_408_in_json() {
     let (running, dir) = start(fast_timeouts()).await;
