@@ -257,7 +257,12 @@ impl Publisher {
         // No refit: buckets keep the configured `expected_per_bucket` size, so the first
         // revocations of a fresh bucket are deltas rather than layout changes.
         window.enable_journal();
-        let previous = store.generation()?;
+        // The clock is a floor: a publisher whose data folder was lost and started again with
+        // `--init` still continues above every generation it published before, so verifiers
+        // take the new history instead of refusing it as a rollback.
+        let previous = store
+            .generation()?
+            .max(generation_floor().saturating_sub(1));
         let first = SnapshotMeta {
             generation: previous.saturating_add(1),
             parent: previous,
@@ -534,6 +539,16 @@ impl Publisher {
         }
         prune_cutoffs(&mut self.cutoffs, now, &self.bounds);
     }
+}
+
+/// The lowest generation a publisher starting now may publish: unix time in milliseconds. A
+/// publisher publishes at most a few generations a second (the coalescing window is 250 ms by
+/// default), far fewer than 1000, so its generations stay below this floor and a restarted
+/// publisher (whatever its store says) never goes back.
+pub fn generation_floor() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Drop the cutoffs no verifier can need at publisher time `now`: the store's rule, keep while

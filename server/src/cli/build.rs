@@ -57,9 +57,11 @@ pub struct Args {
     /// Sign the snapshot with this Ed25519 private key (PKCS#8 PEM, from `revbloom keygen`).
     #[arg(long)]
     signing_key: Option<PathBuf>,
-    /// Generation number to write (the first publication is 1).
-    #[arg(long, default_value_t = 1)]
-    generation: u64,
+    /// Generation number to write. Default: the build time in unix milliseconds, so a rebuilt
+    /// file is newer than every earlier build and a running verifier takes it (verifiers refuse
+    /// a generation not above the one they hold).
+    #[arg(long)]
+    generation: Option<u64>,
     /// Build as of this unix time instead of now (reproducible builds, tests).
     #[arg(long)]
     now: Option<u64>,
@@ -232,9 +234,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
     window.fit_to_entries(0.0);
 
+    // With `--now` the build is reproducible: its default generation derives from it.
+    let generation = args.generation.unwrap_or_else(|| match args.now {
+        Some(now) => now.saturating_mul(1000),
+        None => revbloom_server::publish::generation_floor(),
+    });
     let meta = SnapshotMeta {
-        generation: args.generation,
-        parent: args.generation.saturating_sub(1),
+        generation,
+        parent: generation.saturating_sub(1),
         created_at: now,
         coverage: now,
     };

@@ -60,7 +60,8 @@ fn build_inspect_check_round_trip() {
     let i = run(&dir, &["inspect", "s.snap", "--json"]);
     assert!(i.status.success(), "{}", stderr(&i));
     let v: serde_json::Value = serde_json::from_str(&stdout(&i)).unwrap();
-    assert_eq!(v["generation"], 1);
+    // Without --generation: the build time in milliseconds (here --now), so a rebuild is newer.
+    assert_eq!(v["generation"], NOW * 1000);
     // The line without exp is a cutoff on its jti, not a filter entry.
     assert_eq!(v["entries"], 20_001);
     assert_eq!(
@@ -73,7 +74,7 @@ fn build_inspect_check_round_trip() {
     assert!(bpe > 14.0 && bpe < 18.0, "{bpe}");
     assert_eq!(v["signature"], "unsigned");
     let table = run(&dir, &["inspect", "s.snap"]);
-    assert!(stdout(&table).contains("generation     1"));
+    assert!(stdout(&table).contains(&format!("generation     {}", NOW * 1000)));
 
     let exp = (NOW + 60 + 7).to_string();
     let c = run(&dir, &["check", "s.snap", "--jti", "tok-7", "--exp", &exp]);
