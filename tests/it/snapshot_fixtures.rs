@@ -221,7 +221,11 @@ fn signed_delta_reproduces_the_signed_snapshot() {
     let sum_at = bad.len() - 64 - 8;
     let sum = xxhash_rust::xxh3::xxh3_64(&bad[..sum_at]); // the checksum trailer
     bad[sum_at..sum_at + 8].copy_from_slice(&sum.to_le_bytes());
-    let d = DeltaView::open(&bad, &OpenOptions::new()).unwrap();
+    assert_eq!(
+        DeltaView::open(&bad, &OpenOptions::new()).unwrap_err(),
+        revbloom::DeltaError::SignatureNotChecked
+    );
+    let d = DeltaView::open(&bad, &OpenOptions::new().skip_signature_check()).unwrap();
     let forged = base.apply_delta(&d).unwrap();
     assert!(SnapshotView::open(forged.as_bytes(), &strict).is_err());
 }
