@@ -91,7 +91,7 @@ impl fmt::Debug for SealKeyId {
 }
 
 /// The secret that seals snapshots and deltas, shared by a publisher and its verifiers. Its
-/// file form is 64 hex digits and an optional newline (`revbloom keygen --seal`, or the
+/// file form is 64 hex digits and an optional newline (`revbloom keygen --seal-key FILE`, or the
 /// publisher's generated `DATA/verifier.key`). `Debug` shows only its [`SealKeyId`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealKey([u8; SEAL_KEY_BYTES]);
@@ -118,7 +118,7 @@ pub enum SealKeyError {
         source: std::io::Error,
     },
     /// The text is not 64 hex digits.
-    #[error("{} is not a seal key: expected 64 hex digits and an optional newline (make one with `revbloom keygen --seal`)", path.display())]
+    #[error("{} is not a seal key: expected 64 hex digits and an optional newline (make one with `revbloom keygen --seal-key FILE`)", path.display())]
     Format {
         /// The key file (empty for text given directly).
         path: PathBuf,

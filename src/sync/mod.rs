@@ -10,7 +10,15 @@
 //! use revbloom::sync::{SyncClient, SyncConfig};
 //!
 //! let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
-//! let config = SyncConfig::url("http://127.0.0.1:8750").cache_file("/var/lib/app/revbloom.rbs");
+//! use revbloom::snapshot::{read_verifying_key, OpenOptions, SealKey};
+//!
+//! // The publisher's DATA/signing.pub and DATA/verifier.key, copied to the verifier.
+//! let public = read_verifying_key("/etc/revbloom/signing.pub".as_ref()).unwrap();
+//! let seal = SealKey::from_file("/etc/revbloom/verifier.key".as_ref()).unwrap();
+//! let config = SyncConfig::url("http://127.0.0.1:8750")
+//!     .open_options(OpenOptions::new().verifying_key(public))
+//!     .seal_key(seal)
+//!     .cache_file("/var/lib/app/revbloom.rbs");
 //! let client = SyncClient::start(config, handle.clone())?;
 //! // ... hand `handle` to the verifier; `client.generation()`, `client.age(now)` for metrics.
 //! # Ok(()) }
@@ -20,6 +28,13 @@
 //! the cache file is replaced atomically after every new generation, and loaded (and
 //! validated, signature included when configured) before the first request is served. The
 //! handle's staleness policy still applies to a cached snapshot that has grown old.
+//!
+//! Trust: a client syncing over the network refuses to start without a verifying key
+//! ([`SyncError::NoVerifyingKey`]) unless told [`SyncConfig::allow_unsigned`]: whoever can
+//! answer its requests could otherwise un-revoke every token. Sealed snapshots and deltas
+//! are unsealed with the keys given to [`SyncConfig::seal_key`]; plaintext ones are still
+//! accepted under the same signature rules. The cache file holds the unsealed snapshot: keep
+//! it where only the verifier can read it.
 
 mod poll;
 
@@ -32,7 +47,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::snapshot::OpenOptions;
+use crate::snapshot::{OpenOptions, SealKey};
 use crate::swap::{SnapshotHandle, SwapError};
 
 /// Where snapshots come from.
@@ -57,6 +72,8 @@ pub struct SyncConfig {
     file_poll: Duration,
     min_backoff: Duration,
     max_backoff: Duration,
+    seal_keys: Vec<SealKey>,
+    allow_unsigned: bool,
 }
 
 impl SyncConfig {
@@ -79,7 +96,41 @@ impl SyncConfig {
             file_poll: Duration::from_secs(1),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            seal_keys: Vec::new(),
+            allow_unsigned: false,
         }
+    }
+
+    /// Unseal sealed snapshots and deltas with `key` (the publisher's `DATA/verifier.key`).
+    /// Call it once per key while the publisher rotates; plaintext files are still accepted.
+    pub fn seal_key(mut self, key: SealKey) -> Self {
+        if !self.seal_keys.contains(&key) {
+            self.seal_keys.push(key);
+        }
+        self
+    }
+
+    /// Accept files without checking a signature when no verifying key is configured
+    /// (default `false`): an unsigned file, or a signed one whose signature is then not
+    /// checked. Without it, [`SyncClient::start`] refuses a network source that has no
+    /// verifying key ([`SyncError::NoVerifyingKey`]). Only for a publisher reached over a
+    /// link nobody else can answer on.
+    pub fn allow_unsigned(mut self, allow: bool) -> Self {
+        self.allow_unsigned = allow;
+        self
+    }
+
+    /// The options snapshots and deltas are opened with: [`SyncConfig::open_options`] plus
+    /// the seal keys, and the signature check skipped under [`SyncConfig::allow_unsigned`].
+    pub fn effective_options(&self) -> OpenOptions {
+        let mut o = self.options.clone();
+        for k in &self.seal_keys {
+            o = o.seal_key(k.clone());
+        }
+        if self.allow_unsigned && !o.has_verifying_key() {
+            o = o.skip_signature_check();
+        }
+        o
     }
 
     /// Keep the last good snapshot in `path` (atomically replaced) and start from it.
@@ -150,6 +201,12 @@ pub enum SyncError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A network source without a verifying key, and [`SyncConfig::allow_unsigned`] not set.
+    #[error("refusing to sync from {url} without a verifying key: whoever answers there could un-revoke every token; configure the publisher's public key (DATA/signing.pub) with OpenOptions::verifying_key, or set SyncConfig::allow_unsigned(true) for a link nobody else can answer on")]
+    NoVerifyingKey {
+        /// The publisher URL.
+        url: String,
+    },
     /// `start` was called outside a tokio runtime.
     #[error("SyncClient::start needs a tokio runtime (call it from async code or inside Runtime::enter)")]
     NoRuntime,
@@ -202,20 +259,36 @@ impl SyncClient {
     /// Load the cache file (if configured and valid) into `handle`, then start syncing in the
     /// background on the current tokio runtime. Returns at once; the handle may still be empty
     /// (stale) until the first fetch succeeds.
-    pub fn start(config: SyncConfig, handle: SnapshotHandle) -> Result<SyncClient, SyncError> {
+    ///
+    /// Refuses a URL source without a verifying key unless [`SyncConfig::allow_unsigned`]
+    /// ([`SyncError::NoVerifyingKey`], also logged).
+    pub fn start(mut config: SyncConfig, handle: SnapshotHandle) -> Result<SyncClient, SyncError> {
+        if let Source::Url(url) = &config.source {
+            if !config.options.has_verifying_key() && !config.allow_unsigned {
+                let e = SyncError::NoVerifyingKey { url: url.clone() };
+                tracing::error!(error = %e, "revocation sync not started");
+                return Err(e);
+            }
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SyncError::NoRuntime)?;
+        config.options = config.effective_options();
         let stats = Arc::new(SyncStats::default());
         if let Some(cache) = &config.cache_file {
             match std::fs::read(cache) {
-                Ok(bytes) => match handle.replace_bytes(bytes, &config.options) {
-                    Ok(_) => {
-                        stats.snapshots.fetch_add(1, Relaxed);
+                Ok(bytes) => {
+                    match crate::snapshot::SnapshotView::open_owned(bytes, &config.options)
+                        .map_err(SwapError::from)
+                        .and_then(|view| handle.replace(view))
+                    {
+                        Ok(_) => {
+                            stats.snapshots.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            // A corrupt or foreign cache is ignored, never trusted.
+                            tracing::warn!(error = %e, path = %cache.display(), "ignoring the cached snapshot");
+                        }
                     }
-                    Err(e) => {
-                        // A corrupt or foreign cache is ignored, never trusted.
-                        tracing::warn!(error = %e, path = %cache.display(), "ignoring the cached snapshot");
-                    }
-                },
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
                     let e = SyncError::Io {
