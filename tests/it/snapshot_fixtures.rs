@@ -260,3 +260,26 @@ fn fixtures_decode_with_expected_verdicts(version: &str) {
         assert_eq!(next.cutoff(bob), Some(NOW));
     }
 }
+
+/// The sealed fixture is `v2-small-unsigned.snap` sealed under the key of 32 bytes `0x42`
+/// (FORMAT.md §6); the spec-only Python reader unseals the same file.
+#[test]
+fn sealed_fixture_unseals_to_the_unsigned_snapshot() {
+    use revbloom::snapshot::{SealKey, SnapshotError};
+    let sealed = std::fs::read(data("v2-small-unsigned.sealed")).unwrap();
+    let key = SealKey::from_bytes([0x42; 32]);
+    let plain = std::fs::read(data("v2-small-unsigned.snap")).unwrap();
+    assert_eq!(snapshot::sealed_key_id(&sealed), Some(key.key_id()));
+    assert_eq!(
+        snapshot::unseal(&sealed, &[SealKey::from_bytes([0; 32]), key.clone()]).unwrap(),
+        plain
+    );
+    assert_eq!(
+        SnapshotView::open(&sealed[..], &OpenOptions::new()).unwrap_err(),
+        SnapshotError::Sealed {
+            key_id: key.key_id()
+        }
+    );
+    let view = SnapshotView::open_owned(sealed, &OpenOptions::new().seal_key(key)).unwrap();
+    assert_eq!(view.as_bytes(), &plain[..]);
+}

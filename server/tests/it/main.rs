@@ -12,5 +12,6 @@ mod server_cli;
 mod server_crash;
 mod server_e2e;
 mod server_limits;
+mod snapshot_privacy;
 mod store_faults;
 mod support;
