@@ -57,7 +57,10 @@ fn attack_snapshot(bytes: &[u8]) -> Found {
         parsed: true,
         users: (0..100_000)
             .map(user)
-            .filter(|u| view.cutoff(CutoffKey::new(&hasher, None, "sub", u)).is_some())
+            .filter(|u| {
+                view.cutoff(CutoffKey::new(&hasher, None, "sub", u))
+                    .is_some()
+            })
             .collect(),
         jtis: (0..100_000)
             .map(jti)
@@ -141,7 +144,13 @@ async fn publish_and_download(data: &Path, seal: bool) -> (String, Vec<u8>, Vec<
         assert!(std::time::Instant::now() < deadline, "never published");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    post(&http, &url, "/v1/cutoffs", json!({"value": user(PLANTED_DELTA)})).await;
+    post(
+        &http,
+        &url,
+        "/v1/cutoffs",
+        json!({"value": user(PLANTED_DELTA)}),
+    )
+    .await;
     let deltas = loop {
         let res = http
             .get(format!("{url}/v1/deltas?since={gen}&wait=10s"))
@@ -169,7 +178,11 @@ async fn an_outsider_with_every_file_finds_no_planted_cutoff() {
     let found = attack_snapshot(&snapshot);
     assert!(found.parsed);
     assert_eq!(found.users, vec![user(PLANTED_SNAPSHOT)]);
-    assert!(found.jtis.contains(&jti(PLANTED_JTI)), "{:?}", found.jtis.len());
+    assert!(
+        found.jtis.contains(&jti(PLANTED_JTI)),
+        "{:?}",
+        found.jtis.len()
+    );
     let found = attack_deltas(&deltas);
     assert!(found.parsed);
     assert_eq!(found.users, vec![user(PLANTED_DELTA)]);
@@ -182,7 +195,11 @@ async fn an_outsider_with_every_file_finds_no_planted_cutoff() {
     assert!(!found.parsed && found.users.is_empty() && found.jtis.is_empty());
     let found = attack_deltas(&deltas);
     assert!(!found.parsed && found.users.is_empty());
-    for id in [user(PLANTED_SNAPSHOT), user(PLANTED_DELTA), jti(PLANTED_JTI)] {
+    for id in [
+        user(PLANTED_SNAPSHOT),
+        user(PLANTED_DELTA),
+        jti(PLANTED_JTI),
+    ] {
         for bytes in [&snapshot, &deltas] {
             assert!(!bytes.windows(id.len()).any(|w| w == id.as_bytes()));
         }
@@ -228,7 +245,10 @@ async fn the_exact_lookup_answers_only_the_read_token_or_the_admin_token() {
         let res = req.send().await.unwrap();
         assert_eq!(res.status(), 401);
         let body: serde_json::Value = res.json().await.unwrap();
-        assert!(body["error"].is_string() && body.get("revoked").is_none(), "{body}");
+        assert!(
+            body["error"].is_string() && body.get("revoked").is_none(),
+            "{body}"
+        );
     }
     // The read token derived from the seal key a verifier holds gets the answer.
     let (seal, _) = support::publisher_keys(&data);

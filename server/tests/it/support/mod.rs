@@ -140,8 +140,19 @@ pub async fn lookup_issued(
     jti: &str,
     iss: Option<&str>,
 ) -> serde_json::Value {
+    lookup_issued_as(http, url, jti, iss, TOKEN).await
+}
+
+/// [`lookup_issued`] with bearer `token`.
+pub async fn lookup_issued_as(
+    http: &reqwest::Client,
+    url: &str,
+    jti: &str,
+    iss: Option<&str>,
+    token: &str,
+) -> serde_json::Value {
     http.get(lookup_url(url, jti, iss))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
