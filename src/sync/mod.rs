@@ -414,3 +414,34 @@ mod atomic_write_tests {
         assert_eq!(names, vec![std::ffi::OsString::from("copy.rbs")]);
     }
 }
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+    use crate::swap::StalenessPolicy;
+
+    #[test]
+    fn a_network_source_needs_a_verifying_key_unless_told_otherwise() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _guard = rt.enter();
+        let handle = || SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(60));
+        let e = SyncClient::start(SyncConfig::url("http://127.0.0.1:1"), handle())
+            .err()
+            .unwrap();
+        assert!(matches!(e, SyncError::NoVerifyingKey { .. }), "{e}");
+        assert!(e.to_string().contains("allow_unsigned"), "{e}");
+        // A seal key is not a signature key: still refused.
+        let sealed_only = SyncConfig::url("http://127.0.0.1:1")
+            .seal_key(crate::snapshot::SealKey::from_bytes([1; 32]));
+        assert!(SyncClient::start(sealed_only, handle()).is_err());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let signed = SyncConfig::url("http://127.0.0.1:1")
+            .open_options(OpenOptions::new().verifying_key(key));
+        assert!(SyncClient::start(signed, handle()).is_ok());
+        let unsigned = SyncConfig::url("http://127.0.0.1:1").allow_unsigned(true);
+        assert!(unsigned.effective_options().skip_signature_check);
+        assert!(SyncClient::start(unsigned, handle()).is_ok());
+        // A local file keeps working without a key.
+        assert!(SyncClient::start(SyncConfig::file("/nonexistent"), handle()).is_ok());
+    }
+}

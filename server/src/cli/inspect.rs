@@ -54,8 +54,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.public_key.is_none() {
         options = options.skip_signature_check();
     }
-    let sealed = is_sealed_file(&args.snapshot);
+    // After the open, which refuses pipes and devices (reading one could block).
     let view = open_snapshot(&args.snapshot, &options)?;
+    let sealed = is_sealed_file(&args.snapshot);
     let now = now();
     let (width, horizon, leeway) = view.window_params();
     let stats: Vec<_> = view.bucket_stats().collect();

@@ -506,12 +506,15 @@ async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
     let mut c = config(dir.join("data"));
     c.signing_key = Some(key_path);
     // The configured signing key is used (none is generated); the seal key is generated.
+    let seal = || {
+        let path = dir.join("data/verifier.key");
+        revbloom::snapshot::SealKey::from_file(&path).unwrap()
+    };
     let signed = || {
-        let (seal, _) = publisher_keys(&dir.join("data"));
         OpenOptions::default()
             .verifying_key(sk.verifying_key())
             .require_signature(true)
-            .seal_key(seal)
+            .seal_key(seal())
     };
 
     let mut last = 0;
@@ -526,7 +529,7 @@ async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
         )
         .await;
         let bytes = api.get("/v1/snapshot").await.bytes().await.unwrap();
-        assert!(!dir.join("data/signing.key").exists());
+        assert!(!dir.join("data/signing.key").exists() && !dir.join("data/signing.pub").exists());
         let view = SnapshotView::open_owned(bytes.to_vec(), &signed()).unwrap();
         assert!(
             view.generation() > last,
@@ -544,8 +547,7 @@ async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
         }
         // Unsigned expectations do not matter; a wrong key is refused.
         let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]).verifying_key();
-        let (seal, _) = publisher_keys(&dir.join("data"));
-        let wrong = OpenOptions::default().verifying_key(other).seal_key(seal);
+        let wrong = OpenOptions::default().verifying_key(other).seal_key(seal());
         assert!(SnapshotView::open_owned(bytes.to_vec(), &wrong).is_err());
         srv.shutdown();
         srv.wait().await.unwrap();

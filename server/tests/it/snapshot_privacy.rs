@@ -115,11 +115,19 @@ async fn publish_and_download(data: &Path, seal: bool) -> (String, Vec<u8>, Vec<
     let url = format!("http://{}", running.local_addr());
     let http = client();
     let exp = now() + 3600;
-    let batch: Vec<_> = (0..2000)
-        .map(|n| json!({"jti": jti(n * 50 + 7), "exp": exp}))
-        .chain([json!({"jti": jti(PLANTED_JTI), "exp": exp})])
-        .collect();
-    post(&http, &url, "/v1/revocations", json!(batch)).await;
+    for chunk in 0..2 {
+        let batch: Vec<_> = (chunk * 1000..(chunk + 1) * 1000)
+            .map(|n| json!({"jti": jti(n * 50 + 7), "exp": exp}))
+            .collect();
+        post(&http, &url, "/v1/revocations", json!(batch)).await;
+    }
+    post(
+        &http,
+        &url,
+        "/v1/revocations",
+        json!({"jti": jti(PLANTED_JTI), "exp": exp}),
+    )
+    .await;
     post(
         &http,
         &url,
