@@ -10,7 +10,12 @@
 //!     [--issuer ISS] [--audience AUD]  require these claims (revocations are then keyed on iss)
 //!     [--exact-url URL]                ask this publisher's lookup endpoint on filter positives
 //!                                      (defaults to --publisher when that is given)
-//!     [--snapshot-public-key PEM_FILE] require snapshots signed by this Ed25519 key
+//!     [--snapshot-public-key PEM_FILE] require snapshots signed by this Ed25519 key (the
+//!                                      publisher's DATA/signing.pub; required with --publisher
+//!                                      unless --allow-unsigned)
+//!     [--seal-key FILE]                the publisher's seal key (DATA/verifier.key): unseals
+//!                                      snapshots and deltas, and authorises exact lookups
+//!     [--allow-unsigned]               accept unsigned snapshots from --publisher
 //!     [--max-age SECS] [--policy fail-closed|exact-source|fail-open]
 //! curl -H "Authorization: Bearer $TOKEN" http://ADDR/whoami
 //! ```
@@ -50,13 +55,15 @@ struct Args {
     audience: Option<String>,
     exact_url: Option<String>,
     snapshot_public_key: Option<PathBuf>,
+    seal_key: Option<PathBuf>,
+    allow_unsigned: bool,
     max_age: Option<u64>,
     policy: Option<String>,
 }
 
 const USAGE: &str =
     "usage: gateway (--snapshot PATH | --publisher URL [--cache PATH]) \
-(--hs256-secret SECRET | --es256-public-key PEM) [--listen ADDR] [--issuer ISS] [--audience AUD] [--exact-url URL] [--snapshot-public-key PEM] \
+(--hs256-secret SECRET | --es256-public-key PEM) [--listen ADDR] [--issuer ISS] [--audience AUD] [--exact-url URL] [--snapshot-public-key PEM] [--seal-key FILE] [--allow-unsigned] \
 [--max-age SECS] [--policy fail-closed|exact-source|fail-open]";
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -78,6 +85,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--audience" => a.audience = Some(value()?),
             "--exact-url" => a.exact_url = Some(value()?),
             "--snapshot-public-key" => a.snapshot_public_key = Some(value()?.into()),
+            "--seal-key" => a.seal_key = Some(value()?.into()),
+            "--allow-unsigned" => a.allow_unsigned = true,
             "--max-age" => a.max_age = Some(value()?.parse()?),
             "--policy" => a.policy = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -135,12 +144,25 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if let Some(pem) = &args.snapshot_public_key {
         open = open.verifying_key(revbloom::snapshot::read_verifying_key(pem)?);
     }
+    let seal = match &args.seal_key {
+        Some(path) => Some(revbloom::snapshot::SealKey::from_file(path)?),
+        None => None,
+    };
+    let mut sync = sync.allow_unsigned(args.allow_unsigned);
+    if let Some(seal) = &seal {
+        sync = sync.seal_key(seal.clone());
+    }
 
     let handle: SnapshotHandle =
         SnapshotHandle::new(policy, Duration::from_secs(args.max_age.unwrap_or(300)));
     let mut builder = Verifier::builder(key, validation).state(handle.clone());
     if let Some(url) = args.exact_url.as_ref().or(args.publisher.as_ref()) {
-        builder = builder.async_exact_source(CachedSource::new(HttpExactSource::new(url)?));
+        let mut source = HttpExactSource::new(url)?;
+        if let Some(seal) = &seal {
+            // The read token derived from the seal key: the lookup refuses anyone else.
+            source = source.seal_key(seal);
+        }
+        builder = builder.async_exact_source(CachedSource::new(source));
     } else {
         eprintln!("no exact source: tokens the filter matches are refused (including ~0.1% false positives)");
     }

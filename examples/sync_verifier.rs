@@ -8,6 +8,9 @@
 //! cargo run --example sync_verifier --features verify
 //! cargo run --example sync_verifier --features verify -- SNAPSHOT HS256_SECRET TOKEN
 //! ```
+//!
+//! A publisher's snapshot is sealed and signed: point `REVBLOOM_SEAL_KEY_FILE` at its
+//! `DATA/verifier.key` and `REVBLOOM_PUBLIC_KEY_FILE` at its `DATA/signing.pub`.
 
 use std::error::Error;
 
@@ -34,7 +37,15 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// Check one token against a snapshot file. Without an exact source a filter positive is
 /// refused (it is almost always a real revocation; 0.1% of clear tokens collide).
 fn check_file(path: &str, secret: &str, token: &str) -> Result<(), Box<dyn Error>> {
-    let view = SnapshotView::open(std::fs::read(path)?, &OpenOptions::new())?;
+    // A sealed file needs the publisher's seal key, a signed one its public key.
+    let mut options = OpenOptions::new();
+    if let Ok(key) = std::env::var("REVBLOOM_SEAL_KEY_FILE") {
+        options = options.seal_key(revbloom::snapshot::SealKey::from_file(key.as_ref())?);
+    }
+    if let Ok(key) = std::env::var("REVBLOOM_PUBLIC_KEY_FILE") {
+        options = options.verifying_key(revbloom::snapshot::read_verifying_key(key.as_ref())?);
+    }
+    let view = SnapshotView::open_owned(std::fs::read(path)?, &options)?;
     println!(
         "snapshot generation {} created at {}",
         view.generation(),

@@ -3,10 +3,12 @@
 
 It exists to prove the spec is enough: run it on the golden fixtures and it must give the
 verdicts the Rust reader gives, and applying a delta must give the Rust bytes. Reads format
-versions 1 and 2. Needs Python 3 and the xxHash C library (Debian: libxxhash0); the selftest
-also verifies Ed25519 signatures when the `cryptography` package is installed.
+versions 1 and 2, and unseals sealed envelopes (FORMAT.md §6). Needs Python 3 and the xxHash C
+library (Debian: libxxhash0); with the `cryptography` package installed the selftest also
+verifies Ed25519 signatures and unseals the sealed fixture (sealed files need it).
 
     python3 scripts/snapshot_reader.py tests/data/v2-small-unsigned.snap jti-alpha 1767226200
+    python3 scripts/snapshot_reader.py --seal-key verifier.key snapshot.rbs jti-alpha 1767226200
     python3 scripts/snapshot_reader.py --selftest
 """
 import ctypes
@@ -325,6 +327,67 @@ class Snapshot:
         return Snapshot(bytes(out))
 
 
+SEAL_MAGIC = b"RVBLSEAL"
+SEAL_HEADER = 56
+
+
+def _rotl32(v, n):
+    return ((v << n) | (v >> (32 - n))) & 0xFFFFFFFF
+
+
+def hchacha20(key: bytes, nonce16: bytes) -> bytes:
+    """draft-irtf-cfrg-xchacha §2.2: the ChaCha20 block function's 20 rounds without the final
+    addition; the subkey is state words 0..3 and 12..15."""
+    st = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574]
+    st += list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce16))
+
+    def qr(a, b, c, d):
+        st[a] = (st[a] + st[b]) & 0xFFFFFFFF; st[d] = _rotl32(st[d] ^ st[a], 16)
+        st[c] = (st[c] + st[d]) & 0xFFFFFFFF; st[b] = _rotl32(st[b] ^ st[c], 12)
+        st[a] = (st[a] + st[b]) & 0xFFFFFFFF; st[d] = _rotl32(st[d] ^ st[a], 8)
+        st[c] = (st[c] + st[d]) & 0xFFFFFFFF; st[b] = _rotl32(st[b] ^ st[c], 7)
+
+    for _ in range(10):
+        qr(0, 4, 8, 12); qr(1, 5, 9, 13); qr(2, 6, 10, 14); qr(3, 7, 11, 15)
+        qr(0, 5, 10, 15); qr(1, 6, 11, 12); qr(2, 7, 8, 13); qr(3, 4, 9, 14)
+    return struct.pack("<8I", *(st[0:4] + st[12:16]))
+
+
+def seal_key_id(key: bytes) -> bytes:
+    import hashlib
+    return hashlib.sha256(b"revbloom seal key id v1" + key).digest()[:8]
+
+
+def unseal_prefix(b: bytes, keys):
+    """FORMAT.md §6: (inner file, rest) of the envelope at the start of `b`."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    if len(b) < SEAL_HEADER or b[:8] != SEAL_MAGIC:
+        raise Invalid("not a sealed envelope")
+    version, alg = struct.unpack_from("<HB", b, 8)
+    if version != 1 or alg != 1 or any(b[11:16]):
+        raise Invalid("unknown envelope version, algorithm or reserved bytes")
+    key_id, nonce, n = b[16:24], b[24:48], struct.unpack_from("<Q", b, 48)[0]
+    if n < 16 or SEAL_HEADER + n > len(b):
+        raise Invalid("envelope length")
+    key = next((k for k in keys if seal_key_id(k) == key_id), None)
+    if key is None:
+        raise Invalid(f"sealed with key id {key_id.hex()}, which no given key has")
+    sub = hchacha20(key, nonce[:16])
+    try:
+        inner = ChaCha20Poly1305(sub).decrypt(bytes(4) + nonce[16:], b[SEAL_HEADER:SEAL_HEADER + n],
+                                              b[:SEAL_HEADER])
+    except Exception as e:
+        raise Invalid("the envelope does not authenticate") from e
+    return inner, b[SEAL_HEADER + n:]
+
+
+def unseal(b: bytes, keys) -> bytes:
+    inner, rest = unseal_prefix(b, keys)
+    if rest:
+        raise Invalid("bytes after the envelope")
+    return inner
+
+
 def ed25519_verify(pub: bytes, msg: bytes, sig: bytes):
     """True/False, or None when the `cryptography` package is not installed."""
     try:
@@ -460,14 +523,33 @@ def selftest():
         assert ed25519_verify(pub, sd[:-64], sd[-64:])
         assert ed25519_verify(pub, r.b[:r.trailer + 8], r.b[-64:])
         signatures += 3
+    # FORMAT.md §6 vectors, and the sealed fixture: v2-small-unsigned.snap sealed by the Rust
+    # writer under the key of 32 bytes 0x42.
+    assert seal_key_id(bytes(32)).hex() == "512152cee3a4c95c"
+    # draft-irtf-cfrg-xchacha §2.2.1 test vector.
+    assert hchacha20(bytes(range(32)), bytes.fromhex("000000090000004a0000000031415927")).hex() == \
+        "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
+    sealed = read("v2-small-unsigned.sealed")
+    assert sealed[:8] == SEAL_MAGIC and rejects(lambda: Snapshot(sealed))
+    if pub:
+        key = bytes([0x42] * 32)
+        assert unseal(sealed, [bytes(32), key]) == read("v2-small-unsigned.snap")
+        assert rejects(lambda: unseal(sealed, [bytes(32)]))
+        tampered = bytearray(sealed)
+        tampered[60] ^= 1
+        assert rejects(lambda: unseal(bytes(tampered), [key]))
     print("selftest ok: the spec-only reader agrees with the v1 and v2 golden fixtures"
-          + (f" ({signatures} Ed25519 signatures verified)" if pub else
-             " (Ed25519 not checked: the cryptography package is not installed)"))
+          + (f" ({signatures} Ed25519 signatures verified, sealed fixture unsealed)" if pub else
+             " (Ed25519 and unsealing not checked: the cryptography package is not installed)"))
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--selftest"]:
         selftest()
+    elif len(sys.argv) in (5, 6) and sys.argv[1] == "--seal-key":
+        key = bytes.fromhex(open(sys.argv[2]).read().strip())
+        snap = Snapshot(unseal(open(sys.argv[3], "rb").read(), [key]))
+        print(snap.check(sys.argv[4], int(sys.argv[5]) if len(sys.argv) == 6 else None))
     elif len(sys.argv) in (3, 4):
         snap = Snapshot(open(sys.argv[1], "rb").read())
         print(snap.check(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else None))

@@ -87,6 +87,16 @@ pub enum DeltaError {
     /// The signature does not verify (or no key was configured to verify a required one).
     #[error("delta signature does not verify under the configured key")]
     Signature,
+    /// The delta is signed but no verifying key was configured, and the caller did not opt
+    /// out of the check ([`OpenOptions::skip_signature_check`]).
+    #[error("the delta is signed, but no verifying key is configured to check it; configure the publisher's public key (e.g. DATA/signing.pub)")]
+    SignatureNotChecked,
+    /// The delta is a sealed envelope: unseal it first ([`crate::snapshot::unseal_prefix`]).
+    #[error("the delta is sealed with seal key id {key_id}; pass that seal key (--seal-key, SyncConfig::seal_key; the publisher's DATA/verifier.key)")]
+    Sealed {
+        /// The id of the key that opens it.
+        key_id: crate::snapshot::SealKeyId,
+    },
     /// The delta follows another generation.
     #[error("delta applies to generation {delta_parent}, the snapshot is generation {snapshot}; fetch the deltas since {snapshot} or a full snapshot")]
     Parent {
@@ -180,6 +190,9 @@ impl<'a> DeltaView<'a> {
             needed: needed as u64,
             len: len as u64,
         };
+        if let Some(key_id) = crate::snapshot::sealed_key_id(bytes) {
+            return Err(DeltaError::Sealed { key_id });
+        }
         let h = bytes
             .get(..DELTA_HEADER_BYTES)
             .ok_or(truncated(DELTA_HEADER_BYTES))?;
@@ -291,6 +304,9 @@ impl<'a> DeltaView<'a> {
         match (signed, &options.verifying_key) {
             (false, _) if options.require_signature => return Err(DeltaError::Unsigned),
             (true, None) if options.require_signature => return Err(DeltaError::Signature),
+            (true, None) if !options.skip_signature_check => {
+                return Err(DeltaError::SignatureNotChecked)
+            }
             (true, Some(key)) => {
                 let sig = Signature::from_slice(&bytes[signed_len..end])
                     .map_err(|_| DeltaError::Signature)?;
@@ -666,9 +682,13 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         }
         // Re-validate the structure (cheap: header, directory, cutoff order); the checksum was
         // just computed over these very bytes.
+        // The delta's own signature was checked when it was opened; the result's signature
+        // (when it carries one) is the one a verifier's snapshot would hold.
         Ok(SnapshotView::open(
             out,
-            &OpenOptions::new().verify_checksum(false),
+            &OpenOptions::new()
+                .verify_checksum(false)
+                .skip_signature_check(),
         )?)
     }
 }

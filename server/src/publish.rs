@@ -2,6 +2,10 @@
 //! generation whenever revocations arrive (coalesced) and on a refresh timer, deltas between
 //! generations of one layout, and the [`Hub`] the HTTP API serves them from.
 //!
+//! Everything handed out (`GET /v1/snapshot`, `GET /v1/deltas`, the `snapshot_dir` copy) is
+//! sealed with the seal key unless the configuration says `"seal": false`: each snapshot and
+//! each delta is sealed once, when it is made, and every request is answered from those bytes.
+//!
 //! Every start is a new *lineage*: the window is rebuilt from the store with a fresh random
 //! hash seed, and deltas only chain generations of that lineage. A generation is recorded in
 //! the store before anyone can see it, so numbers stay monotonic across restarts.
@@ -19,12 +23,12 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use super::config::ServerConfig;
+use super::config::{resolve_publisher_keys, KeyError, KeySource, ServerConfig};
 use super::metrics::Metrics;
 use super::store::{Committed, Cutoff, Revocation, Store, StoreError};
 use revbloom::bounds::Bounds;
 use revbloom::delta::{encode_delta, encode_signed_delta};
-use revbloom::snapshot::{encode_to_vec, EncodeError, SnapshotMeta};
+use revbloom::snapshot::{encode_to_vec, seal, EncodeError, SealError, SealKey, SnapshotMeta};
 use revbloom::{ConfigError, CutoffKey, CutoffSet, KeyHasher, Window};
 
 /// File name of the snapshot copy written to the configured snapshot folder.
@@ -57,6 +61,17 @@ pub enum PublishError {
     /// stale and fail closed) rather than ship a cutoff verifiers might not check.
     #[error("cutoff claims cannot be published: {0}")]
     CutoffClaims(#[source] revbloom::cutoff::ClaimNameError),
+    /// The seal or signing key could not be read or generated.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Sealing a snapshot or delta failed.
+    #[error("could not seal generation {generation}: {source}")]
+    Seal {
+        /// The generation being sealed.
+        generation: u64,
+        /// Why.
+        source: SealError,
+    },
     /// Writing the snapshot copy to the snapshot folder failed.
     #[error("could not write the snapshot copy to {path}: {source}; check the folder exists and is writable")]
     Copy {
@@ -74,7 +89,7 @@ pub struct Published {
     pub generation: u64,
     /// `created_at` written into the snapshot.
     pub created_at: u64,
-    /// The encoded snapshot.
+    /// The snapshot as handed out: sealed unless sealing is off.
     pub snapshot: Bytes,
     /// Revocations in the window.
     pub entries: u64,
@@ -167,9 +182,22 @@ pub struct Hub {
     /// Set while the last attempt to publish failed.
     failing: Arc<AtomicBool>,
     refresh: Duration,
+    read_token: Arc<str>,
+    sealed: bool,
 }
 
 impl Hub {
+    /// The bearer token verifiers send to the exact lookup: derived from the seal key
+    /// ([`SealKey::read_token`]).
+    pub fn read_token(&self) -> &str {
+        &self.read_token
+    }
+
+    /// Whether snapshots and deltas are sealed.
+    pub fn sealed(&self) -> bool {
+        self.sealed
+    }
+
     /// The current generation.
     pub fn current(&self) -> Arc<Published> {
         Arc::clone(&self.current.borrow())
@@ -213,6 +241,8 @@ pub struct Publisher {
     chain_broken: bool,
     store: Store,
     signing_key: Option<SigningKey>,
+    /// Seals what is handed out; `None` when the configuration turns sealing off.
+    seal_key: Option<SealKey>,
     snapshot_dir: Option<PathBuf>,
     tx: watch::Sender<Arc<Published>>,
     ring: Arc<RwLock<DeltaRing>>,
@@ -227,12 +257,33 @@ pub struct Publisher {
 impl Publisher {
     /// Rebuild the window and cutoffs from `store` (new random seed: a new lineage), publish
     /// the first generation of this lineage, and return the publisher and its [`Hub`].
+    ///
+    /// The keys are [`resolve_publisher_keys`]' (generated into the data folder when the
+    /// configuration names none); `signing_key`, when given, takes precedence over the
+    /// configured one. `"seal": false` or `"sign": false` is logged as a warning.
     pub async fn start(
         store: Store,
         config: &ServerConfig,
         signing_key: Option<SigningKey>,
         metrics: Arc<Metrics>,
     ) -> Result<(Publisher, Hub), PublishError> {
+        let keys = resolve_publisher_keys(&mut config.clone())?;
+        let signing_key = signing_key.or(keys.signing);
+        if keys.signing_source == KeySource::Off {
+            tracing::warn!(
+                "signing is off (\"sign\": false): snapshots and deltas are unsigned, and \
+                 whoever can alter them on the way can un-revoke tokens"
+            );
+        }
+        if !config.seal {
+            tracing::warn!(
+                "sealing is off (\"seal\": false): snapshots and deltas are handed out in \
+                 plaintext, and anyone who fetches one can test guessed user ids and token ids \
+                 against it"
+            );
+        }
+        let read_token: Arc<str> = keys.seal.read_token().into();
+        let seal_key = config.seal.then_some(keys.seal);
         let now = unix_now();
         let mut window = Window::new(config.window.to_window_config(), now)?;
         window.set_default_issuer(config.default_issuer());
@@ -295,6 +346,7 @@ impl Publisher {
             chain_broken: true,
             store,
             signing_key,
+            seal_key,
             snapshot_dir: config.snapshot_dir.clone(),
             tx,
             ring: Arc::clone(&ring),
@@ -311,6 +363,8 @@ impl Publisher {
             ring,
             failing: Arc::clone(&publisher.failing),
             refresh: publisher.refresh,
+            read_token,
+            sealed: publisher.seal_key.is_some(),
         };
         Ok((publisher, hub))
     }
@@ -411,6 +465,18 @@ impl Publisher {
             }
             .map_err(encode_err)?;
             Some(buf)
+        };
+        // Sealed once here; every request, long-poll waiter and the copy share these bytes.
+        let (snapshot, delta) = match &self.seal_key {
+            Some(k) => {
+                let seal_err = |source| PublishError::Seal {
+                    generation: meta.generation,
+                    source,
+                };
+                let d = delta.map(|d| seal(k, &d)).transpose().map_err(seal_err)?;
+                (seal(k, &snapshot).map_err(seal_err)?, d)
+            }
+            None => (snapshot, delta),
         };
         // Durable before visible: a restart must never reuse a number a verifier has seen.
         self.store.set_generation(meta.generation).await?;

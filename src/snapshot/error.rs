@@ -120,6 +120,28 @@ pub enum SnapshotError {
     /// The signature does not verify under the configured key.
     #[error("snapshot signature does not verify under the configured key: wrong key, or the file was altered")]
     Signature,
+    /// The file is signed but no verifying key was configured, and the caller did not opt out
+    /// of the check ([`OpenOptions::skip_signature_check`](super::OpenOptions::skip_signature_check)).
+    #[error("the file is signed, but no verifying key is configured to check it; configure the publisher's public key (e.g. DATA/signing.pub)")]
+    SignatureNotChecked,
+    /// The file is a sealed envelope and no seal key was given.
+    #[error("the file is sealed with seal key id {key_id}; pass that seal key (--seal-key, SyncConfig::seal_key, OpenOptions::seal_key; the publisher's DATA/verifier.key)")]
+    Sealed {
+        /// The id of the key that opens it.
+        key_id: super::SealKeyId,
+    },
+    /// The file is sealed under a key none of the given seal keys is.
+    #[error("the file is sealed with seal key id {key_id}, which is none of the configured seal keys; add the publisher's current key (DATA/verifier.key)")]
+    UnknownSealKey {
+        /// The id of the key that opens it.
+        key_id: super::SealKeyId,
+    },
+    /// The envelope does not authenticate under the key its id names: altered, or damaged.
+    #[error("the sealed file does not authenticate under seal key id {key_id}: it was altered or damaged; fetch it again")]
+    Unseal {
+        /// The id of the key tried.
+        key_id: super::SealKeyId,
+    },
 }
 
 /// A [`SnapshotMeta`](super::SnapshotMeta) that is not a valid generation step.

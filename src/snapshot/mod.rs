@@ -24,6 +24,7 @@ pub(crate) mod format;
 mod keys;
 mod options;
 mod read;
+mod seal;
 mod write;
 
 pub use error::{EncodeError, MetaError, SnapshotError};
@@ -31,6 +32,10 @@ pub use format::{FORMAT_VERSION, MAGIC};
 pub use keys::{read_signing_key, read_verifying_key, KeyFileError};
 pub use options::{OpenOptions, SignatureStatus};
 pub use read::SnapshotView;
+pub use seal::{
+    is_sealed, seal, sealed_key_id, unseal, unseal_prefix, SealError, SealKey, SealKeyError,
+    SealKeyId, SEAL_HEADER_BYTES, SEAL_MAGIC, SEAL_TAG_BYTES, SEAL_VERSION,
+};
 pub use write::{encode, encode_to_vec, layout_id};
 
 /// Which generation a snapshot is, and when it was made: the header fields that do not come

@@ -4,15 +4,20 @@
 use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::error::SnapshotError;
+use super::seal::SealKey;
 
-/// How [`SnapshotView::open`](super::SnapshotView::open) validates. The default verifies the checksum and accepts
-/// unsigned files; set a verifying key on every verifier that can be reached by an attacker's
-/// bytes.
+/// How [`SnapshotView::open`](super::SnapshotView::open) validates. The default verifies the
+/// checksum, accepts unsigned files and refuses signed ones ([`SnapshotError::SignatureNotChecked`]):
+/// a signed file means its publisher meant it to be verified, so a reader without the key is
+/// misconfigured. Set a verifying key on every verifier that can be reached by an attacker's
+/// bytes, and the seal keys ([`OpenOptions::seal_key`]) of a publisher that seals.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub(crate) verifying_key: Option<VerifyingKey>,
     pub(crate) require_signature: bool,
     pub(crate) verify_checksum: bool,
+    pub(crate) skip_signature_check: bool,
+    pub(crate) seal_keys: Vec<SealKey>,
 }
 
 impl Default for OpenOptions {
@@ -28,6 +33,8 @@ impl OpenOptions {
             verifying_key: None,
             require_signature: false,
             verify_checksum: true,
+            skip_signature_check: false,
+            seal_keys: Vec::new(),
         }
     }
 
@@ -43,6 +50,35 @@ impl OpenOptions {
     pub fn require_signature(mut self, required: bool) -> Self {
         self.require_signature = required;
         self
+    }
+
+    /// Accept a signed file without checking its signature when no verifying key is set
+    /// ([`SignatureStatus::NotVerified`]) instead of refusing it. For tools that show what a
+    /// file holds (`revbloom inspect`), never for a verifier: it trusts whoever made the file.
+    pub fn skip_signature_check(mut self) -> Self {
+        self.skip_signature_check = true;
+        self
+    }
+
+    /// Add a seal key: sealed files named with its id are unsealed with it (see
+    /// [`SnapshotView::open_owned`](super::SnapshotView::open_owned)). Call it once per key
+    /// while a publisher rotates. Plaintext files are still accepted, under the same signature
+    /// rules, so verifiers can get the key before their publisher starts sealing.
+    pub fn seal_key(mut self, key: SealKey) -> Self {
+        if !self.seal_keys.contains(&key) {
+            self.seal_keys.push(key);
+        }
+        self
+    }
+
+    /// The seal keys given with [`OpenOptions::seal_key`].
+    pub fn seal_keys(&self) -> &[SealKey] {
+        &self.seal_keys
+    }
+
+    /// Whether a verifying key is set.
+    pub fn has_verifying_key(&self) -> bool {
+        self.verifying_key.is_some()
     }
 
     /// Whether to verify the checksum trailer (default `true`). Turning it off skips one pass
@@ -63,7 +99,8 @@ pub enum SignatureStatus {
     Unsigned,
     /// Signed, and the signature verified under the configured key.
     Verified,
-    /// Signed, but no key was configured, so it was not checked.
+    /// Signed, but not checked: no key was configured and the caller asked for
+    /// [`OpenOptions::skip_signature_check`].
     NotVerified,
 }
 
@@ -83,8 +120,10 @@ pub(crate) fn verify_signature(
     let Some(key) = &options.verifying_key else {
         return if options.require_signature {
             Err(SnapshotError::Signature)
-        } else {
+        } else if options.skip_signature_check {
             Ok(SignatureStatus::NotVerified)
+        } else {
+            Err(SnapshotError::SignatureNotChecked)
         };
     };
     let (message, sig) = (b.get(..signed_len), b.get(signed_len..));

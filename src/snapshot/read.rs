@@ -87,12 +87,41 @@ fn zero(bytes: &[u8], from: usize, to: usize, name: &'static str) -> Result<(), 
     }
 }
 
+impl SnapshotView<Vec<u8>> {
+    /// [`SnapshotView::open`] for an owned buffer that may be a sealed envelope: a sealed file
+    /// is unsealed with the options' seal keys ([`OpenOptions::seal_key`]) into a new buffer,
+    /// which is then opened; a plaintext file is opened as it is. The view holds the plaintext
+    /// snapshot either way, so checks cost the same.
+    pub fn open_owned(bytes: Vec<u8>, options: &OpenOptions) -> Result<Self, SnapshotError> {
+        if super::seal::is_sealed(&bytes) {
+            let inner = super::seal::unseal(&bytes, &options.seal_keys)?;
+            Self::open(inner, options)
+        } else {
+            Self::open(bytes, options)
+        }
+    }
+}
+
 impl<B: AsRef<[u8]>> SnapshotView<B> {
-    /// Validate `bytes` as a snapshot and view it. Never panics; allocates only the bucket
-    /// directory index, whose size is checked against the input length first.
+    /// Validate `bytes` as a snapshot and view it. A sealed envelope is refused with
+    /// [`SnapshotError::Sealed`] (or [`SnapshotError::UnknownSealKey`] when the options hold
+    /// other seal keys): unsealing needs a new buffer, see [`SnapshotView::open_owned`].
+    /// Never panics; allocates only the bucket directory index, whose size is checked against
+    /// the input length first.
     pub fn open(bytes: B, options: &OpenOptions) -> Result<Self, SnapshotError> {
         let b = bytes.as_ref();
         let len = b.len();
+        if let Some(key_id) = super::seal::sealed_key_id(b) {
+            return Err(
+                if options.seal_keys.iter().any(|k| k.key_id() == key_id)
+                    || options.seal_keys.is_empty()
+                {
+                    SnapshotError::Sealed { key_id }
+                } else {
+                    SnapshotError::UnknownSealKey { key_id }
+                },
+            );
+        }
         let head = b
             .get(..f::HEADER_BYTES_V1)
             .ok_or_else(|| truncated("header", f::HEADER_BYTES_V1, len))?;

@@ -10,7 +10,15 @@
 //! use revbloom::sync::{SyncClient, SyncConfig};
 //!
 //! let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
-//! let config = SyncConfig::url("http://127.0.0.1:8750").cache_file("/var/lib/app/revbloom.rbs");
+//! use revbloom::snapshot::{read_verifying_key, OpenOptions, SealKey};
+//!
+//! // The publisher's DATA/signing.pub and DATA/verifier.key, copied to the verifier.
+//! let public = read_verifying_key("/etc/revbloom/signing.pub".as_ref()).unwrap();
+//! let seal = SealKey::from_file("/etc/revbloom/verifier.key".as_ref()).unwrap();
+//! let config = SyncConfig::url("http://127.0.0.1:8750")
+//!     .open_options(OpenOptions::new().verifying_key(public))
+//!     .seal_key(seal)
+//!     .cache_file("/var/lib/app/revbloom.rbs");
 //! let client = SyncClient::start(config, handle.clone())?;
 //! // ... hand `handle` to the verifier; `client.generation()`, `client.age(now)` for metrics.
 //! # Ok(()) }
@@ -20,6 +28,13 @@
 //! the cache file is replaced atomically after every new generation, and loaded (and
 //! validated, signature included when configured) before the first request is served. The
 //! handle's staleness policy still applies to a cached snapshot that has grown old.
+//!
+//! Trust: a client syncing over the network refuses to start without a verifying key
+//! ([`SyncError::NoVerifyingKey`]) unless told [`SyncConfig::allow_unsigned`]: whoever can
+//! answer its requests could otherwise un-revoke every token. Sealed snapshots and deltas
+//! are unsealed with the keys given to [`SyncConfig::seal_key`]; plaintext ones are still
+//! accepted under the same signature rules. The cache file holds the unsealed snapshot: keep
+//! it where only the verifier can read it.
 
 mod poll;
 pub mod tls;
@@ -35,7 +50,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::snapshot::OpenOptions;
+use crate::snapshot::{OpenOptions, SealKey};
 use crate::swap::{SnapshotHandle, SwapError};
 
 /// Where snapshots come from.
@@ -61,6 +76,8 @@ pub struct SyncConfig {
     min_backoff: Duration,
     max_backoff: Duration,
     tls: ClientTls,
+    seal_keys: Vec<SealKey>,
+    allow_unsigned: bool,
 }
 
 impl SyncConfig {
@@ -84,7 +101,41 @@ impl SyncConfig {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             tls: ClientTls::default(),
+            seal_keys: Vec::new(),
+            allow_unsigned: false,
         }
+    }
+
+    /// Unseal sealed snapshots and deltas with `key` (the publisher's `DATA/verifier.key`).
+    /// Call it once per key while the publisher rotates; plaintext files are still accepted.
+    pub fn seal_key(mut self, key: SealKey) -> Self {
+        if !self.seal_keys.contains(&key) {
+            self.seal_keys.push(key);
+        }
+        self
+    }
+
+    /// Accept files without checking a signature when no verifying key is configured
+    /// (default `false`): an unsigned file, or a signed one whose signature is then not
+    /// checked. Without it, [`SyncClient::start`] refuses a network source that has no
+    /// verifying key ([`SyncError::NoVerifyingKey`]). Only for a publisher reached over a
+    /// link nobody else can answer on.
+    pub fn allow_unsigned(mut self, allow: bool) -> Self {
+        self.allow_unsigned = allow;
+        self
+    }
+
+    /// The options snapshots and deltas are opened with: [`SyncConfig::open_options`] plus
+    /// the seal keys, and the signature check skipped under [`SyncConfig::allow_unsigned`].
+    pub fn effective_options(&self) -> OpenOptions {
+        let mut o = self.options.clone();
+        for k in &self.seal_keys {
+            o = o.seal_key(k.clone());
+        }
+        if self.allow_unsigned && !o.has_verifying_key() {
+            o = o.skip_signature_check();
+        }
+        o
     }
 
     /// Keep the last good snapshot in `path` (atomically replaced) and start from it.
@@ -171,6 +222,12 @@ pub enum SyncError {
     /// The TLS configuration is unusable (the CA file cannot be read or holds no CA).
     #[error(transparent)]
     Tls(#[from] ClientTlsError),
+    /// A network source without a verifying key, and [`SyncConfig::allow_unsigned`] not set.
+    #[error("refusing to sync from {url} without a verifying key: whoever answers there could un-revoke every token; configure the publisher's public key (DATA/signing.pub) with OpenOptions::verifying_key, or set SyncConfig::allow_unsigned(true) for a link nobody else can answer on")]
+    NoVerifyingKey {
+        /// The publisher URL.
+        url: String,
+    },
     /// `start` was called outside a tokio runtime.
     #[error("SyncClient::start needs a tokio runtime (call it from async code or inside Runtime::enter)")]
     NoRuntime,
@@ -225,21 +282,37 @@ impl SyncClient {
     /// background on the current tokio runtime. Returns at once; the handle may still be empty
     /// (stale) until the first fetch succeeds. An unusable CA file is an error here, not a
     /// client that never syncs.
-    pub fn start(config: SyncConfig, handle: SnapshotHandle) -> Result<SyncClient, SyncError> {
+    ///
+    /// Refuses a URL source without a verifying key unless [`SyncConfig::allow_unsigned`]
+    /// ([`SyncError::NoVerifyingKey`], also logged).
+    pub fn start(mut config: SyncConfig, handle: SnapshotHandle) -> Result<SyncClient, SyncError> {
+        if let Source::Url(url) = &config.source {
+            if !config.options.has_verifying_key() && !config.allow_unsigned {
+                let e = SyncError::NoVerifyingKey { url: url.clone() };
+                tracing::error!(error = %e, "revocation sync not started");
+                return Err(e);
+            }
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SyncError::NoRuntime)?;
         let http = poll::http_client(&config)?;
+        config.options = config.effective_options();
         let stats = Arc::new(SyncStats::default());
         if let Some(cache) = &config.cache_file {
             match std::fs::read(cache) {
-                Ok(bytes) => match handle.replace_bytes(bytes, &config.options) {
-                    Ok(_) => {
-                        stats.snapshots.fetch_add(1, Relaxed);
+                Ok(bytes) => {
+                    match crate::snapshot::SnapshotView::open_owned(bytes, &config.options)
+                        .map_err(SwapError::from)
+                        .and_then(|view| handle.replace(view))
+                    {
+                        Ok(_) => {
+                            stats.snapshots.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            // A corrupt or foreign cache is ignored, never trusted.
+                            tracing::warn!(error = %e, path = %cache.display(), "ignoring the cached snapshot");
+                        }
                     }
-                    Err(e) => {
-                        // A corrupt or foreign cache is ignored, never trusted.
-                        tracing::warn!(error = %e, path = %cache.display(), "ignoring the cached snapshot");
-                    }
-                },
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
                     let e = SyncError::Io {
@@ -369,5 +442,36 @@ mod atomic_write_tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("copy.rbs")]);
+    }
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+    use crate::swap::StalenessPolicy;
+
+    #[test]
+    fn a_network_source_needs_a_verifying_key_unless_told_otherwise() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _guard = rt.enter();
+        let handle = || SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(60));
+        let e = SyncClient::start(SyncConfig::url("http://127.0.0.1:1"), handle())
+            .err()
+            .unwrap();
+        assert!(matches!(e, SyncError::NoVerifyingKey { .. }), "{e}");
+        assert!(e.to_string().contains("allow_unsigned"), "{e}");
+        // A seal key is not a signature key: still refused.
+        let sealed_only = SyncConfig::url("http://127.0.0.1:1")
+            .seal_key(crate::snapshot::SealKey::from_bytes([1; 32]));
+        assert!(SyncClient::start(sealed_only, handle()).is_err());
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let signed = SyncConfig::url("http://127.0.0.1:1")
+            .open_options(OpenOptions::new().verifying_key(key));
+        assert!(SyncClient::start(signed, handle()).is_ok());
+        let unsigned = SyncConfig::url("http://127.0.0.1:1").allow_unsigned(true);
+        assert!(unsigned.effective_options().skip_signature_check);
+        assert!(SyncClient::start(unsigned, handle()).is_ok());
+        // A local file keeps working without a key.
+        assert!(SyncClient::start(SyncConfig::file("/nonexistent"), handle()).is_ok());
     }
 }

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use super::{write_file_atomically, Source, SyncConfig, SyncError, SyncStats};
 use crate::delta::DeltaView;
-use crate::swap::{ReplaceOutcome, SnapshotHandle};
+use crate::snapshot::{self, SnapshotView};
+use crate::swap::{ReplaceOutcome, SnapshotHandle, SwapError};
 use crate::wire;
 
 use crate::bounds::unix_now;
@@ -152,8 +153,22 @@ fn apply_chain(
 ) -> Result<Changed, SyncError> {
     let mut changed = false;
     while !chain.is_empty() {
-        let (delta, rest) = DeltaView::open_prefix(chain, &config.options)
-            .map_err(|e| SyncError::Swap(e.into()))?;
+        // A sealing publisher serves a chain of envelopes, one per delta.
+        let (inner, rest) = if snapshot::is_sealed(chain) {
+            let (inner, rest) = snapshot::unseal_prefix(chain, config.options.seal_keys())
+                .map_err(|e| SyncError::Swap(e.into()))?;
+            (Some(inner), rest)
+        } else {
+            (None, chain)
+        };
+        let (delta, rest) = match &inner {
+            Some(inner) => (
+                DeltaView::open(inner, &config.options).map_err(|e| SyncError::Swap(e.into()))?,
+                rest,
+            ),
+            None => DeltaView::open_prefix(chain, &config.options)
+                .map_err(|e| SyncError::Swap(e.into()))?,
+        };
         if let ReplaceOutcome::Replaced { .. } = handle.apply_delta(&delta)? {
             stats.deltas.fetch_add(1, Relaxed);
             changed = true;
@@ -182,7 +197,9 @@ async fn fetch_full(
         304 => Ok(false),
         200 => {
             let bytes = res.bytes().await?;
-            match handle.replace_bytes(bytes.to_vec(), &config.options)? {
+            let view = SnapshotView::open_owned(bytes.to_vec(), &config.options)
+                .map_err(SwapError::from)?;
+            match handle.replace(view)? {
                 ReplaceOutcome::Replaced { .. } => {
                     stats.snapshots.fetch_add(1, Relaxed);
                     Ok(true)
@@ -212,7 +229,8 @@ fn file_step(
         return Ok(false);
     }
     let bytes = std::fs::read(path).map_err(|e| io("cannot read the snapshot file", e))?;
-    let outcome = handle.replace_bytes(bytes, &config.options)?;
+    let view = SnapshotView::open_owned(bytes, &config.options).map_err(SwapError::from)?;
+    let outcome = handle.replace(view)?;
     *seen = Some(stamp);
     match outcome {
         ReplaceOutcome::Replaced { .. } => {

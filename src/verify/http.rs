@@ -78,6 +78,17 @@ enum BadAnswer {
 pub struct HttpExactSource {
     base: Url,
     client: Client,
+    bearer: Option<Bearer>,
+}
+
+/// The lookup's bearer token; `Debug` does not show it.
+#[derive(Clone)]
+struct Bearer(String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(..)")
+    }
 }
 
 impl HttpExactSource {
@@ -122,7 +133,25 @@ impl HttpExactSource {
                 url: base_url.to_owned(),
             });
         }
-        Ok(Self { base, client })
+        Ok(Self {
+            base,
+            client,
+            bearer: None,
+        })
+    }
+
+    /// Send `Authorization: Bearer <token>` with every lookup. The publisher's lookup takes
+    /// the read token (see [`HttpExactSource::seal_key`]) or the admin token.
+    pub fn bearer(mut self, token: impl Into<String>) -> Self {
+        self.bearer = Some(Bearer(token.into()));
+        self
+    }
+
+    /// Send the read token derived from the publisher's seal key
+    /// ([`SealKey::read_token`](crate::snapshot::SealKey::read_token)): the verifier's one
+    /// secret (`DATA/verifier.key`) unseals snapshots and authorises lookups.
+    pub fn seal_key(self, key: &crate::snapshot::SealKey) -> Self {
+        self.bearer(key.read_token())
     }
 
     /// The lookup URL for one query. Encoded here byte by byte rather than through `url`'s
@@ -160,7 +189,11 @@ impl HttpExactSource {
 
     async fn ask(&self, q: &ExactQuery<'_>) -> Result<bool, ExactError> {
         let url = self.lookup_url(q.iss, q.jti);
-        let mut resp = self.client.get(url).send().await.map_err(classify)?;
+        let mut req = self.client.get(url);
+        if let Some(Bearer(token)) = &self.bearer {
+            req = req.bearer_auth(token);
+        }
+        let mut resp = req.send().await.map_err(classify)?;
         if resp.status() != StatusCode::OK {
             return Err(ExactError::bad_response(BadAnswer::Status(
                 resp.status().as_u16(),

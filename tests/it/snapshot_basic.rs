@@ -86,7 +86,13 @@ fn signed_snapshot_verifies_and_rejects_wrong_key_or_stripped_signature() {
     )
     .unwrap();
     assert_eq!(ok.signature_status(), SignatureStatus::Verified);
-    let unverified = SnapshotView::open(&bytes[..], &OpenOptions::new()).unwrap();
+    // Signed but no key: refused unless the caller explicitly opts out of the check.
+    assert_eq!(
+        SnapshotView::open(&bytes[..], &OpenOptions::new()).unwrap_err(),
+        SnapshotError::SignatureNotChecked
+    );
+    let unverified =
+        SnapshotView::open(&bytes[..], &OpenOptions::new().skip_signature_check()).unwrap();
     assert_eq!(unverified.signature_status(), SignatureStatus::NotVerified);
     let wrong = SnapshotView::open(
         &bytes[..],

@@ -221,7 +221,11 @@ fn signed_delta_reproduces_the_signed_snapshot() {
     let sum_at = bad.len() - 64 - 8;
     let sum = xxhash_rust::xxh3::xxh3_64(&bad[..sum_at]); // the checksum trailer
     bad[sum_at..sum_at + 8].copy_from_slice(&sum.to_le_bytes());
-    let d = DeltaView::open(&bad, &OpenOptions::new()).unwrap();
+    assert_eq!(
+        DeltaView::open(&bad, &OpenOptions::new()).unwrap_err(),
+        revbloom::DeltaError::SignatureNotChecked
+    );
+    let d = DeltaView::open(&bad, &OpenOptions::new().skip_signature_check()).unwrap();
     let forged = base.apply_delta(&d).unwrap();
     assert!(SnapshotView::open(forged.as_bytes(), &strict).is_err());
 }
@@ -255,4 +259,27 @@ fn fixtures_decode_with_expected_verdicts(version: &str) {
         let bob = CutoffKey::new(&next.hasher(), None, "sub", "bob");
         assert_eq!(next.cutoff(bob), Some(NOW));
     }
+}
+
+/// The sealed fixture is `v2-small-unsigned.snap` sealed under the key of 32 bytes `0x42`
+/// (FORMAT.md §6); the spec-only Python reader unseals the same file.
+#[test]
+fn sealed_fixture_unseals_to_the_unsigned_snapshot() {
+    use revbloom::snapshot::{SealKey, SnapshotError};
+    let sealed = std::fs::read(data("v2-small-unsigned.sealed")).unwrap();
+    let key = SealKey::from_bytes([0x42; 32]);
+    let plain = std::fs::read(data("v2-small-unsigned.snap")).unwrap();
+    assert_eq!(snapshot::sealed_key_id(&sealed), Some(key.key_id()));
+    assert_eq!(
+        snapshot::unseal(&sealed, &[SealKey::from_bytes([0; 32]), key.clone()]).unwrap(),
+        plain
+    );
+    assert_eq!(
+        SnapshotView::open(&sealed[..], &OpenOptions::new()).unwrap_err(),
+        SnapshotError::Sealed {
+            key_id: key.key_id()
+        }
+    );
+    let view = SnapshotView::open_owned(sealed, &OpenOptions::new().seal_key(key)).unwrap();
+    assert_eq!(view.as_bytes(), &plain[..]);
 }

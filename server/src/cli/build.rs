@@ -57,6 +57,11 @@ pub struct Args {
     /// Sign the snapshot with this Ed25519 private key (PKCS#8 PEM, from `revbloom keygen`).
     #[arg(long)]
     signing_key: Option<PathBuf>,
+    /// Seal the snapshot with this seal key (64 hex digits, from `revbloom keygen --seal-key`
+    /// or a publisher's DATA/verifier.key): without the key the file reveals nothing of who
+    /// was revoked.
+    #[arg(long, value_name = "FILE", env = super::ENV_SEAL_KEY_FILE)]
+    seal_key: Option<PathBuf>,
     /// Generation number to write. Default: the build time in unix milliseconds, so a rebuilt
     /// file is newer than every earlier build and a running verifier takes it (verifiers refuse
     /// a generation not above the one they hold).
@@ -135,6 +140,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let now = args.now.unwrap_or_else(now);
     let signing_key = match &args.signing_key {
         Some(p) => Some(snapshot::read_signing_key(p)?),
+        None => None,
+    };
+    let seal_key = match &args.seal_key {
+        Some(p) => Some(snapshot::SealKey::from_file(p)?),
         None => None,
     };
     let config = WindowConfig::default()
@@ -245,10 +254,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         created_at: now,
         coverage: now,
     };
-    let written = write_atomically(&args.out, |w| {
-        snapshot::encode(&window, &cutoffs, &meta, signing_key.as_ref(), w)
-            .map_err(std::io::Error::other)
-    })?;
+    let written = match &seal_key {
+        Some(key) => {
+            let plain = snapshot::encode_to_vec(&window, &cutoffs, &meta, signing_key.as_ref())?;
+            let sealed = snapshot::seal(key, &plain)?;
+            write_atomically(&args.out, |w| {
+                std::io::Write::write_all(w, &sealed)?;
+                Ok(sealed.len() as u64)
+            })?
+        }
+        None => write_atomically(&args.out, |w| {
+            snapshot::encode(&window, &cutoffs, &meta, signing_key.as_ref(), w)
+                .map_err(std::io::Error::other)
+        })?,
+    };
     let entries = window.entries() + cutoffs.len() as u64;
     let bpe = if entries > 0 {
         format!("{:.2}", written as f64 * 8.0 / entries as f64)
@@ -258,7 +277,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     eprintln!(
         "wrote {}: {inserted} revocations ({duplicate} duplicates, {expired} already expired skipped), {written} bytes, {bpe} bits/entry{}",
         args.out.display(),
-        if signing_key.is_some() { ", signed" } else { "" }
+        match (signing_key.is_some(), seal_key.is_some()) {
+            (true, true) => ", signed, sealed",
+            (true, false) => ", signed",
+            (false, true) => ", sealed",
+            (false, false) => "",
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@ use revbloom::{SnapshotView, Verdict};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{open_snapshot, EXIT_NOT_CLEAR};
+use super::{open_options, open_snapshot, EXIT_NOT_CLEAR};
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
@@ -34,6 +34,10 @@ pub struct Args {
     /// Require and verify the signature with this Ed25519 public key (SPKI PEM).
     #[arg(long)]
     public_key: Option<PathBuf>,
+    /// Unseal a sealed file with this seal key (64 hex digits; the publisher's
+    /// DATA/verifier.key).
+    #[arg(long, value_name = "FILE", env = super::ENV_SEAL_KEY_FILE)]
+    seal_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -69,7 +73,8 @@ fn check<B: AsRef<[u8]> + Send + Sync>(
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let view = open_snapshot(&args.snapshot, args.public_key.as_deref())?;
+    let options = open_options(args.public_key.as_deref(), args.seal_key.as_deref())?;
+    let view = open_snapshot(&args.snapshot, &options)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if let Some(jti) = &args.jti {

@@ -9,7 +9,16 @@ use revbloom::snapshot::SignatureStatus;
 use revbloom::BucketId;
 use serde_json::json;
 
-use super::{now, open_snapshot};
+use super::{now, open_options, open_snapshot};
+
+/// Whether the file starts with the sealed-envelope magic (an unreadable file is not).
+fn is_sealed_file(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| revbloom::snapshot::is_sealed(&head))
+}
 
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
@@ -20,6 +29,10 @@ pub struct Args {
     /// signed file is then an error.
     #[arg(long)]
     public_key: Option<PathBuf>,
+    /// Unseal a sealed file with this seal key (64 hex digits; the publisher's
+    /// DATA/verifier.key).
+    #[arg(long, value_name = "FILE", env = super::ENV_SEAL_KEY_FILE)]
+    seal_key: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -35,7 +48,15 @@ fn signature_name(s: SignatureStatus) -> &'static str {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let view = open_snapshot(&args.snapshot, args.public_key.as_deref())?;
+    // Showing a file is not trusting it: without --public-key a signed file is shown as
+    // "signed, not verified" rather than refused.
+    let mut options = open_options(args.public_key.as_deref(), args.seal_key.as_deref())?;
+    if args.public_key.is_none() {
+        options = options.skip_signature_check();
+    }
+    // After the open, which refuses pipes and devices (reading one could block).
+    let view = open_snapshot(&args.snapshot, &options)?;
+    let sealed = is_sealed_file(&args.snapshot);
     let now = now();
     let (width, horizon, leeway) = view.window_params();
     let stats: Vec<_> = view.bucket_stats().collect();
@@ -74,6 +95,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "cutoff_claims": view.cutoff_claims(),
             "size_bytes": view.size_bytes(),
             "bits_per_entry": view.bits_per_entry(),
+            "sealed": sealed,
             "signature": match view.signature_status() {
                 SignatureStatus::Unsigned => "unsigned",
                 SignatureStatus::Verified => "verified",
@@ -85,6 +107,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let mut text = String::new();
     writeln!(text, "snapshot       {}", args.snapshot.display())?;
+    writeln!(
+        text,
+        "sealed         {}",
+        if sealed {
+            "yes (unsealed with --seal-key)"
+        } else {
+            "no (plaintext)"
+        }
+    )?;
     writeln!(text, "format         v{}", view.format_version())?;
     writeln!(
         text,

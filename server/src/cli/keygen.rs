@@ -1,4 +1,5 @@
-//! `revbloom keygen`: an Ed25519 key pair for signing snapshots.
+//! `revbloom keygen`: an Ed25519 key pair for signing snapshots, or (`--seal-key FILE`) a
+//! seal key.
 
 use std::fs::OpenOptions as FileOptions;
 use std::io::Write;
@@ -19,12 +20,28 @@ pub struct Args {
     /// Where to write the public key (SPKI PEM) that verifiers are configured with.
     #[arg(long, default_value = "revbloom-verifying.pem")]
     public: PathBuf,
+    /// Write a seal key (64 hex digits, mode 0600) to FILE instead of a signing key pair: the
+    /// secret a publisher seals snapshots with and its verifiers unseal them with.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["private", "public"])]
+    seal_key: Option<PathBuf>,
     /// Overwrite existing files.
     #[arg(long)]
     force: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if let Some(path) = &args.seal_key {
+        let key = revbloom::snapshot::SealKey::generate()?;
+        let mut f = create(path, args.force, true)?;
+        f.write_all(key.to_file_text().as_bytes())?;
+        f.sync_all()?;
+        eprintln!(
+            "wrote seal key {} (key id {}; keep it secret, give it to the publisher and its verifiers)",
+            path.display(),
+            key.key_id()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("drawing a random key: {e}"))?;
     let key = SigningKey::from_bytes(&seed);

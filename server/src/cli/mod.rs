@@ -88,8 +88,42 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
     Ok(revbloom::snapshot::read_verifying_key(path)?)
 }
 
-/// Map a snapshot file and validate it. With `public_key`, the signature is required.
-pub fn open_snapshot(path: &Path, public_key: Option<&Path>) -> Result<SnapshotView<Mmap>> {
+/// Environment variable naming the seal key file of `build`, `inspect` and `check`.
+pub const ENV_SEAL_KEY_FILE: &str = "REVBLOOM_SEAL_KEY_FILE";
+
+/// A snapshot file's bytes: mapped in place, or unsealed into memory.
+pub enum FileBytes {
+    /// A plaintext file, mapped.
+    Map(Mmap),
+    /// The plaintext of a sealed file.
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            FileBytes::Map(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Open options from the command line's key files: with `public_key` the signature is
+/// required and verified; with `seal_key` sealed files are unsealed.
+pub fn open_options(public_key: Option<&Path>, seal_key: Option<&Path>) -> Result<OpenOptions> {
+    let mut options = OpenOptions::new();
+    if let Some(p) = public_key {
+        options = options.verifying_key(read_public_key(p)?);
+    }
+    if let Some(p) = seal_key {
+        options = options.seal_key(revbloom::snapshot::SealKey::from_file(p)?);
+    }
+    Ok(options)
+}
+
+/// Map a snapshot file (unsealing it with the options' seal keys when it is sealed) and
+/// validate it under `options`.
+pub fn open_snapshot(path: &Path, options: &OpenOptions) -> Result<SnapshotView<FileBytes>> {
     // A snapshot is read whole, in place: a pipe or a device has no size to map, and opening a
     // FIFO for reading would block until some writer appears.
     let meta = std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
@@ -106,12 +140,17 @@ pub fn open_snapshot(path: &Path, public_key: Option<&Path>) -> Result<SnapshotV
     // `build` only ever rename complete files into place.
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-    let mut options = OpenOptions::new();
-    if let Some(p) = public_key {
-        options = options.verifying_key(read_public_key(p)?);
-    }
-    if map.starts_with(&revbloom::delta::DELTA_MAGIC) {
-        let what = match revbloom::DeltaView::open(&map, &OpenOptions::new()) {
+    let bytes = if revbloom::snapshot::is_sealed(&map) {
+        match revbloom::snapshot::unseal(&map, options.seal_keys()) {
+            Ok(inner) => FileBytes::Owned(inner),
+            Err(e) => bail!("{}: {e}", path.display()),
+        }
+    } else {
+        FileBytes::Map(map)
+    };
+    if bytes.as_ref().starts_with(&revbloom::delta::DELTA_MAGIC) {
+        let header_only = OpenOptions::new().skip_signature_check();
+        let what = match revbloom::DeltaView::open(bytes.as_ref(), &header_only) {
             Ok(d) => format!(
                 "a delta from generation {} to {} ({} revocations)",
                 d.parent(),
@@ -125,7 +164,7 @@ pub fn open_snapshot(path: &Path, public_key: Option<&Path>) -> Result<SnapshotV
             path.display()
         );
     }
-    match SnapshotView::open(map, &options) {
+    match SnapshotView::open(bytes, options) {
         Ok(v) => Ok(v),
         Err(e) => bail!("{}: {e}", path.display()),
     }

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use revbloom_server::config::{resolve_admin_token, TokenSource, ENV_DATA, ENV_LISTEN};
+use revbloom_server::config::{
+    resolve_admin_token, resolve_publisher_keys, KeySource, TokenSource, ENV_DATA, ENV_LISTEN,
+};
 use revbloom_server::tls::TlsSettings;
 use revbloom_server::{run, ServerConfig};
 
@@ -87,7 +89,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let config = load_config(&args)?;
+    let mut config = load_config(&args)?;
     if args.init
         && revbloom_server::store::allow_new_history(&config.data_dir)
             .with_context(|| format!("--init: cannot prepare {}", config.data_dir.display()))?
@@ -107,6 +109,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         _ => {}
     }
+    // Before the store opens: a data folder that cannot hold the keys is refused up front.
+    let keys = resolve_publisher_keys(&mut config)?;
+    let describe = |what: &str, source: &KeySource, give: &str| match source {
+        KeySource::Configured(p) => eprintln!("revbloom: {what} from {}", p.display()),
+        KeySource::File(p) => eprintln!("revbloom: {what} in {}", p.display()),
+        KeySource::Generated(p) => eprintln!(
+            "revbloom: generated the {what} in {} (readable by you only); {give}",
+            p.display()
+        ),
+        _ => {}
+    };
+    describe(
+        &format!("seal key (id {})", keys.seal.key_id()),
+        &keys.seal_source,
+        "give a copy to every verifier",
+    );
+    describe(
+        "signing key",
+        &keys.signing_source,
+        "give verifiers its public key, signing.pub beside it",
+    );
+    // "seal": false and "sign": false are warned about by the publisher as it starts.
     let data = config.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,5 @@
-//! Request extractors: the admin credentials, checked before any body is read, and the audit
-//! log of failed attempts.
+//! Request extractors: the admin and read credentials, checked before any body is read, and
+//! the audit log of failed attempts.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,37 +28,78 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let refused = match bearer_token(&parts.headers, DEFAULT_MAX_HEADER_BYTES) {
-            Ok(token) if bool::from(token.as_bytes().ct_eq(st.inner.admin_token.as_bytes())) => {
-                return Ok(Admin)
-            }
-            Ok(_) => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "the admin token is wrong",
-            ),
-            Err(p) => ApiError::from(p),
-        };
-        st.inner
-            .counters
-            .admin_auth_failures_total
-            .fetch_add(1, Relaxed);
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| *a);
-        if let Some(suppressed) = st.inner.auth_log.admit(Instant::now()) {
-            let peer = peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-            tracing::warn!(
-                %peer,
-                path = parts.uri.path(),
-                code = refused.code(),
-                suppressed,
-                "admin authentication failed"
-            );
-        }
-        Err(refused)
+        let admin = st.inner.admin_token.as_bytes();
+        authenticate(parts, st, &[admin], "the admin token is wrong", "admin").map(|()| Admin)
     }
+}
+
+/// Proof that the request carries the read token ([`Hub::read_token`], derived from the seal
+/// key that verifiers hold) or the admin token: the exact lookup takes it, so that nobody
+/// without a verifier's secret can ask whether a given `jti` is revoked. Checked, counted
+/// and logged like [`Admin`].
+///
+/// [`Hub::read_token`]: crate::publish::Hub::read_token
+#[derive(Debug, Clone, Copy)]
+pub struct Reader;
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let read = st.inner.hub.read_token().as_bytes();
+        let admin = st.inner.admin_token.as_bytes();
+        authenticate(
+            parts,
+            st,
+            &[read, admin],
+            "the token is neither the read token (derived from the seal key, DATA/verifier.key) \
+             nor the admin token",
+            "read",
+        )
+        .map(|()| Reader)
+    }
+}
+
+/// Accept the request if its bearer token equals one of `tokens` (each compared in constant
+/// time, all of them always compared); otherwise count, log (rate-limited) and refuse.
+fn authenticate(
+    parts: &Parts,
+    st: &AppState,
+    tokens: &[&[u8]],
+    wrong: &'static str,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    let refused = match bearer_token(&parts.headers, DEFAULT_MAX_HEADER_BYTES) {
+        Ok(token) => {
+            let ok = tokens.iter().fold(subtle::Choice::from(0), |acc, t| {
+                acc | token.as_bytes().ct_eq(t)
+            });
+            if bool::from(ok) {
+                return Ok(());
+            }
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", wrong)
+        }
+        Err(p) => ApiError::from(p),
+    };
+    st.inner
+        .counters
+        .admin_auth_failures_total
+        .fetch_add(1, Relaxed);
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| *a);
+    if let Some(suppressed) = st.inner.auth_log.admit(Instant::now()) {
+        let peer = peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        tracing::warn!(
+            %peer,
+            path = parts.uri.path(),
+            code = refused.code(),
+            suppressed,
+            "{what} authentication failed"
+        );
+    }
+    Err(refused)
 }
 
 /// Least time between two log lines about failed admin authentication: a client guessing

@@ -407,7 +407,9 @@ mod tests {
             (StatusCode::BAD_REQUEST, Some("empty_field"))
         );
         assert!(v["message"].as_str().unwrap().starts_with("item 1:"), "{v}");
+        // The lookup takes the admin token (or the read token).
         let lookup = Request::get("/v1/revocations/b1")
+            .header(header::AUTHORIZATION, &auth)
             .body(Body::empty())
             .unwrap();
         let (_, v, _) = call(&app, lookup).await;
@@ -416,11 +418,17 @@ mod tests {
         let one = format!(r#"{{"jti":"c1","exp":{exp}}}"#);
         let (s, v, _) = call(&app, post(&one, &[&auth], "application/json")).await;
         assert_eq!((s, v["accepted"].as_u64()), (StatusCode::OK, Some(1)));
-        let by_query = Request::get("/v1/revocations?jti=c1")
+        let by_query = || Request::get("/v1/revocations?jti=c1");
+        let req = by_query()
+            .header(header::AUTHORIZATION, &auth)
             .body(Body::empty())
             .unwrap();
-        let (_, v, _) = call(&app, by_query).await;
+        let (_, v, _) = call(&app, req).await;
         assert_eq!(v["revoked"], true);
+        // Without a token the lookup tells nothing.
+        let (s, v, challenge) = call(&app, by_query().body(Body::empty()).unwrap()).await;
+        assert_eq!((s, v.get("revoked")), (StatusCode::UNAUTHORIZED, None));
+        assert!(challenge);
     }
 
     #[tokio::test]

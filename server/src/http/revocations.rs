@@ -1,5 +1,6 @@
 //! Revocations: `POST /v1/revocations` (admin) and the exact lookup
-//! `GET /v1/revocations/{jti}` (or `?jti=`), which verifiers ask on filter positives.
+//! `GET /v1/revocations/{jti}` (or `?jti=`), which verifiers ask on filter positives with the
+//! read token ([`Reader`]): without it the lookup would tell anyone whether a `jti` is revoked.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,6 +15,7 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::extract::Reader;
 use super::{check_string, issuer, store_error, Admin, ApiError, AppState, Inner};
 use crate::store::{Cutoff, Revocation};
 use revbloom::bounds::{canonical_exp, unix_now};
@@ -182,6 +184,7 @@ struct LookupByQuery {
 }
 
 async fn lookup(
+    _: Reader,
     State(st): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<LookupQuery>, QueryRejection>,
@@ -191,6 +194,7 @@ async fn lookup(
 }
 
 async fn lookup_by_query(
+    _: Reader,
     State(st): State<AppState>,
     query: Result<Query<LookupByQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -129,8 +129,7 @@ async fn case2_signed_local_copy_serves_after_restart_with_publisher_down() {
     eprintln!("deltas applied before the restart: {deltas}");
     wait_until("the cache file holding the generation", || {
         std::fs::read(&cache).is_ok_and(|b| {
-            revbloom::SnapshotView::open(&b[..], &Default::default())
-                .is_ok_and(|v| v.generation() >= g)
+            revbloom::SnapshotView::open(&b[..], &open()).is_ok_and(|v| v.generation() >= g)
         })
     })
     .await;
@@ -707,7 +706,8 @@ async fn case9c_forward_clock_jump_does_not_unrevoke() {
         spec::pruned_before(&lk).is_some_and(|w| w > exp),
         &lk,
     );
-    let source = HttpExactSource::new(&p.base).unwrap();
+    let (seal, _) = crate::support::publisher_keys(&dir.join("data"));
+    let source = HttpExactSource::new(&p.base).unwrap().seal_key(&seal);
     let q = ExactQuery {
         iss: None,
         jti: "c9c",

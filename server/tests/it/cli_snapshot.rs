@@ -169,6 +169,99 @@ fn signed_build_verifies_and_wrong_key_fails() {
     let bad = run(&dir, &["inspect", "s.snap", "--public-key", "o.pub.pem"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("signature"), "{}", stderr(&bad));
+    // Inspecting shows a signed file without a key as such; checking tokens against it
+    // without the key is refused.
+    let i = run(&dir, &["inspect", "s.snap"]);
+    assert!(i.status.success(), "{}", stderr(&i));
+    assert!(
+        stdout(&i).contains("signed, not verified"),
+        "{}",
+        stdout(&i)
+    );
+    let c = run(&dir, &["check", "s.snap", "--jti", "x"]);
+    assert_eq!(c.status.code(), Some(1));
+    assert!(stderr(&c).contains("no verifying key"), "{}", stderr(&c));
+}
+
+#[test]
+fn sealed_build_needs_the_seal_key_to_inspect_or_check() {
+    let dir = tmpdir("sealed");
+    write_input(&dir, 100);
+    let k = run(&dir, &["keygen", "--seal-key", "verifier.key"]);
+    assert!(k.status.success(), "{}", stderr(&k));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("verifier.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let key = revbloom::snapshot::SealKey::from_file(&dir.join("verifier.key")).unwrap();
+    assert!(stderr(&k).contains(&key.key_id().to_string()));
+    let b = build(&dir, &["--seal-key", "verifier.key"]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert!(stderr(&b).contains("sealed"), "{}", stderr(&b));
+    let bytes = std::fs::read(dir.join("s.snap")).unwrap();
+    assert!(revbloom::snapshot::is_sealed(&bytes));
+
+    // Without the key: not "bad magic", but which key it needs.
+    let i = run(&dir, &["inspect", "s.snap"]);
+    assert_eq!(i.status.code(), Some(1));
+    let err = stderr(&i);
+    assert!(
+        err.contains(&format!("sealed with seal key id {}", key.key_id()))
+            && err.contains("--seal-key"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // With it (flag or environment variable).
+    let i = run(
+        &dir,
+        &["inspect", "s.snap", "--json", "--seal-key", "verifier.key"],
+    );
+    assert!(i.status.success(), "{}", stderr(&i));
+    assert!(stdout(&i).contains(r#""sealed":true"#), "{}", stdout(&i));
+    let exp = (NOW + 60 + 7).to_string();
+    let c = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["check", "s.snap", "--jti", "tok-7", "--exp", &exp])
+        .env("REVBLOOM_SEAL_KEY_FILE", "verifier.key")
+        .output()
+        .unwrap();
+    assert_eq!(c.status.code(), Some(3), "{}", stderr(&c));
+    // Another key: named as unknown; a flipped byte: refused as altered.
+    assert!(run(&dir, &["keygen", "--seal-key", "other.key"])
+        .status
+        .success());
+    let c = run(
+        &dir,
+        &["check", "s.snap", "--jti", "x", "--seal-key", "other.key"],
+    );
+    assert_eq!(c.status.code(), Some(1));
+    assert!(
+        stderr(&c).contains("none of the configured seal keys"),
+        "{}",
+        stderr(&c)
+    );
+    let mut t = bytes.clone();
+    let at = t.len() / 2;
+    t[at] ^= 1;
+    std::fs::write(dir.join("t.snap"), t).unwrap();
+    let c = run(
+        &dir,
+        &[
+            "check",
+            "t.snap",
+            "--jti",
+            "x",
+            "--seal-key",
+            "verifier.key",
+        ],
+    );
+    assert_eq!(c.status.code(), Some(1));
+    assert!(stderr(&c).contains("altered"), "{}", stderr(&c));
 }
 
 #[test]

@@ -214,7 +214,8 @@ async fn example_config_serves_under_the_deployments_environment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = crate::support::lookup(&http, &url, "deploy-1").await;
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let v = crate::support::lookup_as(&http, &url, "deploy-1", admin.trim()).await;
     assert_eq!(v["revoked"], true, "{v}");
     // Control: without the data folder there is no token, and the admin command says so.
     let out = Command::new(env!("CARGO_BIN_EXE_revbloom"))

@@ -45,11 +45,11 @@ async fn ask(source: &HttpExactSource, jti: &str, exp: u64, now: u64) -> Result<
 #[test]
 fn any_jti_round_trips_through_the_lookup() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let srv = rt.block_on(support::start(support::config(support::temp_dir(
-        "http-any-jti",
-    ))));
+    let data = support::temp_dir("http-any-jti");
+    let srv = rt.block_on(support::start(support::config(data.clone())));
     let base = format!("http://{}", srv.local_addr());
-    let source = HttpExactSource::new(&base).unwrap();
+    let (seal, _) = support::publisher_keys(&data);
+    let source = HttpExactSource::new(&base).unwrap().seal_key(&seal);
     let http = support::client();
     let now = support::now();
     let exp = now + 3600;

@@ -17,6 +17,7 @@ mod server_e2e;
 mod server_limits;
 mod server_ready;
 mod server_tls;
+mod snapshot_privacy;
 mod store_deleted;
 mod store_faults;
 mod support;

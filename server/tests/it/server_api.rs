@@ -34,9 +34,12 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A GET with the admin token, which the exact lookup takes (as it takes the read token);
+    /// the snapshot feed needs none and ignores it.
     async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()
@@ -57,7 +60,8 @@ fn assert_error(got: (u16, Value), status: u16, code: &str) {
 
 #[tokio::test]
 async fn revoke_lookup_and_snapshot() {
-    let srv = start(config(temp_dir("api-happy"))).await;
+    let data = temp_dir("api-happy");
+    let srv = start(config(data.clone())).await;
     let api = Api::new(srv.local_addr());
     let exp = now() + 3600;
 
@@ -124,13 +128,13 @@ async fn revoke_lookup_and_snapshot() {
     assert!(before <= revbloom_server::publish::unix_now() + 6);
 
     // Wait for a generation holding all of it (long-poll on the one we have).
-    let (bytes, etag) = snapshot_until(&api, |view| {
+    let (bytes, etag) = snapshot_until(&api, &data, |view| {
         view.check("t2", Some(exp)) == Verdict::MaybeRevoked
             && view.check("t3", Some(exp)) == Verdict::MaybeRevoked
             && view.cutoffs().count() == 1
     })
     .await;
-    let view = SnapshotView::open(&bytes[..], &OpenOptions::default()).unwrap();
+    let view = open_published(&data, &bytes);
     assert_eq!(view.check("t1", Some(exp)), Verdict::MaybeRevoked);
     assert_eq!(view.check("t2", Some(exp)), Verdict::MaybeRevoked);
     assert_eq!(view.cutoffs().count(), 1);
@@ -180,15 +184,15 @@ async fn revoke_lookup_and_snapshot() {
     let res = api.get(&format!("/v1/deltas?since={gen}")).await;
     let status = res.status().as_u16();
     let cur = api.get("/v1/snapshot").await.bytes().await.unwrap();
-    let cur = SnapshotView::open(&cur[..], &OpenOptions::default()).unwrap();
+    let cur = open_published(&data, &cur);
     if status == 200 {
+        // One sealed envelope per delta; each holds one signed delta.
         let chain = res.bytes().await.unwrap();
-        let mut at = SnapshotView::open(bytes.to_vec(), &OpenOptions::default()).unwrap();
-        let mut rest = &chain[..];
-        while !rest.is_empty() {
-            let (d, r) = DeltaView::open_prefix(rest, &OpenOptions::default()).unwrap();
+        let mut at = open_published(&data, &bytes);
+        let options = verifier_options(&data);
+        for delta in unseal_chain(&data, &chain) {
+            let d = DeltaView::open(&delta, &options).unwrap();
             at = at.apply_delta(&d).unwrap();
-            rest = r;
         }
         assert_eq!(at.generation(), cur.generation());
         assert_eq!(at.check("t4", Some(exp)), Verdict::MaybeRevoked);
@@ -478,9 +482,17 @@ async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
     .unwrap();
     let mut c = config(dir.join("data"));
     c.signing_key = Some(key_path);
-    let signed = OpenOptions::default()
-        .verifying_key(sk.verifying_key())
-        .require_signature(true);
+    // The configured signing key is used (none is generated); the seal key is generated.
+    let seal = || {
+        let path = dir.join("data/verifier.key");
+        revbloom::snapshot::SealKey::from_file(&path).unwrap()
+    };
+    let signed = || {
+        OpenOptions::default()
+            .verifying_key(sk.verifying_key())
+            .require_signature(true)
+            .seal_key(seal())
+    };
 
     let mut last = 0;
     for round in 0..3 {
@@ -494,7 +506,8 @@ async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
         )
         .await;
         let bytes = api.get("/v1/snapshot").await.bytes().await.unwrap();
-        let view = SnapshotView::open(&bytes[..], &signed).unwrap();
+        assert!(!dir.join("data/signing.key").exists() && !dir.join("data/signing.pub").exists());
+        let view = SnapshotView::open_owned(bytes.to_vec(), &signed()).unwrap();
         assert!(
             view.generation() > last,
             "generation went from {last} to {}",
@@ -511,9 +524,8 @@ async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
         }
         // Unsigned expectations do not matter; a wrong key is refused.
         let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]).verifying_key();
-        assert!(
-            SnapshotView::open(&bytes[..], &OpenOptions::default().verifying_key(other)).is_err()
-        );
+        let wrong = OpenOptions::default().verifying_key(other).seal_key(seal());
+        assert!(SnapshotView::open_owned(bytes.to_vec(), &wrong).is_err());
         srv.shutdown();
         srv.wait().await.unwrap();
     }
@@ -522,7 +534,8 @@ async fn generations_stay_monotonic_across_restarts_and_snapshots_are_signed() {
 
 #[tokio::test]
 async fn issuers_times_and_lengths_follow_the_deployment_bounds() {
-    let mut c = config(temp_dir("api-bounds"));
+    let data = temp_dir("api-bounds");
+    let mut c = config(data.clone());
     c.default_iss = Some("https://default/".into());
     let srv = start(c).await;
     let api = Api::new(srv.local_addr());
@@ -589,7 +602,7 @@ async fn issuers_times_and_lengths_follow_the_deployment_bounds() {
     let mut held_both = false;
     for _ in 0..400 {
         let bytes = api.get("/v1/snapshot").await.bytes().await.unwrap();
-        let v = SnapshotView::open(bytes.to_vec(), &OpenOptions::default()).unwrap();
+        let v = open_published(&data, &bytes);
         let held = |jti| v.check(jti, Some(n + 600)) == Verdict::MaybeRevoked;
         if held("of-a") && held("of-d") {
             held_both = true;
@@ -623,17 +636,18 @@ async fn issuers_times_and_lengths_follow_the_deployment_bounds() {
     srv.wait().await.unwrap();
 }
 
-/// Waits for a snapshot that satisfies `done` (long-polling on the current one); returns its
-/// bytes and `ETag`.
+/// Waits for a snapshot of the publisher with data folder `data` that satisfies `done`
+/// (long-polling on the current one); returns its bytes and `ETag`.
 async fn snapshot_until(
     api: &Api,
-    done: impl Fn(&SnapshotView<&[u8]>) -> bool,
+    data: &std::path::Path,
+    done: impl Fn(&SnapshotView<Vec<u8>>) -> bool,
 ) -> (Vec<u8>, String) {
     let res = api.get("/v1/snapshot").await;
     let mut etag = res.headers()["etag"].to_str().unwrap().to_string();
     let mut bytes = res.bytes().await.unwrap().to_vec();
     for _ in 0..50 {
-        if done(&SnapshotView::open(&bytes[..], &OpenOptions::default()).unwrap()) {
+        if done(&open_published(data, &bytes)) {
             return (bytes, etag);
         }
         let res = api
@@ -653,7 +667,8 @@ async fn snapshot_until(
 
 #[tokio::test]
 async fn a_jti_revoked_without_exp_is_listed_looked_up_and_counted() {
-    let srv = start(config(temp_dir("api-noexp"))).await;
+    let data = temp_dir("api-noexp");
+    let srv = start(config(data.clone())).await;
     let api = Api::new(srv.local_addr());
     let t = Some(TOKEN);
     let rev = |b: Value| api.post("/v1/revocations", t, b.to_string());
@@ -693,15 +708,16 @@ async fn a_jti_revoked_without_exp_is_listed_looked_up_and_counted() {
     );
 
     // The snapshot lists `jti` and answers for the jti whatever the exp, or none.
-    let (bytes, _) = snapshot_until(&api, |v| v.has_jti_cutoff(b"sess-7f3a")).await;
-    let view = SnapshotView::open(&bytes[..], &OpenOptions::default()).unwrap();
+    let (bytes, _) = snapshot_until(&api, &data, |v| v.has_jti_cutoff(b"sess-7f3a")).await;
+    let view = open_published(&data, &bytes);
     assert!(view.cutoff_claims().iter().any(|c| &**c == "jti"));
     assert!(!view.has_jti_cutoff(b"sess-other"));
 }
 
 #[tokio::test]
 async fn cutoffs_on_more_than_eight_claims_are_refused_with_409() {
-    let srv = start(config(temp_dir("api-claims"))).await;
+    let data = temp_dir("api-claims");
+    let srv = start(config(data.clone())).await;
     let api = Api::new(srv.local_addr());
     let cut = |claim: &str| {
         api.post(
@@ -726,7 +742,7 @@ async fn cutoffs_on_more_than_eight_claims_are_refused_with_409() {
     assert_error(cut("c7").await, 409, "too_many_cutoff_claims");
     // Claims in use still take cutoffs, and the refusal wrote nothing.
     assert_eq!(cut("c0").await.0, 200);
-    let (bytes, _) = snapshot_until(&api, |v| v.cutoff_claims().len() == 8).await;
-    let view = SnapshotView::open(&bytes[..], &OpenOptions::default()).unwrap();
+    let (bytes, _) = snapshot_until(&api, &data, |v| v.cutoff_claims().len() == 8).await;
+    let view = open_published(&data, &bytes);
     assert!(!view.cutoff_claims().iter().any(|c| &**c == "c7"));
 }

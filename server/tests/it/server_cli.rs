@@ -84,10 +84,24 @@ async fn generated_token_and_admin_commands() {
     ]);
     assert!(!out.status.success());
 
-    let v = lookup(&client(), &url, "cli-1").await;
+    // A verifier asks with the read token derived from the generated DATA/verifier.key.
+    let read = publisher_keys(&data).0.read_token();
+    let v = lookup_as(&client(), &url, "cli-1", &read).await;
     assert_eq!(v["revoked"], true);
-    let v = lookup(&client(), &url, "cli-2").await;
+    let v = lookup_as(&client(), &url, "cli-2", &read).await;
     assert_eq!(v["revoked"], false);
+    #[cfg(unix)]
+    for (f, want) in [
+        ("verifier.key", 0o600),
+        ("signing.key", 0o600),
+        ("signing.pub", 0o644),
+    ] {
+        let mode = std::fs::metadata(data.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, want, "{f}");
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);

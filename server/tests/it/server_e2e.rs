@@ -25,6 +25,8 @@ struct Verifier {
     handle: SnapshotHandle,
     http: reqwest::Client,
     base: String,
+    /// The lookup's credential, derived from the publisher's seal key.
+    read_token: String,
     lookups: AtomicU64,
 }
 
@@ -45,7 +47,13 @@ impl Verifier {
             Verdict::MaybeRevoked => {
                 self.lookups.fetch_add(1, Ordering::Relaxed);
                 let url = format!("{}/v1/revocations/{}", self.base, t.jti);
-                match self.http.get(url).send().await {
+                match self
+                    .http
+                    .get(url)
+                    .bearer_auth(&self.read_token)
+                    .send()
+                    .await
+                {
                     Ok(r) => match r.json::<Value>().await {
                         Ok(v) => v["revoked"] != false,
                         Err(_) => true,
@@ -80,6 +88,7 @@ async fn verifier_syncs_rejects_exactly_the_revoked_and_survives_restart() {
     let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
     let sync = SyncClient::start(
         SyncConfig::url(&base)
+            .open_options(verifier_options(&dir.join("data")))
             .cache_file(&cache)
             .long_poll(Duration::from_secs(10)),
         handle.clone(),
@@ -97,6 +106,7 @@ async fn verifier_syncs_rejects_exactly_the_revoked_and_survives_restart() {
         handle: handle.clone(),
         http: http.clone(),
         base: base.clone(),
+        read_token: publisher_keys(&dir.join("data")).0.read_token(),
         lookups: AtomicU64::new(0),
     };
 
@@ -211,7 +221,7 @@ async fn verifier_syncs_rejects_exactly_the_revoked_and_survives_restart() {
     let t0 = Instant::now();
     loop {
         let cached = std::fs::read(&cache).unwrap_or_default();
-        let ok = revbloom::SnapshotView::open(&cached[..], &Default::default())
+        let ok = revbloom::SnapshotView::open_owned(cached, &verifier_options(&dir.join("data")))
             .is_ok_and(|v| v.generation() >= last);
         if ok {
             break;
@@ -229,6 +239,7 @@ async fn verifier_syncs_rejects_exactly_the_revoked_and_survives_restart() {
     let handle2 = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
     let sync2 = SyncClient::start(
         SyncConfig::url(&base)
+            .open_options(verifier_options(&dir.join("data")))
             .cache_file(&cache)
             .backoff(Duration::from_millis(50), Duration::from_millis(200)),
         handle2.clone(),
@@ -242,6 +253,7 @@ async fn verifier_syncs_rejects_exactly_the_revoked_and_survives_restart() {
         handle: handle2,
         http,
         base,
+        read_token: publisher_keys(&dir.join("data")).0.read_token(),
         lookups: AtomicU64::new(0),
     };
     for i in 0..5 {
@@ -277,6 +289,7 @@ async fn file_source_follows_the_publishers_snapshot_folder() {
     let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
     let sync = SyncClient::start(
         SyncConfig::file(dir.join("public").join("snapshot.rbs"))
+            .open_options(verifier_options(&dir.join("data")))
             .file_poll_interval(Duration::from_millis(20)),
         handle.clone(),
     )
@@ -313,6 +326,7 @@ async fn client_follows_a_publisher_restart_through_410() {
     let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
     let sync = SyncClient::start(
         SyncConfig::url(&base)
+            .open_options(verifier_options(&dir.join("data")))
             .long_poll(Duration::from_secs(5))
             .backoff(Duration::from_millis(20), Duration::from_millis(100)),
         handle.clone(),

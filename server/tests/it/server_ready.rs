@@ -154,7 +154,7 @@ async fn failing_publishes_are_publish_failing_then_snapshot_stale_and_both_clea
     assert_eq!(reason_metric(&http, &url, "publish_failing").await, 0);
     assert_eq!(reason_metric(&http, &url, "snapshot_stale").await, 0);
     let bytes = std::fs::read(copies.join(revbloom_server::publish::SNAPSHOT_FILE)).unwrap();
-    let view = revbloom::SnapshotView::open(&bytes[..], &Default::default()).unwrap();
+    let view = crate::support::open_published(&base.join("data"), &bytes);
     assert!(view.generation() > stuck);
     assert_eq!(
         view.check(b"during-the-fault", Some(now() + 3600)),

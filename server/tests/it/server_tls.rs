@@ -312,9 +312,14 @@ async fn sync_client_and_exact_source_trust_the_ca_file_only() {
     assert_eq!(r.status(), 200);
 
     let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
+    // The publisher's keys: snapshots are signed and sealed, lookups need the read token.
+    let data = dir.join("data");
+    let keys = crate::support::verifier_options(&data);
+    let read_token = crate::support::publisher_keys(&data).0.read_token();
     let sync = SyncClient::start(
         SyncConfig::url(&srv.url)
             .ca_file(&srv.ca)
+            .open_options(keys.clone())
             .long_poll(Duration::from_secs(2)),
         handle.clone(),
     )
@@ -342,7 +347,9 @@ async fn sync_client_and_exact_source_trust_the_ca_file_only() {
     // Control: the system's store does not know the test CA.
     let untrusting = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
     let refused = SyncClient::start(
-        SyncConfig::url(&srv.url).backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        SyncConfig::url(&srv.url)
+            .open_options(keys.clone())
+            .backoff(Duration::from_millis(20), Duration::from_millis(100)),
         untrusting.clone(),
     )
     .unwrap();
@@ -369,7 +376,9 @@ async fn sync_client_and_exact_source_trust_the_ca_file_only() {
 
     // An unusable CA file fails `start` instead of leaving a client that never syncs.
     let e = SyncClient::start(
-        SyncConfig::url(&srv.url).ca_file(dir.join("no-such-ca.pem")),
+        SyncConfig::url(&srv.url)
+            .open_options(keys.clone())
+            .ca_file(dir.join("no-such-ca.pem")),
         untrusting.clone(),
     )
     .err()
@@ -386,13 +395,15 @@ async fn sync_client_and_exact_source_trust_the_ca_file_only() {
         now: now(),
         stale: false,
     };
-    let exact = HttpExactSource::with_ca_file(&srv.url, &srv.ca).unwrap();
+    let exact = HttpExactSource::with_ca_file(&srv.url, &srv.ca)
+        .unwrap()
+        .bearer(read_token.clone());
     assert!(exact.is_revoked_async(&query("synced-1")).await.unwrap());
     assert!(!exact
         .is_revoked_async(&query("never-revoked"))
         .await
         .unwrap());
-    let untrusted = HttpExactSource::new(&srv.url).unwrap();
+    let untrusted = HttpExactSource::new(&srv.url).unwrap().bearer(read_token);
     let e = untrusted
         .is_revoked_async(&query("synced-1"))
         .await

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use revbloom::{OpenOptions, SnapshotHandle, SnapshotView, StalenessPolicy};
+use revbloom::{SnapshotHandle, StalenessPolicy};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -92,7 +92,7 @@ async fn a_data_folder_deleted_underneath_is_detected_and_a_restart_needs_init()
     let t = Instant::now();
     let old = loop {
         let bytes = snapshot(&http, &url).await;
-        let view = SnapshotView::open(bytes, &OpenOptions::default()).unwrap();
+        let view = crate::support::open_published(&data, &bytes);
         if view.check(b"old-history", Some(now() + 3600)) == revbloom::Verdict::MaybeRevoked {
             break view;
         }
@@ -187,7 +187,9 @@ async fn a_data_folder_deleted_underneath_is_detected_and_a_restart_needs_init()
     // instead of refusing it as a rollback and going stale.
     let fresh = start_serve(&data, true);
     let bytes = snapshot(&http, &fresh.url).await;
-    let view = SnapshotView::open(bytes, &OpenOptions::default()).unwrap();
+    // The keys in the data folder went with it: the new history has new ones (a deployment
+    // that names its key files in the configuration keeps them).
+    let view = crate::support::open_published(&data, &bytes);
     assert!(
         view.generation() > old_generation,
         "{} <= {old_generation}",

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use revbloom::{SnapshotView, Verdict};
+use revbloom::Verdict;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_revbloom");
@@ -163,7 +163,7 @@ async fn a_full_store_refuses_writes_heals_and_publishes_everything_acknowledged
             .bytes()
             .await
             .unwrap();
-        let view = SnapshotView::open(&bytes[..], &Default::default()).unwrap();
+        let view = open_published(&data, &bytes);
         let missing = acked
             .iter()
             .filter(|j| view.check(j.as_bytes(), Some(exp)) != Verdict::MaybeRevoked)

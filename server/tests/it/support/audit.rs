@@ -63,6 +63,10 @@ impl Publisher {
     pub async fn start(config: ServerConfig) -> Publisher {
         let running = run::start(config.clone(), ADMIN.to_string()).await.unwrap();
         let base = format!("http://{}", running.local_addr());
+        data_dirs()
+            .lock()
+            .unwrap()
+            .insert(base.clone(), config.data_dir.clone());
         Publisher {
             running,
             base,
@@ -105,7 +109,7 @@ impl Publisher {
 
     /// `GET /v1/revocations/{jti}` (the jti percent-encoded as one segment).
     pub async fn lookup(&self, jti: &str, iss: Option<&str>) -> Value {
-        super::lookup_issued(&self.http, &self.base, jti, iss).await
+        super::lookup_issued_as(&self.http, &self.base, jti, iss, ADMIN).await
     }
 
     /// Stop and wait until the store has committed everything.
@@ -117,6 +121,28 @@ impl Publisher {
         c.listen = addr;
         c
     }
+}
+
+/// The data folder of every publisher started here, by base URL: a gateway pointed at one
+/// is given that publisher's keys (`DATA/verifier.key`, `DATA/signing.pub`) as a deployed
+/// verifier would be.
+fn data_dirs() -> &'static std::sync::Mutex<std::collections::HashMap<String, PathBuf>> {
+    static DIRS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    DIRS.get_or_init(Default::default)
+}
+
+/// The seal key and (when it generated one) the public signing key of the publisher at `base`.
+fn keys_of(
+    base: &str,
+) -> Option<(
+    revbloom::snapshot::SealKey,
+    Option<ed25519_dalek::VerifyingKey>,
+)> {
+    let dir = data_dirs().lock().unwrap().get(base).cloned()?;
+    let seal = revbloom::snapshot::SealKey::from_file(&dir.join("verifier.key")).ok()?;
+    let public = revbloom::snapshot::read_verifying_key(&dir.join("signing.pub")).ok();
+    Some((seal, public))
 }
 
 /// How a gateway is set up, as `examples/gateway.rs`'s flags do.
@@ -180,7 +206,11 @@ impl Gateway {
         let mut b =
             Verifier::builder(DecodingKey::from_secret(SECRET), validation).state(handle.clone());
         if let Some(url) = &o.exact {
-            b = b.async_exact_source(CachedSource::new(HttpExactSource::new(url).unwrap()));
+            let mut source = HttpExactSource::new(url).unwrap();
+            if let Some((seal, _)) = keys_of(url) {
+                source = source.seal_key(&seal);
+            }
+            b = b.async_exact_source(CachedSource::new(source));
         }
         if let Some(clock) = o.clock.clone() {
             b = b.clock(move || clock());
@@ -192,10 +222,21 @@ impl Gateway {
             b = t(b);
         }
         let verifier = Arc::new(b.build().unwrap());
+        let mut open = o.open;
         let mut sync = SyncConfig::url(publisher_base)
             .long_poll(Duration::from_secs(5))
-            .backoff(Duration::from_millis(20), Duration::from_millis(100))
-            .open_options(o.open);
+            .backoff(Duration::from_millis(20), Duration::from_millis(100));
+        match keys_of(publisher_base) {
+            Some((seal, public)) => {
+                sync = sync.seal_key(seal);
+                if let (false, Some(public)) = (open.has_verifying_key(), public) {
+                    open = open.verifying_key(public);
+                }
+            }
+            // Not a publisher of these tests (a dead port): nothing will be accepted anyway.
+            None => sync = sync.allow_unsigned(true),
+        }
+        let mut sync = sync.open_options(open);
         if let Some(c) = &o.cache {
             sync = sync.cache_file(c);
         }

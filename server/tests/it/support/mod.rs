@@ -6,6 +6,9 @@ pub mod audit;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ed25519_dalek::VerifyingKey;
+use revbloom::snapshot::{read_verifying_key, SealKey};
+use revbloom::{OpenOptions, SnapshotView};
 use revbloom_server::{run, Running, ServerConfig};
 
 /// The admin token the in-process servers use.
@@ -65,18 +68,64 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// `GET {url}/v1/revocations/{jti}` (the exact lookup), as JSON.
+/// The keys a publisher with data folder `data` generated: its seal key
+/// (`DATA/verifier.key`) and its signing key's public half (`DATA/signing.pub`).
+pub fn publisher_keys(data: &std::path::Path) -> (SealKey, VerifyingKey) {
+    let seal = SealKey::from_file(&data.join("verifier.key")).expect("DATA/verifier.key");
+    let public = read_verifying_key(&data.join("signing.pub")).expect("DATA/signing.pub");
+    (seal, public)
+}
+
+/// What a verifier of the publisher with data folder `data` opens its files with: its
+/// signature verified, its envelopes unsealed.
+pub fn verifier_options(data: &std::path::Path) -> OpenOptions {
+    let (seal, public) = publisher_keys(data);
+    OpenOptions::new().verifying_key(public).seal_key(seal)
+}
+
+/// Open a snapshot a publisher with data folder `data` handed out.
+pub fn open_published(data: &std::path::Path, bytes: &[u8]) -> SnapshotView<Vec<u8>> {
+    SnapshotView::open_owned(bytes.to_vec(), &verifier_options(data)).expect("a valid snapshot")
+}
+
+/// The deltas of a chain a publisher with data folder `data` handed out, unsealed: each one
+/// a plaintext delta file.
+pub fn unseal_chain(data: &std::path::Path, mut chain: &[u8]) -> Vec<Vec<u8>> {
+    let (seal, _) = publisher_keys(data);
+    let mut out = Vec::new();
+    while !chain.is_empty() {
+        let (inner, rest) = revbloom::snapshot::unseal_prefix(chain, std::slice::from_ref(&seal))
+            .expect("a sealed delta");
+        out.push(inner);
+        chain = rest;
+    }
+    out
+}
+
+/// `GET {url}/v1/revocations/{jti}` (the exact lookup, with the admin token [`TOKEN`]), as
+/// JSON.
 pub async fn lookup(http: &reqwest::Client, url: &str, jti: &str) -> serde_json::Value {
     lookup_issued(http, url, jti, None).await
 }
 
-/// The exact lookup of `jti` (percent-encoded as one path segment) for issuer `iss`, as JSON.
-pub async fn lookup_issued(
+/// The exact lookup of `jti` with bearer `token` (the read token or an admin token).
+pub async fn lookup_as(
     http: &reqwest::Client,
     url: &str,
     jti: &str,
-    iss: Option<&str>,
+    token: &str,
 ) -> serde_json::Value {
+    http.get(lookup_url(url, jti, None))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn lookup_url(url: &str, jti: &str, iss: Option<&str>) -> reqwest::Url {
     let mut url = reqwest::Url::parse(url).unwrap();
     url.path_segments_mut()
         .unwrap()
@@ -86,7 +135,36 @@ pub async fn lookup_issued(
     if let Some(iss) = iss {
         url.query_pairs_mut().append_pair("iss", iss);
     }
-    http.get(url).send().await.unwrap().json().await.unwrap()
+    url
+}
+
+/// The exact lookup of `jti` (percent-encoded as one path segment) for issuer `iss`, with the
+/// admin token [`TOKEN`], as JSON.
+pub async fn lookup_issued(
+    http: &reqwest::Client,
+    url: &str,
+    jti: &str,
+    iss: Option<&str>,
+) -> serde_json::Value {
+    lookup_issued_as(http, url, jti, iss, TOKEN).await
+}
+
+/// [`lookup_issued`] with bearer `token`.
+pub async fn lookup_issued_as(
+    http: &reqwest::Client,
+    url: &str,
+    jti: &str,
+    iss: Option<&str>,
+    token: &str,
+) -> serde_json::Value {
+    http.get(lookup_url(url, jti, iss))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Spawn `cmd` (a `revbloom serve ...` command) with stdout piped, stderr discarded and
