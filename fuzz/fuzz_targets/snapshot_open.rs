@@ -10,7 +10,11 @@ use revbloom::{CutoffKey, OpenOptions, SnapshotView};
 
 fuzz_target!(|data: &[u8]| {
     let _ = SnapshotView::open(data, &OpenOptions::new());
-    if let Ok(view) = SnapshotView::open(data, &OpenOptions::new().verify_checksum(false)) {
+    // The sealed-envelope parser: header validation and the AEAD on arbitrary bytes.
+    let key = revbloom::snapshot::SealKey::from_bytes([7; 32]);
+    let _ = revbloom::snapshot::unseal(data, std::slice::from_ref(&key));
+    let lax = OpenOptions::new().verify_checksum(false).skip_signature_check();
+    if let Ok(view) = SnapshotView::open(data, &lax) {
         let (width, _, _) = view.window_params();
         let base = view.oldest_bucket().saturating_mul(width);
         for (i, exp) in [None, Some(0), Some(u64::MAX), Some(base), Some(base.saturating_add(width * 3))]

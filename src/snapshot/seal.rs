@@ -62,8 +62,7 @@ const READ_TOKEN_DOMAIN: &[u8] = b"revbloom read token v1";
 mod off {
     pub const VERSION: usize = 8;
     pub const ALG: usize = 10;
-    pub const RESERVED_A: usize = 11;
-    pub const RESERVED_B: usize = 12;
+    pub const RESERVED: usize = 11;
     pub const KEY_ID: usize = 16;
     pub const NONCE: usize = 24;
     pub const LENGTH: usize = 48;
@@ -329,13 +328,12 @@ fn parse_header(bytes: &[u8]) -> Result<(SealKeyId, XNonce, usize), SnapshotErro
             h[off::ALG].into(),
         ));
     }
-    if let Some(i) = h[off::RESERVED_A..off::KEY_ID].iter().position(|&b| b != 0) {
+    if let Some(i) = h[off::RESERVED..off::KEY_ID].iter().position(|&b| b != 0) {
         return Err(SnapshotError::Reserved {
             field: "sealed envelope reserved bytes",
-            offset: (off::RESERVED_A + i) as u64,
+            offset: (off::RESERVED + i) as u64,
         });
     }
-    debug_assert_eq!(off::RESERVED_B, off::RESERVED_A + 1);
     let mut id = [0u8; 8];
     id.copy_from_slice(&h[off::KEY_ID..off::KEY_ID + 8]);
     let mut nonce = [0u8; 24];
