@@ -2,130 +2,278 @@
 //! `revbloom::sync::SyncClient` from a file or from a publisher.
 //!
 //! ```text
-//! cargo run --release --example gateway -- --snapshot PATH --hs256-secret SECRET --listen ADDR
-//! cargo run --release --example gateway -- --publisher URL --hs256-secret SECRET --listen ADDR
-//!     [--cache PATH]                   with --publisher: last good snapshot kept here (default
-//!                                      gateway-snapshot.rbs) and loaded first on start
-//!     [--es256-public-key PEM_FILE]    verify ES256 tokens instead of HS256
-//!     [--issuer ISS] [--audience AUD]  require these claims (revocations are then keyed on iss)
-//!     [--exact-url URL]                ask this publisher's lookup endpoint on filter positives
-//!                                      (defaults to --publisher when that is given)
-//!     [--snapshot-public-key PEM_FILE] require snapshots signed by this Ed25519 key (the
-//!                                      publisher's DATA/signing.pub; required with --publisher
-//!                                      unless --allow-unsigned)
-//!     [--seal-key FILE]                the publisher's seal key (DATA/verifier.key): unseals
-//!                                      snapshots and deltas, and authorises exact lookups
-//!     [--allow-unsigned]               accept unsigned snapshots from --publisher
-//!     [--max-age SECS] [--policy fail-closed|exact-source|fail-open]
-//! curl -H "Authorization: Bearer $TOKEN" http://ADDR/whoami
+//! cargo run --release --example gateway --features tower,sync -- --help
+//! # follow a local publisher, with its keys from its data folder, and write a test token:
+//! gateway --publisher http://127.0.0.1:8750 --publisher-data revbloom-data --dev-token demo.jwt
+//! curl -H "Authorization: Bearer $(cat demo.jwt)" http://127.0.0.1:3000/whoami
 //! ```
 //!
 //! With `--snapshot` the file is polled every second and swapped in when it changes; with
 //! `--publisher` the client long-polls for deltas (a full snapshot when needed) and keeps a
 //! local copy, so a restarted gateway remembers every revocation even while the publisher is
-//! down. A snapshot that fails validation (or is older than the current generation) is refused
-//! and the last good one stays in force. Without an exact source (no `--exact-url` and no
-//! `--publisher`), a token the filter matches is refused: nearly always
+//! down. A snapshot that fails validation (or is older than the current generation) is refused,
+//! logged with the reason, and the last good one stays in force. Without an exact source (no
+//! `--exact-url` and no `--publisher`), a token the filter matches is refused: nearly always
 //! it is revoked, but about 0.1% of good tokens collide with a revoked one and are refused too.
-//! `GET /whoami` answers the validated claims as JSON; `GET /healthz` the snapshot generation.
+//!
+//! `GET /whoami` answers the validated claims as JSON; `GET /healthz` (liveness) the snapshot
+//! generation; `GET /readyz` 200 once a verified snapshot within `--max-age` is loaded, else
+//! 503 with `{"ready": false, "reason": "no_snapshot" | "snapshot_stale"}`.
+//! Every flag can also be set in the environment (`REVBLOOM_GATEWAY_*`, see `--help`); the
+//! log level follows `RUST_LOG` (default `info`).
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use clap::{CommandFactory, Parser, ValueEnum};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use revbloom::snapshot::SealKey;
 use revbloom::sync::{SyncClient, SyncConfig};
 use revbloom::tower::BearerLayer;
 use revbloom::verify::{CachedSource, HttpExactSource, Verifier};
 use revbloom::{OpenOptions, SnapshotHandle, StalenessPolicy};
 use serde_json::{json, Value};
 
-#[derive(Default)]
+/// A gateway that verifies bearer tokens (HS256 or ES256) and refuses revoked ones, from
+/// revocation snapshots kept current by a publisher (`revbloom serve`) or a file.
+#[derive(Debug, Parser)]
+#[command(name = "gateway")]
 struct Args {
-    snapshot: Option<PathBuf>,
+    /// Follow this publisher (long-poll + deltas); it is also the exact source.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "REVBLOOM_GATEWAY_PUBLISHER",
+        conflicts_with = "snapshot",
+        required_unless_present = "snapshot"
+    )]
     publisher: Option<String>,
-    cache: Option<PathBuf>,
+    /// Load this snapshot file instead, reloaded when it changes.
+    #[arg(long, value_name = "PATH", env = "REVBLOOM_GATEWAY_SNAPSHOT")]
+    snapshot: Option<PathBuf>,
+    /// The publisher's data folder (local set-up): its `signing.pub` verifies snapshots, its
+    /// `verifier.key` unseals them and yields the read token for exact lookups.
+    #[arg(long, value_name = "DIR", env = "REVBLOOM_GATEWAY_PUBLISHER_DATA")]
+    publisher_data: Option<PathBuf>,
+    /// With --publisher: the last good snapshot is kept here and loaded first on start.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "REVBLOOM_GATEWAY_CACHE",
+        default_value = "gateway-snapshot.rbs"
+    )]
+    cache: PathBuf,
+    /// File holding the HS256 secret that signs tokens (its bytes, trailing newline trimmed).
+    #[arg(long, value_name = "FILE", env = "REVBLOOM_GATEWAY_HS256_SECRET_FILE", conflicts_with_all = ["hs256_secret", "es256_public_key"])]
+    hs256_secret_file: Option<PathBuf>,
+    /// The HS256 secret itself (visible to every local user in `ps`: prefer
+    /// --hs256-secret-file).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "REVBLOOM_GATEWAY_HS256_SECRET",
+        hide_env_values = true,
+        conflicts_with = "es256_public_key"
+    )]
     hs256_secret: Option<String>,
+    /// Verify ES256 tokens with this public key (PEM) instead of HS256.
+    #[arg(
+        long,
+        value_name = "PEM_FILE",
+        env = "REVBLOOM_GATEWAY_ES256_PUBLIC_KEY"
+    )]
     es256_public_key: Option<PathBuf>,
-    listen: Option<String>,
+    /// Development: write a signed HS256 test token (random jti, sub, sid; valid 1 h) to FILE
+    /// and print its jti. Without an HS256 secret, a random one is generated into
+    /// `gateway-dev-secret` (reuse it with --hs256-secret-file).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "REVBLOOM_GATEWAY_DEV_TOKEN",
+        conflicts_with = "es256_public_key"
+    )]
+    dev_token: Option<PathBuf>,
+    /// Listen address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "REVBLOOM_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:3000"
+    )]
+    listen: String,
+    /// Require this `iss` (revocations are then keyed on it).
+    #[arg(long, value_name = "ISS", env = "REVBLOOM_GATEWAY_ISSUER")]
     issuer: Option<String>,
+    /// Require this `aud`.
+    #[arg(long, value_name = "AUD", env = "REVBLOOM_GATEWAY_AUDIENCE")]
     audience: Option<String>,
+    /// Ask this publisher's lookup endpoint on filter positives [default: --publisher].
+    #[arg(long, value_name = "URL", env = "REVBLOOM_GATEWAY_EXACT_URL")]
     exact_url: Option<String>,
+    /// Require snapshots signed by this Ed25519 key (the publisher's DATA/signing.pub)
+    /// [default: DIR/signing.pub of --publisher-data]. Required with --publisher unless
+    /// --allow-unsigned.
+    #[arg(
+        long,
+        value_name = "PEM_FILE",
+        env = "REVBLOOM_GATEWAY_SNAPSHOT_PUBLIC_KEY"
+    )]
     snapshot_public_key: Option<PathBuf>,
+    /// The publisher's seal key (DATA/verifier.key): unseals snapshots and deltas, and
+    /// authorises exact lookups [default: DIR/verifier.key of --publisher-data].
+    #[arg(long, value_name = "FILE", env = "REVBLOOM_GATEWAY_SEAL_KEY")]
     seal_key: Option<PathBuf>,
+    /// Accept unsigned snapshots from --publisher (only on a link nobody else can answer on).
+    #[arg(long, env = "REVBLOOM_GATEWAY_ALLOW_UNSIGNED")]
     allow_unsigned: bool,
-    max_age: Option<u64>,
-    policy: Option<String>,
+    /// A snapshot older than this (seconds) is stale.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "REVBLOOM_GATEWAY_MAX_AGE",
+        default_value_t = 300
+    )]
+    max_age: u64,
+    /// What checks do while the snapshot is stale or missing.
+    #[arg(long, value_enum, env = "REVBLOOM_GATEWAY_POLICY", default_value_t = Policy::FailClosed)]
+    policy: Policy,
 }
 
-const USAGE: &str =
-    "usage: gateway (--snapshot PATH | --publisher URL [--cache PATH]) \
-(--hs256-secret SECRET | --es256-public-key PEM) [--listen ADDR] [--issuer ISS] [--audience AUD] [--exact-url URL] [--snapshot-public-key PEM] [--seal-key FILE] [--allow-unsigned] \
-[--max-age SECS] [--policy fail-closed|exact-source|fail-open]";
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Policy {
+    /// Refuse (503).
+    FailClosed,
+    /// Ask the exact source for every token.
+    ExactSource,
+    /// Answer from the last snapshot (accept when there is none).
+    FailOpen,
+}
 
-fn parse_args() -> Result<Args, Box<dyn Error>> {
-    let mut a = Args::default();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--snapshot" => a.snapshot = Some(value()?.into()),
-            "--publisher" => a.publisher = Some(value()?),
-            "--cache" => a.cache = Some(value()?.into()),
-            "--hs256-secret" => a.hs256_secret = Some(value()?),
-            "--es256-public-key" => a.es256_public_key = Some(value()?.into()),
-            "--listen" => a.listen = Some(value()?),
-            "--issuer" => a.issuer = Some(value()?),
-            "--audience" => a.audience = Some(value()?),
-            "--exact-url" => a.exact_url = Some(value()?),
-            "--snapshot-public-key" => a.snapshot_public_key = Some(value()?.into()),
-            "--seal-key" => a.seal_key = Some(value()?.into()),
-            "--allow-unsigned" => a.allow_unsigned = true,
-            "--max-age" => a.max_age = Some(value()?.parse()?),
-            "--policy" => a.policy = Some(value()?),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
-        }
+/// Where `--dev-token` writes a generated HS256 secret.
+const DEV_SECRET_FILE: &str = "gateway-dev-secret";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `n` random bytes as lowercase hex.
+fn random_hex(n: usize) -> Result<String, Box<dyn Error>> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Write `contents` to `path`, readable by the owner only.
+fn write_private(path: &Path, contents: &str) -> Result<(), Box<dyn Error>> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, Box<dyn Error>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --hs256-secret-file {}: {e}", path.display()))?;
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err(format!("--hs256-secret-file {} is empty", path.display()).into());
     }
-    Ok(a)
+    Ok(secret.as_bytes().to_vec())
+}
+
+/// Sign a test token with `secret` into `path`; returns its jti.
+fn write_dev_token(path: &Path, secret: &[u8], args: &Args) -> Result<String, Box<dyn Error>> {
+    let iat = now();
+    let jti = random_hex(16)?;
+    let mut claims = json!({
+        "jti": jti,
+        "sub": format!("dev-user-{}", random_hex(4)?),
+        "sid": format!("dev-session-{}", random_hex(8)?),
+        "iat": iat,
+        "exp": iat + 3600,
+    });
+    if let Some(iss) = &args.issuer {
+        claims["iss"] = json!(iss);
+    }
+    if let Some(aud) = &args.audience {
+        claims["aud"] = json!(aud);
+    }
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )?;
+    write_private(path, &format!("{token}\n"))?;
+    Ok(jti)
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> ! {
+    Args::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     // The application, not the library, picks the JWT crypto provider; harmless when only
     // rust_crypto is compiled in, required if feature unification also enables aws_lc_rs.
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
 
-    let args = parse_args()?;
     let sync = match (&args.snapshot, &args.publisher) {
         (Some(path), None) => SyncConfig::file(path),
-        (None, Some(url)) => SyncConfig::url(url).cache_file(
-            args.cache
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("gateway-snapshot.rbs")),
-        ),
-        _ => return Err(format!("give exactly one of --snapshot, --publisher\n{USAGE}").into()),
+        (None, Some(url)) => SyncConfig::url(url).cache_file(args.cache.clone()),
+        _ => usage_error("give exactly one of --snapshot, --publisher"),
     };
-    let (key, mut validation) = match (&args.hs256_secret, &args.es256_public_key) {
+
+    let secret: Option<Vec<u8>> = match (&args.hs256_secret_file, &args.hs256_secret) {
+        (Some(path), _) => Some(read_secret(path)?),
+        (None, Some(s)) => Some(s.as_bytes().to_vec()),
+        (None, None) if args.dev_token.is_some() && args.es256_public_key.is_none() => {
+            let s = random_hex(32)?;
+            write_private(Path::new(DEV_SECRET_FILE), &format!("{s}\n"))?;
+            tracing::info!(
+                file = DEV_SECRET_FILE,
+                "generated a random HS256 secret for --dev-token"
+            );
+            Some(s.into_bytes())
+        }
+        (None, None) => None,
+    };
+    let (key, mut validation) = match (&secret, &args.es256_public_key) {
         (Some(secret), None) => (
-            DecodingKey::from_secret(secret.as_bytes()),
+            DecodingKey::from_secret(secret),
             Validation::new(Algorithm::HS256),
         ),
         (None, Some(pem)) => (
             DecodingKey::from_ec_pem(&std::fs::read(pem)?)?,
             Validation::new(Algorithm::ES256),
         ),
-        _ => {
-            return Err(
-                format!("give exactly one of --hs256-secret, --es256-public-key\n{USAGE}").into(),
-            )
-        }
+        _ => usage_error(
+            "give one of --hs256-secret-file, --es256-public-key (or --dev-token for a generated secret)",
+        ),
     };
     if let Some(iss) = &args.issuer {
         validation.set_issuer(&[iss]);
@@ -134,18 +282,33 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Some(aud) => validation.set_audience(&[aud]),
         None => validation.validate_aud = false,
     }
-    let policy = match args.policy.as_deref().unwrap_or("fail-closed") {
-        "fail-closed" => StalenessPolicy::FailClosed,
-        "exact-source" => StalenessPolicy::ExactSource,
-        "fail-open" => StalenessPolicy::FailOpen,
-        other => return Err(format!("unknown policy {other}\n{USAGE}").into()),
-    };
-    let mut open = OpenOptions::new();
-    if let Some(pem) = &args.snapshot_public_key {
-        open = open.verifying_key(revbloom::snapshot::read_verifying_key(pem)?);
+    if let (Some(path), Some(secret)) = (&args.dev_token, &secret) {
+        let jti = write_dev_token(path, secret, &args)?;
+        println!("dev token written to {} (jti {jti})", path.display());
     }
-    let seal = match &args.seal_key {
-        Some(path) => Some(revbloom::snapshot::SealKey::from_file(path)?),
+    let policy = match args.policy {
+        Policy::FailClosed => StalenessPolicy::FailClosed,
+        Policy::ExactSource => StalenessPolicy::ExactSource,
+        Policy::FailOpen => StalenessPolicy::FailOpen,
+    };
+
+    // Explicit key flags win over the data folder's files.
+    let data_file = |name: &str| args.publisher_data.as_ref().map(|d| d.join(name));
+    let public_key = args
+        .snapshot_public_key
+        .clone()
+        .or_else(|| data_file("signing.pub"));
+    let seal_path = args.seal_key.clone().or_else(|| data_file("verifier.key"));
+    let mut open = OpenOptions::new();
+    if let Some(pem) = &public_key {
+        let key = revbloom::snapshot::read_verifying_key(pem)
+            .map_err(|e| format!("{}: {e}", pem.display()))?;
+        open = open.verifying_key(key);
+    }
+    let seal = match &seal_path {
+        Some(path) => {
+            Some(SealKey::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
         None => None,
     };
     let mut sync = sync.allow_unsigned(args.allow_unsigned);
@@ -153,58 +316,90 @@ async fn main() -> Result<(), Box<dyn Error>> {
         sync = sync.seal_key(seal.clone());
     }
 
-    let handle: SnapshotHandle =
-        SnapshotHandle::new(policy, Duration::from_secs(args.max_age.unwrap_or(300)));
+    let handle: SnapshotHandle = SnapshotHandle::new(policy, Duration::from_secs(args.max_age));
     let mut builder = Verifier::builder(key, validation).state(handle.clone());
     if let Some(url) = args.exact_url.as_ref().or(args.publisher.as_ref()) {
         let mut source = HttpExactSource::new(url)?;
         if let Some(seal) = &seal {
             // The read token derived from the seal key: the lookup refuses anyone else.
-            source = source.seal_key(seal);
+            source = source.bearer(seal.read_token());
         }
         builder = builder.async_exact_source(CachedSource::new(source));
     } else {
-        eprintln!("no exact source: tokens the filter matches are refused (including ~0.1% false positives)");
+        tracing::warn!("no exact source: tokens the filter matches are refused (including ~0.1% false positives)");
     }
     let verifier = Arc::new(builder.build()?);
 
-    // Keeps the handle current until the process ends; errors back off and are retried, and
-    // the last good snapshot stays in force meanwhile.
-    let _sync = SyncClient::start(sync.open_options(open), handle.clone())?;
-    if let Some(iss) = args.issuer.clone() {
-        // Once the first snapshot is in, say if this gateway's issuer and the publisher's
-        // default issuer disagree in a way that would keep revocations from matching.
-        let mut loaded = _sync.subscribe();
-        let first = handle.clone();
-        tokio::spawn(async move {
-            if loaded.wait_for(Option::is_some).await.is_ok() {
-                if let Some(view) = first.current() {
+    // Keeps the handle current until the process ends; errors back off and are retried
+    // (each logged with its reason), and the last good snapshot stays in force meanwhile.
+    let sync = SyncClient::start(sync.open_options(open), handle.clone())?;
+    let mut loaded = sync.subscribe();
+    let first = handle.clone();
+    let issuer = args.issuer.clone();
+    tokio::spawn(async move {
+        if loaded.wait_for(Option::is_some).await.is_ok() {
+            if let Some(view) = first.current() {
+                tracing::info!(generation = view.generation(), "first snapshot loaded");
+                // Say if this gateway's issuer and the publisher's default issuer disagree in
+                // a way that would keep revocations from matching.
+                if let Some(iss) = issuer {
                     for w in revbloom::verify::issuer_warnings(&iss, &*view) {
-                        eprintln!("warning: {w}");
+                        tracing::warn!("{w}");
                     }
                 }
             }
-        });
-    }
+        }
+    });
 
     let health = handle.clone();
+    let ready = handle.clone();
     let app = Router::new()
         .route(
             "/whoami",
             get(|Extension(claims): Extension<Value>| async { Json(claims) }),
         )
         .layer(BearerLayer::<Value>::new(Arc::clone(&verifier)))
-        // Added after the layer, so it needs no token.
+        // Added after the layer, so they need no token.
         .route(
             "/healthz",
             get(move || {
                 let h = health.clone();
                 async move { Json(json!({"generation": h.generation()})) }
             }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let h = ready.clone();
+                async move { readiness(&h) }
+            }),
         );
-    let listen = args.listen.as_deref().unwrap_or("127.0.0.1:3000");
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    eprintln!("gateway listening on http://{}", listener.local_addr()?);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!("gateway listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
+    drop(sync);
     Ok(())
+}
+
+/// 200 once a verified snapshot within `max_age` is current; 503 with the reason otherwise.
+fn readiness(handle: &SnapshotHandle) -> (StatusCode, Json<Value>) {
+    let now = now();
+    let generation = handle.generation();
+    let reason = match generation {
+        None => Some("no_snapshot"),
+        Some(_) if handle.is_stale(now) => Some("snapshot_stale"),
+        Some(_) => None,
+    };
+    match reason {
+        None => (
+            StatusCode::OK,
+            Json(json!({"ready": true, "generation": generation, "age": handle.age(now)})),
+        ),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": reason, "generation": generation})),
+        ),
+    }
 }

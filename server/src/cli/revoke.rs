@@ -133,8 +133,8 @@ fn non_empty(t: String, path: &std::path::Path) -> anyhow::Result<String> {
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
     /// The token's `jti`.
-    #[arg(long)]
-    pub jti: String,
+    #[arg(long, required_unless_present = "jwt")]
+    pub jti: Option<String>,
     /// The token's `exp`, when known exactly: unix seconds, or `+DURATION` from now (`+3600`,
     /// `+1h`). Without it every token with this `jti` is revoked whatever its `exp`, until the
     /// longest token lifetime has passed.
@@ -143,9 +143,92 @@ pub struct RevokeArgs {
     /// The token's issuer; without it the jti is revoked for every issuer.
     #[arg(long)]
     pub iss: Option<String>,
+    /// Revoke this token: its `jti`, `exp` and `iss` are read from its payload (`@FILE` reads
+    /// the token from FILE). The signature is NOT checked: revoking needs the admin token
+    /// already, and a forged token only revokes the jti it names.
+    #[arg(long, value_name = "JWT|@FILE", conflicts_with_all = ["jti", "exp", "iss"])]
+    pub jwt: Option<String>,
     /// The publisher.
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// The revocation a JWT asks for: `jti`, `exp` and `iss` from its payload (the second
+/// base64url part), signature unchecked. The error says what is wrong in one line.
+pub fn item_from_jwt(token: &str) -> Result<RevokeItem, String> {
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    match parts.len() {
+        3 => {}
+        5 => {
+            return Err(
+                "this is an encrypted token (JWE): its claims cannot be read; pass --jti and --exp"
+                    .into(),
+            )
+        }
+        n => {
+            return Err(format!(
+                "not a JWT: {n} dot-separated parts, expected 3 (header.payload.signature)"
+            ))
+        }
+    }
+    let bytes = base64url_decode(parts[1]).ok_or("the payload is not base64url")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("the payload is not JSON: {e}"))?;
+    let claims = claims
+        .as_object()
+        .ok_or("the payload is not a JSON object")?;
+    let jti = match claims.get("jti") {
+        Some(serde_json::Value::String(j)) if !j.is_empty() => j.clone(),
+        Some(_) => return Err("its jti claim is not a non-empty string".into()),
+        None => return Err("the token has no jti claim: revoke its subject or session with `revbloom cutoff` instead".into()),
+    };
+    let exp = match claims.get("exp") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(n.clone()),
+        Some(_) => return Err("its exp claim is not a number".into()),
+    };
+    let iss = match claims.get("iss") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(i)) => Some(i.clone()),
+        Some(_) => return Err("its iss claim is not a string".into()),
+    };
+    Ok(RevokeItem { jti, exp, iss })
+}
+
+/// Decode unpadded (or padded) base64url; `None` on any other character.
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // One leftover character (6 bits) cannot end a base64 string.
+    (bits < 6).then_some(out)
+}
+
+/// The token `--jwt` names: the value itself, or the contents of FILE for `@FILE`.
+fn read_jwt(arg: &str) -> Result<String, String> {
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {path}: {e}")),
+        None => Ok(arg.trim().to_owned()),
+    }
 }
 
 /// Parse `exp`: absolute unix seconds, or `+DURATION` relative to now (`+3600`, `+1h`).
@@ -160,17 +243,87 @@ pub fn parse_exp(s: &str) -> anyhow::Result<u64> {
     }
 }
 
-/// Revoke the token; prints the publisher's answer once the revocation is durable.
+/// Revoke the token; prints the publisher's answer once the revocation is durable. A bad
+/// `--jwt` is a usage error (one line, exit status 2).
 pub fn run(args: RevokeArgs) -> anyhow::Result<()> {
-    let body = RevokeItem {
-        jti: args.jti,
-        exp: args
-            .exp
-            .as_deref()
-            .map(parse_exp)
-            .transpose()?
-            .map(Into::into),
-        iss: args.iss,
+    let body = match (&args.jwt, args.jti) {
+        (Some(jwt), _) => match read_jwt(jwt).and_then(|t| item_from_jwt(&t)) {
+            Ok(item) => item,
+            Err(e) => clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("--jwt: {e}\n"),
+            )
+            .exit(),
+        },
+        (None, Some(jti)) => RevokeItem {
+            jti,
+            exp: args
+                .exp
+                .as_deref()
+                .map(parse_exp)
+                .transpose()?
+                .map(Into::into),
+            iss: args.iss,
+        },
+        (None, None) => bail!("give --jti or --jwt"),
     };
     args.server.post(wire::REVOCATIONS, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &str) -> String {
+        // Base64url without padding, as JWTs carry it (the test's own tiny encoder).
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let b = payload.as_bytes();
+        let mut out = String::new();
+        for chunk in b.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |a, &x| (a << 8) | u32::from(x)) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        format!("eyJhbGciOiJIUzI1NiJ9.{out}.c2ln")
+    }
+
+    #[test]
+    fn claims_come_from_the_payload() {
+        let item = item_from_jwt(&jwt(
+            r#"{"jti":"a-b","exp":1767229200,"iss":"https://idp","sub":"u"}"#,
+        ))
+        .unwrap();
+        assert_eq!(item.jti, "a-b");
+        assert_eq!(
+            item.exp.map(|n| n.to_string()).as_deref(),
+            Some("1767229200")
+        );
+        assert_eq!(item.iss.as_deref(), Some("https://idp"));
+        // Every payload length modulo 3 decodes, and a token without exp or iss revokes the
+        // jti whatever its exp, for every issuer.
+        for jti in ["x", "xy", "xyz"] {
+            let item = item_from_jwt(&jwt(&format!(r#"{{"jti":"{jti}"}}"#))).unwrap();
+            assert_eq!((item.jti.as_str(), item.exp, item.iss), (jti, None, None));
+        }
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_the_reason() {
+        for (token, reason) in [
+            ("abc".to_owned(), "not a JWT"),
+            ("a.b.c.d.e".to_owned(), "encrypted"),
+            ("a.!!!.c".to_owned(), "not base64url"),
+            (jwt("[1]"), "not a JSON object"),
+            (jwt(r#"{"sub":"u"}"#), "no jti"),
+            (
+                jwt(r#"{"jti":"j","exp":"soon"}"#),
+                "exp claim is not a number",
+            ),
+        ] {
+            let e = item_from_jwt(&token).unwrap_err();
+            assert!(e.contains(reason), "{token}: {e}");
+        }
+    }
 }
