@@ -252,7 +252,8 @@ struct Samples {
     post_kept: Vec<Duration>,
     /// (start, healthz, POST) of every fresh round, to pick out a window.
     timeline: Vec<(Instant, Duration, Duration)>,
-    failed: u64,
+    /// Failed requests of the fresh and the kept client.
+    failed: [u64; 2],
     open_min: u64,
     open_max: u64,
 }
@@ -264,9 +265,23 @@ fn exp() -> u64 {
         + 3600
 }
 
+/// The first error of a timed fresh request, printed once.
+static FIRST_ERROR: std::sync::Once = std::sync::Once::new();
+
 async fn timed(req: reqwest::RequestBuilder) -> Option<Duration> {
     let t = Instant::now();
-    let res = req.timeout(Duration::from_secs(30)).send().await.ok()?;
+    let res = match req.timeout(Duration::from_secs(30)).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            FIRST_ERROR.call_once(|| {
+                eprintln!(
+                    "first failed fresh request after {:.2?}: {e:?}",
+                    t.elapsed()
+                )
+            });
+            return None;
+        }
+    };
     let ok = res.status().is_success();
     res.bytes().await.ok()?;
     ok.then(|| t.elapsed())
@@ -340,11 +355,42 @@ fn header(head: &str, name: &str) -> Option<String> {
 }
 
 async fn open_gauge(kept: &Kept) -> Option<u64> {
+    metric(kept, "revbloom_connections_open").await
+}
+
+/// The value of the series `name` (no labels) in the server's `/metrics`.
+async fn metric(kept: &Kept, name: &str) -> Option<u64> {
     let (_, _, body) = kept.send("GET", "/metrics", None).await?;
+    let prefix = format!("{name} ");
     String::from_utf8_lossy(&body)
         .lines()
-        .find_map(|l| l.strip_prefix("revbloom_connections_open "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The server's connection cap in force and the idle connections it shed so far, read on a
+/// new connection.
+async fn print_cap(url: &str, fresh: &reqwest::Client) {
+    let text = async {
+        let res = fresh
+            .get(format!("{url}/metrics"))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .ok()?;
+        res.text().await.ok()
+    };
+    let text = text.await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    };
+    println!(
+        "server: connection cap {} (revbloom_connections_max), {} idle connections shed so far",
+        value("revbloom_connections_max"),
+        value("revbloom_connections_shed_total"),
+    );
 }
 
 /// Sample until `until` returns true (checked between requests) or `secs` pass: `/healthz`
@@ -414,18 +460,29 @@ async fn sample(
         open_max: open.iter().copied().max().unwrap_or(0),
         ..Samples::default()
     };
-    for (rounds, health, post) in [
-        (&fresh_rounds, &mut s.health_fresh, &mut s.post_fresh),
-        (&kept_rounds, &mut s.health_kept, &mut s.post_kept),
+    let [fresh_failed, kept_failed] = &mut s.failed;
+    for (rounds, health, post, failed) in [
+        (
+            &fresh_rounds,
+            &mut s.health_fresh,
+            &mut s.post_fresh,
+            fresh_failed,
+        ),
+        (
+            &kept_rounds,
+            &mut s.health_kept,
+            &mut s.post_kept,
+            kept_failed,
+        ),
     ] {
         for (_, h, p) in rounds {
             match h {
                 Some(d) => health.push(*d),
-                None => s.failed += 1,
+                None => *failed += 1,
             }
             match p {
                 Some(d) => post.push(*d),
-                None => s.failed += 1,
+                None => *failed += 1,
             }
         }
     }
@@ -446,10 +503,10 @@ fn print_samples(s: Samples, flood: &Flood) {
         flood.held.load(Relaxed),
         flood.connects.load(Relaxed)
     );
-    let failed = s.failed;
-    report("GET /healthz (fresh conn)", s.health_fresh, failed);
+    let [fresh, kept] = s.failed;
+    report("GET /healthz (fresh conn)", s.health_fresh, fresh);
     report("POST revocation (fresh)", s.post_fresh, 0);
-    report("GET /healthz (kept-alive)", s.health_kept, 0);
+    report("GET /healthz (kept-alive)", s.health_kept, kept);
     report("POST revocation (kept)", s.post_kept, 0);
 }
 
@@ -528,13 +585,24 @@ async fn run(
     if args.mode == Mode::LongPoll {
         return run_long_polls(args, url, addr, child, &fresh, &kept).await;
     }
+    // The flood runs on its own runtime thread: thousands of reconnecting flood tasks in the
+    // timed clients' run queue would delay the timed clients themselves (they stand for
+    // clients on other machines), and the server would be blamed for it.
+    let flood_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let t = Instant::now();
     for _ in 0..args.count {
-        tokio::spawn(hold(addr, args.mode, Arc::clone(&flood)));
+        flood_rt.spawn(hold(addr, args.mode, Arc::clone(&flood)));
     }
     // Until every flood connection is connected (or 20 s: above the cap some never are).
     let target = args.count as u64;
+    // The kept connection stays in use meanwhile: an idle one would be the first the server
+    // closes to make room.
     while flood.held.load(Relaxed) < target && t.elapsed() < Duration::from_secs(20) {
+        kept.timed("GET", "/healthz", None).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
@@ -545,6 +613,7 @@ async fn run(
     );
     let s = sample(url, &fresh, &kept, Duration::from_secs(args.secs), || false).await;
     print_samples(s, &flood);
+    print_cap(url, &fresh).await;
     let log = dir.join("serve.log");
     println!(
         "accept errors in the server log so far: {} lines",
@@ -554,6 +623,7 @@ async fn run(
     drop(kept);
     let (took, status) = tokio::task::block_in_place(|| terminate(child))?;
     flood.stop.store(true, Relaxed);
+    flood_rt.shutdown_background();
     println!(
         "SIGTERM with {gauge} connections open: exited in {:.2?} ({status}; grace 10 s)",
         took
@@ -579,8 +649,14 @@ async fn run_long_polls(
     let size = body.len();
     let sent = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
+    // On their own runtime thread, as the flood of the other modes.
+    let poll_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let polls: Vec<_> = (0..args.count)
-        .map(|_| tokio::spawn(long_poll(addr, generation, Arc::clone(&sent))))
+        .map(|_| poll_rt.spawn(long_poll(addr, generation, Arc::clone(&sent))))
         .collect();
     while sent.load(Relaxed) < args.count as u64 && t.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -667,7 +743,9 @@ async fn run_long_polls(
     println!("the whole sampling, from the waking revocation:");
     let flood = Flood::default();
     print_samples(s, &flood);
+    print_cap(url, fresh).await;
     let (took, status) = tokio::task::block_in_place(|| terminate(child))?;
     println!("SIGTERM after the wake: exited in {took:.2?} ({status})");
+    poll_rt.shutdown_background();
     Ok(())
 }

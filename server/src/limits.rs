@@ -6,10 +6,17 @@
 //! The counters in [`ConnCounters`] are plain atomics read by the `/metrics` renderer and the
 //! tests, so the listener does not depend on the metrics registry.
 
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use http_body::{Frame, SizeHint};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::PollSemaphore;
 
 /// Default for [`ConnLimits::header_read_timeout_ms`]: 10 s to send a request head, which is
 /// also how long a keep-alive connection may stay idle between requests.
@@ -20,6 +27,8 @@ pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default for [`ConnLimits::max_long_polls`].
 pub const DEFAULT_MAX_LONG_POLLS: usize = 2048;
+/// Default for [`ConnLimits::max_feed_writes`].
+pub const DEFAULT_MAX_FEED_WRITES: usize = 32;
 /// Default for [`ConnLimits::shutdown_grace_ms`]: 10 s for in-flight requests after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Default for [`ConnLimits::max_uri_bytes`].
@@ -37,6 +46,29 @@ pub const HYPER_MAX_HEADERS: usize = 128;
 /// Pause after an accept error that signals resource exhaustion (EMFILE, ENFILE, ENOBUFS,
 /// ENOMEM): retrying at once would spin a core while nothing can be accepted anyway.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// File descriptors kept out of the connection cap: [`ConnLimits::max_connections`] is
+/// clamped to the process's `RLIMIT_NOFILE` minus this many (or minus a quarter of the limit,
+/// when that is fewer), for the store, the log, standard streams, the runtime's own
+/// descriptors, TLS and snapshot files, and the one connection the accept loop holds while it
+/// makes room.
+pub const DESCRIPTOR_RESERVE: u64 = 64;
+/// How long a connection must have been idle (no request in flight: waiting for its first
+/// request head, or between keep-alive requests) before it may be closed to make room for a
+/// new one. A newcomer's head is normally in the socket before it is accepted; this keeps a
+/// flood of newcomers from closing each other before any is read.
+pub const SHED_MIN_IDLE: Duration = Duration::from_millis(100);
+/// How long a TLS handshake may run before its connection may be closed to make room for a
+/// new one: a handshake waits for the client's round trips, which on a distant link take
+/// far longer than [`SHED_MIN_IDLE`].
+pub const SHED_MIN_HANDSHAKE: Duration = Duration::from_secs(1);
+/// Most connections closed at once to make room, as nginx drains reusable connections: an
+/// eighth of the sheddable ones, at least one and at most this many.
+pub const SHED_BATCH_MAX: usize = 32;
+/// Snapshot and delta bodies are handed to the connection in slices of this size, so that a
+/// body holds its write permit (see [`ConnLimits::max_feed_writes`]) until its last slice is
+/// taken, about as long as the socket takes to accept it. Bodies no larger are written
+/// without a permit.
+pub const FEED_WRITE_CHUNK: usize = 16 * 1024;
 
 /// Connection limits of the listener. Every key is optional in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,12 +82,19 @@ pub struct ConnLimits {
     /// Time a client has to send a whole request body once its headers are read, ms;
     /// answered `408 body_timeout`.
     pub body_read_timeout_ms: u64,
-    /// Connections served at once. Further connections wait in the kernel's accept backlog
+    /// Connections served at once, clamped at start to the process's descriptor limit minus
+    /// [`DESCRIPTOR_RESERVE`]. When every slot is taken, a new connection closes the
+    /// connections idle longest (no request in flight for at least [`SHED_MIN_IDLE`]) to
+    /// make room; when none is idle, further connections wait in the kernel's accept backlog
     /// (and are refused by the kernel once it is full) until one closes.
     pub max_connections: usize,
     /// Long-polls (`?wait=`) waiting at once. Beyond it, a long-poll is answered at once as if
     /// its wait had ended (`304` or `204` when nothing is newer).
     pub max_long_polls: usize,
+    /// Snapshot and delta bodies (larger than [`FEED_WRITE_CHUNK`]) being written at once;
+    /// further answers wait for a turn once their long-poll has ended, so that thousands of
+    /// long-polls woken by one publication do not crowd out other requests.
+    pub max_feed_writes: usize,
     /// After a shutdown signal, time in-flight requests get before their connections are
     /// dropped, ms.
     pub shutdown_grace_ms: u64,
@@ -75,6 +114,7 @@ impl Default for ConnLimits {
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_long_polls: DEFAULT_MAX_LONG_POLLS,
+            max_feed_writes: DEFAULT_MAX_FEED_WRITES,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
@@ -107,6 +147,7 @@ impl ConnLimits {
             ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("max_connections", self.max_connections as u64),
             ("max_long_polls", self.max_long_polls as u64),
+            ("max_feed_writes", self.max_feed_writes as u64),
             ("max_uri_bytes", self.max_uri_bytes as u64),
             ("max_header_bytes", self.max_header_bytes as u64),
             ("max_headers", self.max_headers as u64),
@@ -162,6 +203,87 @@ pub struct ConnCounters {
     pub body_timeouts_total: AtomicU64,
     /// Failed admin authentications.
     pub admin_auth_failures_total: AtomicU64,
+    /// Idle connections closed to make room for a new one.
+    pub connections_shed_total: AtomicU64,
+    /// The connection cap in force: [`ConnLimits::max_connections`] after the clamp to the
+    /// descriptor limit.
+    pub max: AtomicU64,
+}
+
+/// The connection cap in force: `configured`, clamped to the descriptor limit `nofile` minus
+/// [`DESCRIPTOR_RESERVE`] (or a quarter of `nofile`, when fewer; at least 1). `None` is no
+/// limit.
+pub fn effective_max_connections(configured: usize, nofile: Option<u64>) -> usize {
+    match nofile {
+        Some(n) => {
+            let reserve = DESCRIPTOR_RESERVE.min(n / 4);
+            let room = usize::try_from(n.saturating_sub(reserve)).unwrap_or(usize::MAX);
+            configured.min(room).max(1)
+        }
+        None => configured,
+    }
+}
+
+/// A snapshot or delta body written under a permit of [`ConnLimits::max_feed_writes`]: the
+/// permit is taken when the connection first asks for the body (after any long-poll wait)
+/// and released when the last slice is handed over; the body goes out in
+/// [`FEED_WRITE_CHUNK`] slices of one shared buffer, nothing copied.
+pub(crate) struct GatedBody {
+    rest: Bytes,
+    gate: Option<PollSemaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl GatedBody {
+    /// `bytes`, written under a permit of `gate` when larger than one slice.
+    pub(crate) fn new(bytes: Bytes, gate: &Arc<Semaphore>) -> Self {
+        let gate = (bytes.len() > FEED_WRITE_CHUNK).then(|| PollSemaphore::new(Arc::clone(gate)));
+        Self {
+            rest: bytes,
+            gate,
+            permit: None,
+        }
+    }
+}
+
+impl http_body::Body for GatedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.rest.is_empty() {
+            this.permit = None;
+            return Poll::Ready(None);
+        }
+        if this.permit.is_none() {
+            if let Some(gate) = &mut this.gate {
+                match gate.poll_acquire(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    // Closed: never done to this semaphore; write without a turn.
+                    Poll::Ready(p) => this.permit = p,
+                }
+                this.gate = None;
+            }
+        }
+        let n = this.rest.len().min(FEED_WRITE_CHUNK);
+        let chunk = this.rest.split_to(n);
+        if this.rest.is_empty() {
+            this.permit = None;
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
 }
 
 #[cfg(test)]
@@ -184,5 +306,66 @@ mod tests {
             ..ConnLimits::default()
         };
         assert!(huge.validate().is_err());
+    }
+
+    #[test]
+    fn the_cap_is_clamped_to_the_descriptor_limit() {
+        assert_eq!(effective_max_connections(4096, None), 4096);
+        assert_eq!(effective_max_connections(4096, Some(1 << 20)), 4096);
+        assert_eq!(effective_max_connections(4096, Some(1024)), 960);
+        assert_eq!(effective_max_connections(4, Some(1024)), 4);
+        assert_eq!(effective_max_connections(4096, Some(48)), 36);
+        assert_eq!(effective_max_connections(4096, Some(1)), 1);
+    }
+
+    use http_body::Body as _;
+
+    /// The next frame's data, `None` at the end.
+    async fn next(b: &mut GatedBody) -> Option<Bytes> {
+        std::future::poll_fn(|cx| Pin::new(&mut *b).poll_frame(cx))
+            .await
+            .map(|f| f.unwrap().into_data().unwrap())
+    }
+
+    /// Whether `b` cannot give its next frame now.
+    async fn blocked(b: &mut GatedBody) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *b).poll_frame(cx).is_pending())).await
+    }
+
+    async fn all(b: &mut GatedBody) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(d) = next(b).await {
+            out.extend_from_slice(&d);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_gated_body_waits_for_a_turn_and_returns_it_after_its_last_slice() {
+        let gate = Arc::new(Semaphore::new(1));
+        let big = Bytes::from(vec![7u8; 3 * FEED_WRITE_CHUNK + 5]);
+        let mut a = GatedBody::new(big.clone(), &gate);
+        let mut b = GatedBody::new(big.clone(), &gate);
+        assert_eq!(a.size_hint().exact(), Some(big.len() as u64));
+        let first = next(&mut a).await.unwrap();
+        assert_eq!(first.len(), FEED_WRITE_CHUNK);
+        assert_eq!(gate.available_permits(), 0);
+        // `b` has no turn while `a` is being written.
+        assert!(
+            blocked(&mut b).await,
+            "a second body was written without a turn"
+        );
+        let mut rest = first.to_vec();
+        rest.extend(all(&mut a).await);
+        assert_eq!(rest, big.to_vec());
+        assert!(a.is_end_stream());
+        // `a` gave its turn back with its last slice: `b` is written now.
+        let b_all = tokio::time::timeout(Duration::from_secs(5), all(&mut b)).await;
+        assert_eq!(b_all.expect("the turn was not given back"), big.to_vec());
+        assert_eq!(gate.available_permits(), 1);
+        // A small body takes no turn, even with none left.
+        let _held = Arc::clone(&gate).try_acquire_owned().unwrap();
+        let mut small = GatedBody::new(Bytes::from_static(b"tiny"), &gate);
+        assert_eq!(all(&mut small).await, b"tiny".to_vec());
     }
 }

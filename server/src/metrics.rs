@@ -57,7 +57,7 @@ struct ReasonLabels {
 }
 
 /// Names and help of the listener's counters, in the order of [`Metrics::mirror_connections`].
-const CONNECTION_COUNTERS: [(&str, &str); 6] = [
+const CONNECTION_COUNTERS: [(&str, &str); 7] = [
     ("revbloom_connections_accepted", "Connections accepted"),
     (
         "revbloom_accept_errors",
@@ -78,6 +78,10 @@ const CONNECTION_COUNTERS: [(&str, &str); 6] = [
     (
         "revbloom_admin_auth_failures",
         "Failed admin authentications",
+    ),
+    (
+        "revbloom_connections_shed",
+        "Idle connections closed to make room for a new one when every slot was taken",
     ),
 ];
 
@@ -172,8 +176,9 @@ pub struct Metrics {
     /// TLS handshakes not completed within the handshake timeout.
     pub tls_handshake_timeouts_total: CounterU64,
     /// The listener's counters ([`ConnCounters`]), mirrored on each render.
-    connections: [CounterU64; 6],
+    connections: [CounterU64; 7],
     connections_open: GaugeU64,
+    connections_max: GaugeU64,
     not_ready: Family<ReasonLabels, Gauge>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -203,6 +208,7 @@ impl Default for Metrics {
             tls_handshake_timeouts_total: CounterU64::default(),
             connections: Default::default(),
             connections_open: GaugeU64::default(),
+            connections_max: GaugeU64::default(),
             not_ready: Family::default(),
             requests: Family::default(),
             latency,
@@ -294,6 +300,11 @@ impl Metrics {
             "Connections open now",
             self.connections_open.0.clone(),
         );
+        r.register(
+            "revbloom_connections_max",
+            "Connection cap in force (the configured cap, clamped to the descriptor limit)",
+            self.connections_max.0.clone(),
+        );
         let tls = [
             (
                 "revbloom_tls_reloads",
@@ -357,11 +368,13 @@ impl Metrics {
             &c.long_polls_shed_total,
             &c.body_timeouts_total,
             &c.admin_auth_failures_total,
+            &c.connections_shed_total,
         ];
         for (to, from) in self.connections.iter().zip(values) {
             to.store(from.load(Relaxed), Relaxed);
         }
         self.connections_open.store(c.open.load(Relaxed), Relaxed);
+        self.connections_max.store(c.max.load(Relaxed), Relaxed);
     }
 
     /// Record the current readiness: `reasons` are the ones that hold now (members of
@@ -413,7 +426,7 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     /// Every series name `docs/API.md` documents, as it must appear in the output.
-    const DOCUMENTED: [(&str, &str); 26] = [
+    const DOCUMENTED: [(&str, &str); 28] = [
         ("revbloom_revocations_total", "counter"),
         ("revbloom_cutoffs_total", "counter"),
         ("revbloom_store_errors_total", "counter"),
@@ -429,6 +442,8 @@ mod tests {
         ("revbloom_not_ready_reason", "gauge"),
         ("revbloom_connections_accepted_total", "counter"),
         ("revbloom_connections_open", "gauge"),
+        ("revbloom_connections_max", "gauge"),
+        ("revbloom_connections_shed_total", "counter"),
         ("revbloom_accept_errors_total", "counter"),
         ("revbloom_connections_dropped_at_shutdown_total", "counter"),
         ("revbloom_long_polls_shed_total", "counter"),
@@ -449,8 +464,15 @@ mod tests {
         c.accepted_total.store(9, Relaxed);
         c.open.store(3, Relaxed);
         c.admin_auth_failures_total.store(2, Relaxed);
+        c.connections_shed_total.store(5, Relaxed);
+        c.max.store(960, Relaxed);
         m.mirror_connections(&c);
         let text = m.render().unwrap();
+        assert!(
+            text.contains("\nrevbloom_connections_shed_total 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nrevbloom_connections_max 960\n"), "{text}");
         assert!(
             text.contains("\nrevbloom_connections_accepted_total 9\n"),
             "{text}"

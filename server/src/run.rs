@@ -11,10 +11,25 @@
 //! task, holding its connection slot, so a client that never sends a ClientHello costs one slot
 //! for that long and never delays the accept loop — and then meets the same HTTP bounds as a
 //! plain connection.
+//!
+//! When every slot is taken, a newly accepted connection makes room by closing the
+//! connections idle longest, as nginx does when it runs out of connections: a connection is
+//! *idle* while no request is in flight on it (it has not completed a request head yet, it
+//! waits between keep-alive requests, or its TLS handshake runs), from the moment the last
+//! response was flushed to the socket. A connection with a request in flight — a long-poll
+//! included — is never closed for room. At start the soft `RLIMIT_NOFILE` is raised to the
+//! hard limit and the cap is clamped below it ([`effective_max_connections`]), so the cap,
+//! not `EMFILE`, is what a flood meets.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use axum::extract::ConnectInfo;
@@ -22,14 +37,15 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::{ConfigFileError, ServerConfig};
 use super::http::{router, AppState};
+pub use super::limits::effective_max_connections;
 use super::limits::{
-    ConnCounters, ConnLimits, LimitsError, ACCEPT_ERROR_BACKOFF, HYPER_MAX_BUF_BYTES,
-    HYPER_MAX_HEADERS,
+    ConnCounters, ConnLimits, LimitsError, ACCEPT_ERROR_BACKOFF, DESCRIPTOR_RESERVE,
+    HYPER_MAX_BUF_BYTES, HYPER_MAX_HEADERS, SHED_BATCH_MAX, SHED_MIN_HANDSHAKE, SHED_MIN_IDLE,
 };
 use super::metrics::Metrics;
 use super::publish::{Hub, PublishError, Publisher};
@@ -137,6 +153,22 @@ pub async fn start_with_limits(
 ) -> Result<Running, ServeError> {
     config.validate()?;
     conn.validate()?;
+    let mut conn = conn;
+    let nofile = raise_nofile_limit();
+    let configured = conn.max_connections;
+    conn.max_connections = effective_max_connections(configured, nofile);
+    let descriptors = nofile.map_or("unlimited".into(), |n| n.to_string());
+    if conn.max_connections < configured {
+        tracing::warn!(
+            cap = conn.max_connections,
+            configured,
+            descriptors = %descriptors,
+            reserve = DESCRIPTOR_RESERVE,
+            "connection cap clamped to the descriptor limit minus a reserve; raise the hard RLIMIT_NOFILE (LimitNOFILE=, ulimit -Hn) to serve more"
+        );
+    } else {
+        tracing::info!(cap = conn.max_connections, descriptors = %descriptors, "connection cap");
+    }
     let signing_key = match &config.signing_key {
         Some(path) => Some(revbloom::snapshot::read_signing_key(path)?),
         None => None,
@@ -172,6 +204,7 @@ pub async fn start_with_limits(
         shutdown.clone(),
     );
     let counters = Arc::new(ConnCounters::default());
+    counters.max.store(conn.max_connections as u64, Relaxed);
     let app = router(state.with_conn_limits(conn.clone(), Arc::clone(&counters)));
     let publisher_task = tokio::spawn(publisher.run(commit_rx, shutdown.clone()));
     let reload_task = tls.clone().map(|tls| {
@@ -216,6 +249,48 @@ pub async fn start_with_limits(
 /// connects beyond that overflows the accept queue, and the kernel drops handshakes that the
 /// clients already consider complete, instead of letting them wait for a connection slot.
 pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit, as Go's runtime does at start: the soft
+/// limit (often 1024) is a compatibility default for `select(2)`, which nothing here uses.
+/// Returns the soft limit in force afterwards (`None`: unlimited or unknown), logging what
+/// was done.
+#[cfg(unix)]
+fn raise_nofile_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let before = getrlimit(Resource::Nofile);
+    if before.current.is_none() || before.current == before.maximum {
+        return before.current;
+    }
+    let raised = Rlimit {
+        current: before.maximum,
+        maximum: before.maximum,
+    };
+    let show = |v: Option<u64>| v.map_or("unlimited".into(), |n| n.to_string());
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::info!(
+                from = %show(before.current),
+                to = %show(before.maximum),
+                "raised the soft RLIMIT_NOFILE to the hard limit"
+            );
+            getrlimit(Resource::Nofile).current
+        }
+        Err(e) => {
+            tracing::warn!(
+                soft = %show(before.current),
+                hard = %show(before.maximum),
+                error = %e,
+                "cannot raise the soft RLIMIT_NOFILE to the hard limit"
+            );
+            before.current
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_nofile_limit() -> Option<u64> {
+    None
+}
 
 /// Bind `addr` as `TcpListener::bind` does (`SO_REUSEADDR` on Unix), with [`LISTEN_BACKLOG`].
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -273,14 +348,16 @@ async fn serve(
         .as_ref()
         .map(|t| (t.acceptor(), t.settings.handshake_timeout()));
     let mut tasks = JoinSet::new();
+    let idle = Arc::new(Registry::default());
     loop {
         while tasks.try_join_next().is_some() {}
-        let slot = tokio::select! {
-            s = Arc::clone(&slots).acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
+        // A free slot is taken before `accept`, so that connections over the cap wait in the
+        // kernel's backlog. When there is none, one connection is accepted anyway and makes
+        // room (below): only one is held that way at a time.
+        let free = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(s) => Some(s),
+            Err(TryAcquireError::NoPermits) => None,
+            Err(TryAcquireError::Closed) => break,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -288,9 +365,14 @@ async fn serve(
                 Err(e) => {
                     counters.accept_errors_total.fetch_add(1, Relaxed);
                     if is_resource_exhaustion(&e) {
-                        tracing::error!(error = %e, backoff = ?ACCEPT_ERROR_BACKOFF, "accept failed: out of resources; pausing");
+                        // Out of descriptors: closing idle connections frees some at once.
+                        let shed = idle.shed(Instant::now(), &counters);
+                        let backoff = if shed { SHED_RETRY } else { ACCEPT_ERROR_BACKOFF };
+                        if !shed {
+                            tracing::error!(error = %e, ?backoff, "accept failed: out of resources; pausing");
+                        }
                         tokio::select! {
-                            () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                            () = tokio::time::sleep(backoff) => {}
                             () = shutdown.cancelled() => break,
                         }
                     } else {
@@ -301,15 +383,36 @@ async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let slot = match free {
+            Some(s) => s,
+            None => match make_room(&slots, &idle, &counters, &shutdown).await {
+                Some(s) => s,
+                None => break,
+            },
+        };
         // Small JSON answers; Nagle would hold them back waiting for an ACK.
         let _ = stream.set_nodelay(true);
         counters.accepted_total.fetch_add(1, Relaxed);
         counters.open.fetch_add(1, Relaxed);
         let open = OpenGuard(Arc::clone(&counters));
+        let conn = idle.register(if acceptor.is_some() {
+            SHED_MIN_HANDSHAKE
+        } else {
+            SHED_MIN_IDLE
+        });
         let app = app.clone();
+        let svc_conn = Arc::clone(&conn);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(ConnectInfo(peer));
-            tower::ServiceExt::oneshot(app.clone(), req)
+            let in_flight = svc_conn.request_started();
+            let response = tower::ServiceExt::oneshot(app.clone(), req);
+            async move {
+                let res = response.await?;
+                Ok::<_, std::convert::Infallible>(res.map(|body| InFlightBody {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
         });
         let stop = shutdown.clone();
         let http = http.clone();
@@ -319,14 +422,20 @@ async fn serve(
             let _slot = slot;
             let _open = open;
             let Some((acceptor, limit)) = acceptor else {
-                return serve_http(&http, stream, service, peer, &stop).await;
+                let io = Tracked::new(stream, Arc::clone(&conn));
+                return serve_http(&http, io, service, peer, &stop, &conn).await;
             };
             let handshake = tokio::select! {
                 r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
                 () = stop.cancelled() => return,
+                () = conn.shed.cancelled() => return,
             };
             match handshake {
-                Ok(Ok(tls)) => serve_http(&http, tls, service, peer, &stop).await,
+                Ok(Ok(tls)) => {
+                    conn.idle_from_now(SHED_MIN_IDLE);
+                    let io = Tracked::new(tls, Arc::clone(&conn));
+                    serve_http(&http, io, service, peer, &stop, &conn).await
+                }
                 Ok(Err(e)) => {
                     // A port scanner, a plain-HTTP client or a client that distrusts our
                     // certificate: the client's business, so debug only, and counted.
@@ -365,6 +474,7 @@ async fn serve_http<I, S, B>(
     service: S,
     peer: SocketAddr,
     stop: &CancellationToken,
+    conn: &Conn,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
@@ -375,14 +485,337 @@ async fn serve_http<I, S, B>(
     let connection = http.serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let served = tokio::select! {
+        // The connection first: when the shed signal wakes this task, a request head already
+        // in the socket is read (and the request started) before the shed is confirmed, so a
+        // request delayed by a busy runtime is answered rather than cut off.
+        biased;
         r = connection.as_mut() => r,
         () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = conn.shed.cancelled() => {
+            if conn.confirm_shed() {
+                // Nothing in flight: drop the connection (a partly sent head included).
+                tracing::debug!(%peer, "idle connection closed to make room");
+                return;
+            }
+            // A request arrived since it was picked: answer it, then close.
             connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
     if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Pause after closing idle connections for an `EMFILE`, so their descriptors are freed.
+const SHED_RETRY: Duration = Duration::from_millis(5);
+
+/// Wait for a connection slot for a connection already accepted, closing the connections
+/// idle longest to make room. `None` on shutdown.
+async fn make_room(
+    slots: &Arc<Semaphore>,
+    idle: &Registry,
+    counters: &ConnCounters,
+    shutdown: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        if let Ok(s) = Arc::clone(slots).try_acquire_owned() {
+            return Some(s);
+        }
+        // Until a slot frees: shed again once the next idle connection may be shed, or
+        // every SHED_MIN_IDLE (a connection busy now may go idle).
+        let retry = match idle.next_sheddable() {
+            Some(at) if at <= Instant::now() => {
+                idle.shed(Instant::now(), counters);
+                Instant::now() + SHED_MIN_IDLE
+            }
+            Some(at) => at,
+            None => Instant::now() + SHED_MIN_IDLE,
+        };
+        tokio::select! {
+            s = Arc::clone(slots).acquire_owned() => return s.ok(),
+            () = tokio::time::sleep_until(retry) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// The connections with no request in flight, by the time from which each may be shed
+/// (when it went idle plus [`SHED_MIN_IDLE`], or its accept plus [`SHED_MIN_HANDSHAKE`]
+/// while a TLS handshake runs): the first is the one idle longest.
+#[derive(Default)]
+struct Registry {
+    inner: Mutex<Connections>,
+}
+
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    conns: HashMap<u64, ConnState>,
+    /// `(sheddable from, id)` of every idle connection.
+    idle: BTreeSet<(Instant, u64)>,
+}
+
+struct ConnState {
+    /// Requests in flight: from the service call to the drop of the response body.
+    busy: u32,
+    /// A response body ended and the connection has not flushed since.
+    unflushed: bool,
+    /// The connection's key in [`Connections::idle`] while idle.
+    idle_key: Option<Instant>,
+    /// Cancelled when the connection is picked to be shed.
+    shed: CancellationToken,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
+        // The critical sections only move keys between maps and cannot panic half-way.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new connection, idle from now; sheddable after `min_idle`.
+    fn register(self: &Arc<Self>, min_idle: Duration) -> Arc<Conn> {
+        let mut c = self.lock();
+        c.next_id += 1;
+        let id = c.next_id;
+        let key = Instant::now() + min_idle;
+        let shed = CancellationToken::new();
+        c.idle.insert((key, id));
+        c.conns.insert(
+            id,
+            ConnState {
+                busy: 0,
+                unflushed: false,
+                idle_key: Some(key),
+                shed: shed.clone(),
+            },
+        );
+        Arc::new(Conn {
+            id,
+            registry: Arc::clone(self),
+            shed,
+            unflushed: AtomicBool::new(false),
+        })
+    }
+
+    /// When the idle connection idle longest may be shed, if any is idle.
+    fn next_sheddable(&self) -> Option<Instant> {
+        self.lock().idle.first().map(|(at, _)| *at)
+    }
+
+    /// Close the connections idle longest that may be shed at `now`: an eighth of the idle
+    /// ones, at least one and at most [`SHED_BATCH_MAX`]. Whether any was closed.
+    fn shed(&self, now: Instant, counters: &ConnCounters) -> bool {
+        let mut tokens = Vec::new();
+        {
+            let mut c = self.lock();
+            let n = (c.idle.len() / 8).clamp(1, SHED_BATCH_MAX);
+            while tokens.len() < n {
+                match c.idle.first() {
+                    Some(&(at, id)) if at <= now => {
+                        c.idle.remove(&(at, id));
+                        if let Some(s) = c.conns.get_mut(&id) {
+                            s.idle_key = None;
+                            tokens.push(s.shed.clone());
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if tokens.is_empty() {
+            return false;
+        }
+        counters
+            .connections_shed_total
+            .fetch_add(tokens.len() as u64, Relaxed);
+        for t in tokens {
+            t.cancel();
+        }
+        true
+    }
+}
+
+/// One connection's entry in the [`Registry`]; removed when the connection ends.
+struct Conn {
+    id: u64,
+    registry: Arc<Registry>,
+    /// Cancelled when the connection is picked to be shed.
+    shed: CancellationToken,
+    /// Mirrors [`ConnState::unflushed`], so a flush costs no lock when nothing ended.
+    unflushed: AtomicBool,
+}
+
+impl Conn {
+    /// Idle from now, sheddable after `min_idle` (a TLS handshake just completed).
+    fn idle_from_now(&self, min_idle: Duration) {
+        let mut c = self.registry.lock();
+        let Connections { conns, idle, .. } = &mut *c;
+        if let Some(s) = conns.get_mut(&self.id) {
+            if let Some(old) = s.idle_key.take() {
+                idle.remove(&(old, self.id));
+                let key = Instant::now() + min_idle;
+                idle.insert((key, self.id));
+                s.idle_key = Some(key);
+            }
+        }
+    }
+
+    /// A request head was read: busy until the returned guard (held by the response body)
+    /// is dropped and the response flushed.
+    fn request_started(self: &Arc<Self>) -> InFlight {
+        let mut c = self.registry.lock();
+        let Connections { conns, idle, .. } = &mut *c;
+        if let Some(s) = conns.get_mut(&self.id) {
+            s.busy += 1;
+            if let Some(old) = s.idle_key.take() {
+                idle.remove(&(old, self.id));
+            }
+        }
+        InFlight(Arc::clone(self))
+    }
+
+    /// The connection flushed its output: idle if no request is in flight.
+    fn flushed(&self) {
+        if !self.unflushed.swap(false, Relaxed) {
+            return;
+        }
+        let mut c = self.registry.lock();
+        let Connections { conns, idle, .. } = &mut *c;
+        if let Some(s) = conns.get_mut(&self.id) {
+            if s.busy == 0 && s.unflushed && s.idle_key.is_none() && !self.shed.is_cancelled() {
+                let key = Instant::now() + SHED_MIN_IDLE;
+                idle.insert((key, self.id));
+                s.idle_key = Some(key);
+            }
+            s.unflushed = false;
+        }
+    }
+
+    /// The connection was picked to be shed: whether it may be dropped outright, which is
+    /// when no request arrived since (else it is closed after answering it).
+    fn confirm_shed(&self) -> bool {
+        let c = self.registry.lock();
+        c.conns
+            .get(&self.id)
+            .is_none_or(|s| s.busy == 0 && !s.unflushed)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let mut c = self.registry.lock();
+        if let Some(s) = c.conns.remove(&self.id) {
+            if let Some(key) = s.idle_key {
+                c.idle.remove(&(key, self.id));
+            }
+        }
+    }
+}
+
+/// A request in flight on a [`Conn`]; dropped with the response body.
+struct InFlight(Arc<Conn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let conn = &self.0;
+        let mut c = conn.registry.lock();
+        if let Some(s) = c.conns.get_mut(&conn.id) {
+            s.busy = s.busy.saturating_sub(1);
+            if s.busy == 0 {
+                // Idle once hyper has flushed the response's last bytes to the socket.
+                s.unflushed = true;
+                conn.unflushed.store(true, Relaxed);
+            }
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until hyper drops it.
+struct InFlightBody<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for InFlightBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's socket (or TLS stream) that tells its [`Conn`] when a flush completes:
+/// hyper flushes once a response's bytes are all written.
+struct Tracked<I> {
+    io: I,
+    conn: Arc<Conn>,
+}
+
+impl<I> Tracked<I> {
+    fn new(io: I, conn: Arc<Conn>) -> Self {
+        Self { io, conn }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            self.conn.flushed();
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -96,6 +96,12 @@ fn generation_headers(generation: u64) -> [(header::HeaderName, String); 3] {
     ]
 }
 
+/// A snapshot or delta answer, written under a turn of
+/// [`ConnLimits::max_feed_writes`](crate::limits::ConnLimits::max_feed_writes).
+fn feed_body(st: &Inner, bytes: axum::body::Bytes) -> Body {
+    Body::new(crate::limits::GatedBody::new(bytes, &st.feed_writes))
+}
+
 /// Query of the snapshot endpoint.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,7 +136,7 @@ async fn snapshot(
     Ok((
         generation_headers(cur.generation),
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from(cur.snapshot.clone()),
+        feed_body(st, cur.snapshot.clone()),
     )
         .into_response())
 }
@@ -171,7 +177,7 @@ async fn deltas(
         DeltaChain::Chain { bytes, generation } => Ok((
             generation_headers(generation),
             [(header::CONTENT_TYPE, "application/octet-stream")],
-            Body::from(bytes),
+            feed_body(st, bytes),
         )
             .into_response()),
         DeltaChain::Gone => Err(ApiError::new(

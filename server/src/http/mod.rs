@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     pub(crate) counters: Arc<ConnCounters>,
     /// One permit per long-poll allowed to wait; see [`ConnLimits::max_long_polls`].
     pub(crate) long_polls: Arc<Semaphore>,
+    /// One permit per snapshot or delta body being written; see
+    /// [`ConnLimits::max_feed_writes`].
+    pub(crate) feed_writes: Arc<Semaphore>,
     pub(crate) auth_log: extract::AuthLog,
 }
 
@@ -86,6 +89,7 @@ impl AppState {
                 conn: ConnLimits::default(),
                 counters: Arc::default(),
                 long_polls: Arc::new(Semaphore::new(ConnLimits::default().max_long_polls)),
+                feed_writes: Arc::new(Semaphore::new(ConnLimits::default().max_feed_writes)),
                 auth_log: extract::AuthLog::default(),
             }),
         }
@@ -105,6 +109,7 @@ impl AppState {
                 admin_token: i.admin_token.clone(),
                 shutdown: i.shutdown.clone(),
                 long_polls: Arc::new(Semaphore::new(conn.max_long_polls)),
+                feed_writes: Arc::new(Semaphore::new(conn.max_feed_writes)),
                 conn,
                 counters,
                 auth_log: extract::AuthLog::default(),
@@ -574,11 +579,20 @@ mod tests {
                 .oneshot(get("/v1/snapshot?wait=1s", inm))
                 .await
                 .unwrap();
-            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
-                .await
-                .unwrap();
-            assert_eq!(body, cur.snapshot);
-            assert_eq!(body.as_ptr(), cur.snapshot.as_ptr(), "{inm:?}: copied");
+            // Written in slices (see `limits::GatedBody`), each one a view of the same buffer.
+            let mut body = res.into_body();
+            let mut offset = 0;
+            while let Some(frame) = std::future::poll_fn(|cx| {
+                http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+            })
+            .await
+            {
+                let data = frame.unwrap().into_data().unwrap();
+                let at = cur.snapshot[offset..].as_ptr();
+                assert_eq!(data.as_ptr(), at, "{inm:?}: copied at {offset}");
+                offset += data.len();
+            }
+            assert_eq!(offset, cur.snapshot.len());
         }
     }
 

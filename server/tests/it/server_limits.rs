@@ -1,5 +1,6 @@
-//! The listener's bounds over a real socket: slow and idle clients are closed, connections over
-//! the cap wait, slow bodies and oversized heads are answered in JSON, a shutdown ends within
+//! The listener's bounds over a real socket: slow and idle clients are closed, idle connections
+//! make room for new ones when the cap is reached, connections with requests in flight never
+//! do, slow bodies and oversized heads are answered in JSON, a shutdown ends within
 //! its grace period and releases the store, and the admin token never comes from argv.
 //!
 //! Every wait is bounded by a `timeout` well above the limit under test; assertions are about
@@ -132,39 +133,180 @@ async fn slowloris_and_silent_connections_are_closed_after_the_header_timeout() 
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Connections with a request in flight are never closed to make room: with every slot held
+/// by a long-poll, a new connection waits (in the backlog, or accepted and unserved) until
+/// one ends by itself.
 #[tokio::test]
-async fn connections_over_the_cap_wait_in_the_backlog_until_one_closes() {
+async fn connections_over_the_cap_wait_while_every_slot_has_a_request_in_flight() {
     let (running, dir) = start(ConnLimits {
         max_connections: 2,
         ..ConnLimits::default()
     })
     .await;
     let addr = running.local_addr();
-    let a = TcpStream::connect(addr).await.unwrap();
-    let _b = TcpStream::connect(addr).await.unwrap();
-    let open = &running.counters().open;
+    let poll = b"GET /v1/snapshot?wait=3s HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\
+                 Connection: close\r\n\r\n";
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    a.write_all(poll).await.unwrap();
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    b.write_all(poll).await.unwrap();
+    let counters = running.counters();
     let t = Instant::now();
-    while open.load(Relaxed) < 2 {
+    while counters.open.load(Relaxed) < 2 {
         assert!(
             t.elapsed() < SOON,
             "the first two connections were not accepted"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The kernel completes the handshake (backlog), but nobody reads the request.
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
+    // Fifteen times the idle age at which an idle connection would have been shed.
     let mut buf = [0u8; 64];
-    let early = timeout(Duration::from_millis(500), c.read(&mut buf)).await;
+    let early = timeout(Duration::from_millis(1500), c.read(&mut buf)).await;
     assert!(early.is_err(), "a third connection was served: {early:?}");
-    assert_eq!(open.load(Relaxed), 2);
-    drop(a);
+    assert_eq!(counters.open.load(Relaxed), 2);
+    assert_eq!(counters.connections_shed_total.load(Relaxed), 0);
+    // The long-polls end with their wait, answered in full; then the newcomer is served.
+    for s in [&mut a, &mut b] {
+        let (status, _) = parse(&timeout(SOON, read_to_close(s)).await.expect("long-poll"));
+        assert_eq!(status, 304);
+    }
     let answered = timeout(SOON, read_to_close(&mut c))
         .await
         .expect("the waiting connection was never served");
     assert!(answered.starts_with(b"HTTP/1.1 200"), "{answered:?}");
+    assert_eq!(counters.connections_shed_total.load(Relaxed), 0);
+    running.shutdown();
+    running.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Send `GET /healthz` on `s` (kept alive) and read its whole answer.
+async fn keep_alive_healthz(s: &mut TcpStream) {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") || !got.ends_with(b"}") {
+        let n = timeout(SOON, s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+}
+
+/// Whether the server closed `s` within `wait` (`false`: still open).
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(timeout(wait, s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+}
+
+/// With every slot taken, each newcomer closes the connection idle longest — one that never
+/// sent a byte, one with a partial head, one idle between keep-alive requests — and is served
+/// long before any header timeout would free a slot; the long-poll in flight is never closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_shed_oldest_first_to_make_room() {
+    let (running, dir) = start(ConnLimits {
+        max_connections: 4,
+        ..ConnLimits::default()
+    })
+    .await;
+    let addr = running.local_addr();
+    let counters = std::sync::Arc::clone(running.counters());
+    // In flight: a snapshot long-poll that only a publication ends.
+    let generation = running.hub().current().generation;
+    let mut poll = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v1/snapshot?wait=30s HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"{generation}\"\r\n\
+         Connection: close\r\n\r\n"
+    );
+    poll.write_all(req.as_bytes()).await.unwrap();
+    // Idle, oldest first: after a keep-alive request, silent, a head never finished.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    keep_alive_healthz(&mut kept).await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let t = Instant::now();
+    while counters.open.load(Relaxed) < 3 {
+        assert!(t.elapsed() < SOON, "connections not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    while counters.open.load(Relaxed) < 4 {
+        assert!(t.elapsed() < SOON, "connections not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counters.max.load(Relaxed), 4);
+    // Three newcomers that stay connected: each needs a slot someone else holds. The header
+    // timeout (10 s) would free none within the bound below.
+    let mut newcomers = Vec::new();
+    for (i, victim) in [&mut kept, &mut silent, &mut partial]
+        .into_iter()
+        .enumerate()
+    {
+        let t = Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        keep_alive_healthz(&mut s).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "newcomer {i} waited {:?}",
+            t.elapsed()
+        );
+        assert!(
+            closed_within(victim, SOON).await,
+            "idle connection {i} not shed"
+        );
+        assert_eq!(counters.connections_shed_total.load(Relaxed), i as u64 + 1);
+        newcomers.push(s);
+    }
+    assert_eq!(counters.open.load(Relaxed), 4);
+    // The long-poll is still waiting: a revocation wakes it with the new snapshot.
+    assert!(!closed_within(&mut poll, Duration::from_millis(200)).await);
+    let body = format!(r#"{{"jti":"wake","exp":{}}}"#, now() + 600);
+    let post = format!(
+        "POST /v1/revocations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let last = newcomers.last_mut().unwrap();
+    last.write_all(post.as_bytes()).await.unwrap();
+    let (status, _) = parse(&timeout(SOON, read_to_close(last)).await.expect("POST"));
+    assert_eq!(status, 200);
+    let woken = timeout(SOON, read_to_close(&mut poll))
+        .await
+        .expect("the long-poll was not woken");
+    assert!(
+        woken.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &woken[..woken.len().min(200)]
+    );
+    // The gauge and the counter are in /metrics.
+    let metrics = client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nrevbloom_connections_max 4\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nrevbloom_connections_shed_total "),
+        "{metrics}"
+    );
     running.shutdown();
     running.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
@@ -471,5 +613,115 @@ async fn a_flood_of_slow_and_idle_connections_does_not_block_service_or_shutdown
         .unwrap();
     eprintln!("shutdown with 600 held connections: {:?}", t.elapsed());
     drop(held);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, as files in `dir`: (CA PEM, cert, key).
+fn tls_files(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// Over TLS, a newcomer finding every slot taken closes an idle TLS connection, and a
+/// connection stuck in its handshake once that has run a second; the handshake and header
+/// timeouts (30 s) would free neither within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_and_stalled_handshakes_are_shed_to_make_room() {
+    let dir = temp_dir("limits-tls");
+    let (ca, cert, key) = tls_files(&dir);
+    let mut cfg = config(dir.join("data"));
+    cfg.tls = Some(
+        serde_json::from_value(serde_json::json!({
+            "cert_file": cert, "key_file": key, "handshake_timeout_ms": 30_000
+        }))
+        .unwrap(),
+    );
+    let limits = ConnLimits {
+        max_connections: 2,
+        header_read_timeout_ms: 30_000,
+        ..ConnLimits::default()
+    };
+    let running = run::start_with_limits(cfg, TOKEN.into(), limits)
+        .await
+        .unwrap();
+    let addr = running.local_addr();
+    let counters = std::sync::Arc::clone(running.counters());
+    let config = revbloom::sync::ClientTls::ca_file(&ca)
+        .rustls_config()
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    // A TLS connection that sends `req`; with `answer`, reads the answer to its end.
+    let tls_request = |req: &'static str, answer: bool| {
+        let (connector, name) = (connector.clone(), name.clone());
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut s = connector.connect(name, tcp).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while answer && !got.ends_with(b"}") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(!answer || got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+            s
+        }
+    };
+    const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    const POLL: &str = "GET /v1/snapshot?wait=30s HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\n\r\n";
+    // A TCP connection that never starts its handshake, then an idle keep-alive TLS one.
+    let t0 = Instant::now();
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let mut idle = timeout(SOON, tls_request(HEALTHZ, true))
+        .await
+        .expect("first TLS client");
+    assert_eq!(counters.open.load(Relaxed), 2);
+    // A newcomer with a long-poll: the idle TLS connection makes room (idle 100 ms; the
+    // stalled handshake is not sheddable before it has run 1 s).
+    let mut poll = timeout(Duration::from_secs(3), tls_request(POLL, false))
+        .await
+        .expect("handshake of the first newcomer not done within 3 s");
+    let mut buf = [0u8; 64];
+    let closed = timeout(SOON, idle.read(&mut buf))
+        .await
+        .expect("idle TLS not shed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    // The next newcomer: only the stalled handshake can make room, once it has run 1 s.
+    let _b = timeout(Duration::from_secs(3), tls_request(HEALTHZ, true))
+        .await
+        .expect("second newcomer not served within 3 s");
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert!(
+        closed_within(&mut stalled, SOON).await,
+        "stalled handshake not shed"
+    );
+    // The TLS long-poll in flight was not closed.
+    let open = timeout(Duration::from_millis(200), poll.read(&mut buf)).await;
+    assert!(open.is_err(), "the long-poll was closed: {open:?}");
+    assert_eq!(counters.connections_shed_total.load(Relaxed), 2);
+    running.shutdown();
+    running.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
