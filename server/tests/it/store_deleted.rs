@@ -16,17 +16,8 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_revbloom");
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A `revbloom serve` child, killed when dropped.
+type Server = ServeChild;
 
 fn serve(data: &std::path::Path, init: bool) -> Command {
     let mut cmd = Command::new(BIN);

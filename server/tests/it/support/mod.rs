@@ -115,14 +115,7 @@ pub async fn lookup_as(
     jti: &str,
     token: &str,
 ) -> serde_json::Value {
-    http.get(lookup_url(url, jti, None))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    lookup_issued_as(http, url, jti, None, token).await
 }
 
 fn lookup_url(url: &str, jti: &str, iss: Option<&str>) -> reqwest::Url {
@@ -165,6 +158,21 @@ pub async fn lookup_issued_as(
         .json()
         .await
         .unwrap()
+}
+
+/// A `revbloom serve` child process and its URL, killed when dropped.
+pub struct ServeChild {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Spawn `cmd` (a `revbloom serve ...` command) with stdout piped, stderr discarded and
