@@ -33,19 +33,8 @@ async fn readyz(http: &reqwest::Client, url: &str) -> (u16, Vec<String>) {
 
 /// The value of `revbloom_not_ready_reason{reason="…"}` in `/metrics`.
 async fn reason_metric(http: &reqwest::Client, url: &str, reason: &str) -> u64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let key = format!("revbloom_not_ready_reason{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(key.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {text}"))
+    let series = format!("revbloom_not_ready_reason{{reason=\"{reason}\"}}");
+    metric(http, url, &series).await
 }
 
 /// Poll `/readyz` until `want` holds for its reasons; the reasons then.
@@ -125,15 +114,7 @@ async fn failing_publishes_are_publish_failing_then_snapshot_stale_and_both_clea
         "{reasons:?}"
     );
     assert_eq!(reason_metric(&http, &url, "snapshot_stale").await, 1);
-    let m = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(m.contains("\nrevbloom_ready 0\n"), "{m}");
+    assert_eq!(metric(&http, &url, "revbloom_ready").await, 0);
     assert_eq!(
         running.hub().current().generation,
         stuck,

@@ -191,23 +191,6 @@ async fn served_certificate(addr: SocketAddr, ca: &Path) -> CertificateDer<'stat
     certs[0].clone().into_owned()
 }
 
-/// The value of the counter `name` in `GET /metrics`.
-async fn metric(http: &reqwest::Client, url: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"));
-    line[name.len()..].trim().parse().unwrap()
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -160,6 +160,24 @@ pub async fn lookup_issued_as(
         .unwrap()
 }
 
+/// The value of the series `series` (name and labels, e.g.
+/// `revbloom_not_ready_reason{reason="snapshot_stale"}`) in `GET {url}/metrics`.
+pub async fn metric(http: &reqwest::Client, url: &str, series: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
 /// A `revbloom serve` child process and its URL, killed when dropped.
 pub struct ServeChild {
     /// The process.
