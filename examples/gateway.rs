@@ -18,7 +18,9 @@
 //!
 //! `GET /whoami` answers the validated claims as JSON; `GET /healthz` (liveness) the snapshot
 //! generation; `GET /readyz` 200 once a verified snapshot within `--max-age` is loaded, else
-//! 503 with `{"ready": false, "reason": "no_snapshot" | "snapshot_stale"}`.
+//! 503 with `{"ready": false, "reason": "no_snapshot" | "snapshot_stale", ...}` and the sync
+//! client's last error; `GET /metrics` the sync counters (`revbloom_sync_failures_total` by
+//! reason) and the snapshot's generation and age, in the Prometheus text format.
 //! Every flag can also be set in the environment (`REVBLOOM_GATEWAY_*`, see `--help`); the
 //! log level follows `RUST_LOG` (default `info`).
 
@@ -34,7 +36,7 @@ use axum::{Extension, Json, Router};
 use clap::{CommandFactory, Parser, ValueEnum};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use revbloom::snapshot::SealKey;
-use revbloom::sync::{SyncClient, SyncConfig};
+use revbloom::sync::{SyncClient, SyncConfig, SyncStats};
 use revbloom::tower::BearerLayer;
 use revbloom::verify::{CachedSource, HttpExactSource, Verifier};
 use revbloom::{OpenOptions, SnapshotHandle, StalenessPolicy};
@@ -132,14 +134,17 @@ struct Args {
     /// Accept unsigned snapshots from --publisher (only on a link nobody else can answer on).
     #[arg(long, env = "REVBLOOM_GATEWAY_ALLOW_UNSIGNED")]
     allow_unsigned: bool,
-    /// A snapshot older than this (seconds) is stale.
+    /// A snapshot older than this is stale (`90s`, `5m`, `1h`; a bare number is seconds).
+    /// A file made by `revbloom build` is as old as its build: rebuild it more often than
+    /// this, or raise it.
     #[arg(
         long,
-        value_name = "SECS",
+        value_name = "DURATION",
         env = "REVBLOOM_GATEWAY_MAX_AGE",
-        default_value_t = 300
+        default_value = "5m",
+        value_parser = parse_duration
     )]
-    max_age: u64,
+    max_age: Duration,
     /// What checks do while the snapshot is stale or missing.
     #[arg(long, value_enum, env = "REVBLOOM_GATEWAY_POLICY", default_value_t = Policy::FailClosed)]
     policy: Policy,
@@ -153,6 +158,16 @@ enum Policy {
     ExactSource,
     /// Answer from the last snapshot (accept when there is none).
     FailOpen,
+}
+
+/// A duration as `revbloom` reads one: a bare number of seconds, or `humantime` units.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 90s, 5m or 1h: {e}"))
 }
 
 /// Where `--dev-token` writes a generated HS256 secret.
@@ -316,7 +331,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         sync = sync.seal_key(seal.clone());
     }
 
-    let handle: SnapshotHandle = SnapshotHandle::new(policy, Duration::from_secs(args.max_age));
+    let handle: SnapshotHandle = SnapshotHandle::new(policy, args.max_age);
     let mut builder = Verifier::builder(key, validation).state(handle.clone());
     if let Some(url) = args.exact_url.as_ref().or(args.publisher.as_ref()) {
         let mut source = HttpExactSource::new(url)?;
@@ -353,6 +368,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let health = handle.clone();
     let ready = handle.clone();
+    let ready_stats = sync.shared_stats();
+    let metrics_stats = sync.shared_stats();
+    let metrics_handle = handle.clone();
     let app = Router::new()
         .route(
             "/whoami",
@@ -370,8 +388,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .route(
             "/readyz",
             get(move || {
-                let h = ready.clone();
-                async move { readiness(&h) }
+                let (h, s) = (ready.clone(), Arc::clone(&ready_stats));
+                async move { readiness(&h, &s) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let (h, s) = (metrics_handle.clone(), Arc::clone(&metrics_stats));
+                async move { metrics(&h, &s) }
             }),
         );
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -383,10 +408,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// 200 once a verified snapshot within `max_age` is current; 503 with the reason otherwise.
-fn readiness(handle: &SnapshotHandle) -> (StatusCode, Json<Value>) {
+/// 200 once a verified snapshot within `max_age` is current; 503 with the reason otherwise,
+/// and the sync client's last error (a missing file, a refused rollback, …) when there is one.
+fn readiness(handle: &SnapshotHandle, stats: &SyncStats) -> (StatusCode, Json<Value>) {
     let now = now();
     let generation = handle.generation();
+    let age = handle.age(now);
     let reason = match generation {
         None => Some("no_snapshot"),
         Some(_) if handle.is_stale(now) => Some("snapshot_stale"),
@@ -395,11 +422,81 @@ fn readiness(handle: &SnapshotHandle) -> (StatusCode, Json<Value>) {
     match reason {
         None => (
             StatusCode::OK,
-            Json(json!({"ready": true, "generation": generation, "age": handle.age(now)})),
+            Json(json!({"ready": true, "generation": generation, "age": age})),
         ),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": reason, "generation": generation})),
+            Json(json!({
+                "ready": false,
+                "reason": reason,
+                "generation": generation,
+                "age": age,
+                "max_age": handle.max_age().as_secs(),
+                "last_sync_error": stats.last_error(),
+            })),
         ),
     }
+}
+
+/// The sync client's counters and the snapshot's state in the Prometheus text format.
+fn metrics(handle: &SnapshotHandle, stats: &SyncStats) -> impl axum::response::IntoResponse {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        );
+    };
+    counter(
+        "revbloom_sync_snapshots_total",
+        "Full snapshots taken.",
+        stats.snapshots.load(Relaxed),
+    );
+    counter(
+        "revbloom_sync_deltas_total",
+        "Deltas applied.",
+        stats.deltas.load(Relaxed),
+    );
+    out.push_str(
+        "# HELP revbloom_sync_failures_total Snapshots and deltas not taken, and failed syncs, by reason.\n\
+         # TYPE revbloom_sync_failures_total counter\n",
+    );
+    for (kind, n) in stats.failure_counts() {
+        let _ = writeln!(out, "revbloom_sync_failures_total{{reason=\"{kind}\"}} {n}");
+    }
+    let now = now();
+    let gauge = |out: &mut String, name: &str, help: &str, value: Option<u64>| {
+        let value = value.map_or("NaN".to_owned(), |v| v.to_string());
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        );
+    };
+    gauge(
+        &mut out,
+        "revbloom_snapshot_generation",
+        "Generation of the snapshot in force (NaN: none).",
+        handle.generation(),
+    );
+    gauge(
+        &mut out,
+        "revbloom_snapshot_age_seconds",
+        "Age of the snapshot in force (NaN: none).",
+        handle.age(now),
+    );
+    gauge(
+        &mut out,
+        "revbloom_snapshot_stale",
+        "1 while checks follow the staleness policy (no snapshot, or older than max_age).",
+        Some(u64::from(handle.is_stale(now))),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
 }

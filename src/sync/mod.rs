@@ -233,6 +233,115 @@ pub enum SyncError {
     NoRuntime,
 }
 
+/// Why a sync step failed: the label of [`SyncStats::failures`] and of the `reason` field of
+/// the client's log lines. Every snapshot or delta the client does not take is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SyncFailure {
+    /// A generation not newer than the one held (a rollback, or a rebuilt file that kept its
+    /// generation number).
+    Rollback,
+    /// No signature where one is required, or one that does not verify.
+    Signature,
+    /// A sealed file without a matching seal key, or one that does not decrypt.
+    Seal,
+    /// Bytes that are not a valid snapshot (truncated, bad checksum, unknown version, …).
+    Invalid,
+    /// A delta that does not fit the snapshot held (wrong parent, layout) or is invalid; the
+    /// client fetches a full snapshot next.
+    Delta,
+    /// The snapshot file does not exist.
+    Missing,
+    /// Any other file error (reading the source or writing the cache file).
+    Io,
+    /// The publisher could not be reached (connect, TLS, timeout, body).
+    Unreachable,
+    /// The publisher answered with an unexpected HTTP status.
+    Status,
+    /// The snapshot held became older than `max_age` (counted once per transition).
+    Stale,
+}
+
+impl SyncFailure {
+    /// Every kind, in the order of [`SyncStats::failures`].
+    pub const ALL: [SyncFailure; 10] = [
+        SyncFailure::Rollback,
+        SyncFailure::Signature,
+        SyncFailure::Seal,
+        SyncFailure::Invalid,
+        SyncFailure::Delta,
+        SyncFailure::Missing,
+        SyncFailure::Io,
+        SyncFailure::Unreachable,
+        SyncFailure::Status,
+        SyncFailure::Stale,
+    ];
+
+    /// The label: `rollback`, `signature`, `seal`, `invalid`, `delta`, `missing`, `io`,
+    /// `unreachable`, `status`, `stale`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncFailure::Rollback => "rollback",
+            SyncFailure::Signature => "signature",
+            SyncFailure::Seal => "seal",
+            SyncFailure::Invalid => "invalid",
+            SyncFailure::Delta => "delta",
+            SyncFailure::Missing => "missing",
+            SyncFailure::Io => "io",
+            SyncFailure::Unreachable => "unreachable",
+            SyncFailure::Status => "status",
+            SyncFailure::Stale => "stale",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for SyncFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl SyncError {
+    /// What kind of failure this is (the label it is counted under).
+    pub fn failure(&self) -> SyncFailure {
+        use crate::snapshot::SnapshotError as S;
+        fn snapshot(e: &S) -> SyncFailure {
+            match e {
+                S::Unsigned | S::Signature | S::SignatureNotChecked => SyncFailure::Signature,
+                S::Sealed { .. } | S::UnknownSealKey { .. } | S::Unseal { .. } => SyncFailure::Seal,
+                _ => SyncFailure::Invalid,
+            }
+        }
+        match self {
+            SyncError::Http(_) => SyncFailure::Unreachable,
+            SyncError::Status { .. } => SyncFailure::Status,
+            SyncError::Swap(SwapError::Rollback { .. }) => SyncFailure::Rollback,
+            SyncError::Swap(SwapError::Snapshot(e)) => snapshot(e),
+            SyncError::Swap(SwapError::Delta(crate::delta::DeltaError::Result(e))) => snapshot(e),
+            SyncError::Swap(SwapError::Delta(
+                crate::delta::DeltaError::Unsigned
+                | crate::delta::DeltaError::Signature
+                | crate::delta::DeltaError::SignatureNotChecked,
+            )) => SyncFailure::Signature,
+            SyncError::Swap(SwapError::Delta(crate::delta::DeltaError::Sealed { .. })) => {
+                SyncFailure::Seal
+            }
+            SyncError::Swap(_) => SyncFailure::Delta,
+            SyncError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                SyncFailure::Missing
+            }
+            SyncError::Io { .. } => SyncFailure::Io,
+            SyncError::Tls(_) | SyncError::NoVerifyingKey { .. } | SyncError::NoRuntime => {
+                SyncFailure::Invalid
+            }
+        }
+    }
+}
+
 /// Counters of a running client.
 #[derive(Debug, Default)]
 pub struct SyncStats {
@@ -240,14 +349,30 @@ pub struct SyncStats {
     pub snapshots: AtomicU64,
     /// Deltas applied.
     pub deltas: AtomicU64,
-    /// Errors (each followed by a backoff).
+    /// Errors (each followed by a backoff); the sum of [`SyncStats::failures`] but `stale`.
     pub errors: AtomicU64,
     /// Unix time of the last successful contact with the source (0 if none).
     pub last_success: AtomicU64,
+    failures: [AtomicU64; SyncFailure::ALL.len()],
     last_error: Mutex<Option<String>>,
 }
 
 impl SyncStats {
+    /// How many failures of `kind` since the client started.
+    pub fn failures(&self, kind: SyncFailure) -> u64 {
+        self.failures[kind.index()].load(Relaxed)
+    }
+
+    /// Every failure kind with its count, in [`SyncFailure::ALL`] order (for a metrics
+    /// endpoint: `revbloom_sync_failures_total{reason="rollback"} 0`, …).
+    pub fn failure_counts(&self) -> impl Iterator<Item = (SyncFailure, u64)> + '_ {
+        SyncFailure::ALL.iter().map(|&k| (k, self.failures(k)))
+    }
+
+    fn record_stale(&self) {
+        self.failures[SyncFailure::Stale.index()].fetch_add(1, Relaxed);
+    }
+
     /// The most recent error with its causes (see [`tls::error_chain`]: a refused certificate
     /// reads `... invalid peer certificate: UnknownIssuer`), if any since the last success.
     pub fn last_error(&self) -> Option<String> {
@@ -256,6 +381,7 @@ impl SyncStats {
 
     fn record_error(&self, e: &SyncError) {
         self.errors.fetch_add(1, Relaxed);
+        self.failures[e.failure().index()].fetch_add(1, Relaxed);
         if let Ok(mut l) = self.last_error.lock() {
             *l = Some(tls::error_chain(e));
         }
@@ -309,7 +435,9 @@ impl SyncClient {
                         }
                         Err(e) => {
                             // A corrupt or foreign cache is ignored, never trusted.
-                            tracing::warn!(error = %e, path = %cache.display(), "ignoring the cached snapshot");
+                            let e = SyncError::Swap(e);
+                            tracing::warn!(error = %e, reason = %e.failure(), path = %cache.display(), "ignoring the cached snapshot");
+                            stats.record_error(&e);
                         }
                     }
                 }
@@ -320,7 +448,8 @@ impl SyncClient {
                         path: cache.clone(),
                         source,
                     };
-                    tracing::warn!(error = %e, "starting without the cached snapshot");
+                    tracing::warn!(error = %e, reason = %e.failure(), "starting without the cached snapshot");
+                    stats.record_error(&e);
                 }
             }
         }
@@ -358,6 +487,12 @@ impl SyncClient {
     /// Counters (snapshots, deltas, errors, last success).
     pub fn stats(&self) -> &SyncStats {
         &self.stats
+    }
+
+    /// The counters as a shared handle, for a metrics or readiness endpoint that lives apart
+    /// from the client.
+    pub fn shared_stats(&self) -> Arc<SyncStats> {
+        Arc::clone(&self.stats)
     }
 
     /// A receiver that changes whenever a new generation is swapped in.

@@ -47,6 +47,9 @@ pub(super) async fn run(
     let mut file_seen: Option<(SystemTime, u64)> = None;
     // After a delta failure, go straight to a full snapshot once.
     let mut force_full = false;
+    // Whether the last look found the snapshot stale: the transition is logged and counted
+    // once, not every round.
+    let mut stale = false;
     loop {
         let step = match (&config.source, &client) {
             (Source::Url(base), Some(client)) => {
@@ -75,11 +78,46 @@ pub(super) async fn run(
                 let delay = delays.next().unwrap_or(config.max_backoff);
                 // The whole chain: reqwest's own message hides a refused certificate.
                 let error = super::tls::error_chain(&e);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "revocation sync failed");
+                let reason = e.failure();
+                let generation = handle.generation();
+                tracing::warn!(%error, %reason, ?generation, retry_in_ms = delay.as_millis() as u64, "revocation sync failed; keeping the snapshot held");
                 stats.record_error(&e);
+                note_staleness(&handle, &stats, &mut stale);
                 tokio::time::sleep(delay).await;
+                continue;
             }
         }
+        note_staleness(&handle, &stats, &mut stale);
+    }
+}
+
+/// Log and count the moment the snapshot held becomes stale (older than `max_age`, or none
+/// at all), and the moment it is fresh again. Checks on a stale snapshot follow the handle's
+/// staleness policy, so an operator must hear of it.
+fn note_staleness(handle: &SnapshotHandle, stats: &SyncStats, stale: &mut bool) {
+    let now_stale = handle.is_stale(unix_now());
+    if now_stale == *stale {
+        return;
+    }
+    *stale = now_stale;
+    if now_stale {
+        stats.record_stale();
+        match handle.age(unix_now()) {
+            Some(age) => tracing::warn!(
+                age_secs = age,
+                max_age_secs = handle.max_age().as_secs(),
+                policy = ?handle.policy(),
+                reason = %super::SyncFailure::Stale,
+                "the snapshot held is stale; checks follow the staleness policy"
+            ),
+            None => tracing::warn!(
+                policy = ?handle.policy(),
+                reason = %super::SyncFailure::Stale,
+                "no snapshot loaded yet; checks follow the staleness policy"
+            ),
+        }
+    } else {
+        tracing::info!(generation = ?handle.generation(), "the snapshot is fresh again");
     }
 }
 
@@ -229,9 +267,11 @@ fn file_step(
         return Ok(false);
     }
     let bytes = std::fs::read(path).map_err(|e| io("cannot read the snapshot file", e))?;
+    // A file refused for what it holds (invalid, unsigned, a rollback) is refused once: it is
+    // read again when it changes, not at every retry, so the refusal is logged once too.
+    *seen = Some(stamp);
     let view = SnapshotView::open_owned(bytes, &config.options).map_err(SwapError::from)?;
     let outcome = handle.replace(view)?;
-    *seen = Some(stamp);
     match outcome {
         ReplaceOutcome::Replaced { .. } => {
             stats.snapshots.fetch_add(1, Relaxed);

@@ -11,6 +11,8 @@ mod snapshot_roundtrip;
 mod snapshot_swap;
 mod snapshot_tamper;
 mod support;
+#[cfg(feature = "sync")]
+mod sync_refusals;
 #[cfg(feature = "verify")]
 mod verify_claims_listed;
 #[cfg(feature = "verify")]
