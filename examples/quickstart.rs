@@ -7,6 +7,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use revbloom::{Verdict, Window, WindowConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // No options: `--help` says what the example does, anything else is a usage error.
+    if let Some(arg) = std::env::args().nth(1) {
+        let usage = "usage: quickstart (no options; see the top of examples/quickstart.rs)";
+        if arg == "--help" || arg == "-h" {
+            println!("{usage}");
+            return Ok(());
+        }
+        eprintln!("quickstart: unexpected argument {arg:?}\n{usage}");
+        std::process::exit(2);
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let revoked = 1_000_000u64;
     let config = WindowConfig::default()

@@ -36,6 +36,16 @@ fn measured(f: impl Fn(&Query) -> bool) -> f64 {
 }
 
 fn main() -> std::io::Result<()> {
+    // No options: `--help` says what the example does, anything else is a usage error.
+    if let Some(arg) = std::env::args().nth(1) {
+        let usage = "usage: space_report (no options; see the top of examples/space_report.rs)";
+        if arg == "--help" || arg == "-h" {
+            println!("{usage}");
+            return Ok(());
+        }
+        eprintln!("space_report: unexpected argument {arg:?}\n{usage}");
+        std::process::exit(2);
+    }
     let mut rows = Vec::new();
     let hashes: Vec<u64> = {
         let mut h: Vec<u64> = (0..N).map(|i| h64(&jti(i))).collect();

@@ -28,8 +28,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     if let [path, secret, token] = args.as_slice() {
         return check_file(path, secret, token);
     }
+    const USAGE: &str = "usage: sync_verifier [SNAPSHOT HS256_SECRET TOKEN]\n\n\
+        Without arguments: a self-contained demo. With them: check TOKEN against SNAPSHOT.\n\
+        Environment: REVBLOOM_SEAL_KEY_FILE (a sealed snapshot's key), \
+        REVBLOOM_PUBLIC_KEY_FILE (a signed snapshot's public key).";
+    if matches!(args.as_slice(), [a] if a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     if !args.is_empty() {
-        return Err("usage: sync_verifier [SNAPSHOT HS256_SECRET TOKEN]".into());
+        eprintln!("{USAGE}");
+        std::process::exit(2);
     }
     demo()
 }

@@ -34,50 +34,37 @@ use tokio::net::TcpStream;
 
 const TOKEN: &str = "conn-flood-admin-token-0123456789";
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// What the flood's connections do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Mode {
+    /// Send a request head one byte at a time, never finishing it.
     Slowloris,
+    /// Connect and send nothing.
     Idle,
+    /// Hold snapshot long-polls open.
+    #[value(name = "longpoll")]
     LongPoll,
 }
 
+/// Flood the publisher with connections and measure how it keeps serving others.
+#[derive(clap::Parser)]
+#[command(name = "conn_flood")]
 struct Args {
+    /// What the flood's connections do.
+    #[arg(long, value_enum, default_value = "slowloris")]
     mode: Mode,
+    /// How many flood connections.
+    #[arg(long, default_value_t = 3000)]
     count: usize,
+    /// How long to run, in seconds (1–300).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     secs: u64,
+    /// Lower the server's RLIMIT_NOFILE to this.
+    #[arg(long)]
     nofile: Option<u64>,
+    /// The server's `connections.max_long_polls`.
+    #[arg(long)]
     max_long_polls: Option<usize>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        mode: Mode::Slowloris,
-        count: 3000,
-        secs: 15,
-        nofile: None,
-        max_long_polls: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
-            "--mode" => {
-                a.mode = match val()?.as_str() {
-                    "slowloris" => Mode::Slowloris,
-                    "idle" => Mode::Idle,
-                    "longpoll" => Mode::LongPoll,
-                    m => return Err(format!("--mode {m}: slowloris, idle or longpoll")),
-                }
-            }
-            "--count" => a.count = num(val()?)? as usize,
-            "--secs" => a.secs = num(val()?)?.clamp(1, 300),
-            "--nofile" => a.nofile = Some(num(val()?)?),
-            "--max-long-polls" => a.max_long_polls = Some(num(val()?)? as usize),
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    Ok(a)
 }
 
 /// Spawn `revbloom serve` next to this example's binary, with `RLIMIT_NOFILE` lowered to
@@ -538,7 +525,7 @@ fn terminate(child: &mut Child) -> Result<(Duration, String), String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     let dir = std::env::temp_dir().join(format!("revbloom-conn-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (mut child, url) = spawn_server(&dir, &args)?;

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo build --release -p revbloom-server --bin revbloom --example load
 //! target/release/examples/load                      # spawns target/release/revbloom serve
-//! target/release/examples/load --server http://127.0.0.1:8750 --token TOKEN   # existing server
+//! target/release/examples/load --server http://127.0.0.1:8750 --token-file revbloom-data/admin-token
 //! ```
 //!
 //! Options: `--secs N` (default 10), `--clients N` concurrent revokers (default 64),
@@ -16,37 +16,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Load test for the publisher: concurrent revokers and snapshot fetchers over loopback.
+#[derive(clap::Parser)]
+#[command(name = "load")]
 struct Args {
+    /// An existing publisher [default: spawn target/release/revbloom serve on a temp folder].
+    #[arg(long, value_name = "URL")]
     server: Option<String>,
-    token: Option<String>,
+    /// File holding the admin token of --server (else REVBLOOM_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// How long to run, in seconds (1–120).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
     secs: u64,
-    clients: usize,
+    /// Concurrent revokers (1–1024).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    clients: u64,
+    /// Concurrent snapshot fetchers.
+    #[arg(long, default_value_t = 4)]
     fetchers: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        server: None,
-        token: None,
-        secs: 10,
-        clients: 64,
-        fetchers: 4,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--server" => a.server = Some(val()?),
-            "--token" => a.token = Some(val()?),
-            "--secs" => a.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
-            "--clients" => a.clients = val()?.parse().map_err(|e| format!("--clients: {e}"))?,
-            "--fetchers" => a.fetchers = val()?.parse().map_err(|e| format!("--fetchers: {e}"))?,
-            _ => return Err(format!("unknown flag {flag}")),
-        }
-    }
-    a.secs = a.secs.clamp(1, 120);
-    a.clients = a.clients.clamp(1, 1024);
-    Ok(a)
 }
 
 /// Spawn `revbloom serve` next to this example's binary on a temp data folder.
@@ -107,11 +95,18 @@ fn report(name: &str, mut lat: Vec<Duration>, secs: f64, errors: u64) {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let args = parse_args()?;
-    let token = args
-        .token
-        .clone()
-        .unwrap_or_else(|| "load-test-admin-token-0123456789".into());
+    let args = <Args as clap::Parser>::parse();
+    let token = match (&args.token_file, std::env::var("REVBLOOM_ADMIN_TOKEN")) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("--token-file {}: {e}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, Ok(t)) => t,
+        (None, Err(_)) if args.server.is_some() => {
+            return Err("--server needs --token-file FILE or REVBLOOM_ADMIN_TOKEN".into())
+        }
+        (None, Err(_)) => "load-test-admin-token-0123456789".into(),
+    };
     let mut spawned = None;
     let url = match &args.server {
         Some(s) => s.clone(),

@@ -228,11 +228,40 @@ impl Default for Limits {
     }
 }
 
+/// Resolve a listen address `host:port`: an IP address (`127.0.0.1:8750`, `[::1]:8750`) or a
+/// name (`localhost:8750`), which takes the first address the system resolver gives.
+pub fn resolve_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let s = s.trim();
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let not = |why: String| {
+        format!("{s:?} is not a host:port like 127.0.0.1:8750 or localhost:8750: {why}")
+    };
+    if s.rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(not("it needs a host and a port number".into()));
+    }
+    let mut addrs = s.to_socket_addrs().map_err(|e| not(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| not("the name resolves to no address".into()))
+}
+
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    resolve_listen(&s).map_err(serde::de::Error::custom)
+}
+
 /// The whole publisher configuration. Serialized as JSON; every key is optional.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on (default `127.0.0.1:8750`).
+    /// Address to listen on (default `127.0.0.1:8750`): `host:port`, the host an address or
+    /// a name (`localhost:8750`, resolved once at start, first address).
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
     /// Data folder holding the store and the generated admin token (default `revbloom-data`).
     pub data_dir: PathBuf,

@@ -67,8 +67,9 @@ pub struct Args {
     /// a generation not above the one they hold).
     #[arg(long)]
     generation: Option<u64>,
-    /// Build as of this unix time instead of now (reproducible builds, tests).
-    #[arg(long)]
+    /// Build as of this time instead of now: unix seconds or an RFC 3339 time (reproducible
+    /// builds, tests).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = super::parse_time)]
     now: Option<u64>,
     /// Fixed hash seed, for reproducible test files only: a predictable seed lets an attacker
     /// aim keys at one block, so production builds draw a random one.

@@ -13,16 +13,18 @@ use serde_json::json;
 
 use super::{open_options, open_snapshot, EXIT_NOT_CLEAR};
 
-/// Arguments of `check`.
+/// Arguments of `check`: one of `--jti` or `--input`.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("query").args(["jti", "input"]).required(true))]
 pub struct Args {
     /// The snapshot file.
     snapshot: PathBuf,
     /// Check one token id (exit code 3 when the verdict is not clear).
-    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    #[arg(long, conflicts_with = "input")]
     jti: Option<String>,
-    /// The token's `exp` (unix seconds); omit for tokens without one.
-    #[arg(long, requires = "jti")]
+    /// The token's `exp` (unix seconds, `+1h`, or an RFC 3339 time); omit for tokens without
+    /// one.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true, requires = "jti", value_parser = super::parse_time)]
     exp: Option<u64>,
     /// The token's issuer (only version 1 snapshots key revocations on (iss, jti)).
     #[arg(long, requires = "jti")]

@@ -6,8 +6,9 @@ use revbloom::wire::{self, CutoffItem};
 
 use super::revoke::ServerArgs;
 
-/// Arguments of `revbloom cutoff`.
+/// Arguments of `revbloom cutoff`. One of `--sub` or `--value` is required.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("whose").args(["sub", "value"]).required(true))]
 pub struct CutoffArgs {
     /// The subject whose tokens are cut off (shorthand for `--claim sub --value S`).
     #[arg(long, conflicts_with_all = ["claim", "value"])]
@@ -18,9 +19,10 @@ pub struct CutoffArgs {
     /// The claim value to match.
     #[arg(long)]
     pub value: Option<String>,
-    /// Tokens issued before this unix time are revoked [default: the server's current second +
-    /// its max clock skew + 1, so every token any issuer clock has stamped so far is revoked].
-    #[arg(long)]
+    /// Tokens issued before this time are revoked: unix seconds, `now`, `-DURATION` (`-1h`) or
+    /// an RFC 3339 time [default: the server's current second + its max clock skew + 1, so
+    /// every token any issuer clock has stamped so far is revoked].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = super::parse_time)]
     pub before: Option<u64>,
     /// The issuer; without it the cutoff applies to tokens of every issuer.
     #[arg(long)]
@@ -35,6 +37,7 @@ pub fn run(args: CutoffArgs) -> anyhow::Result<()> {
     let (claim, value) = match (args.sub, args.claim, args.value) {
         (Some(sub), None, None) => ("sub".to_owned(), sub),
         (None, claim, Some(value)) => (claim.unwrap_or_else(|| "sub".into()), value),
+        // clap's argument group and `conflicts_with_all` leave only the two forms above.
         _ => bail!("give --sub S, or --value V with an optional --claim C"),
     };
     let body = CutoffItem {

@@ -53,10 +53,13 @@ enum Command {
     /// Verify a stopped publisher's store (every page checksum); exit 0 if sound, 1 if not.
     CheckStore(check_store::Args),
     /// Run the publisher: durable revocation store, HTTP API, snapshots and deltas.
+    #[command(after_help = serve::ENV_HELP)]
     Serve(serve::ServeArgs),
-    /// Revoke one token (by jti and exp) on a running publisher.
+    /// Revoke one token (by jti, with its exp when known) on a running publisher.
+    #[command(after_help = revoke::ADMIN_ENV_HELP)]
     Revoke(revoke::RevokeArgs),
     /// Revoke every token of a subject or session issued before a time, on a running publisher.
+    #[command(after_help = revoke::ADMIN_ENV_HELP)]
     Cutoff(cutoff::CutoffArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(completions::CompletionsArgs),
@@ -82,6 +85,44 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 pub use revbloom::bounds::unix_now as now;
 pub use revbloom_server::config::parse_duration;
+
+/// A point in time on the command line, as unix seconds: `1767225600`, `now`, `+DURATION` or
+/// `-DURATION` from now (`+1h`, `-90s`, `+2d 12h`), or an RFC 3339 UTC time
+/// (`2026-12-24T18:00:00Z`). Every flag that takes a time (`--exp`, `--before`, `--now`)
+/// reads it with this parser, so a bad value is a usage error naming the flag.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    parse_time_at(s, now())
+}
+
+/// [`parse_time`] with "now" given, for tests.
+fn parse_time_at(s: &str, now: u64) -> Result<u64, String> {
+    let s = s.trim();
+    let bad = |why: String| {
+        format!("{s:?} is not a time: {why} (give unix seconds, `now`, `+1h`, `-90s` or 2026-12-24T18:00:00Z)")
+    };
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(rel) = s.strip_prefix('+') {
+        let d = parse_duration(rel).map_err(|e| bad(e.to_string()))?;
+        return now
+            .checked_add(d.as_secs())
+            .ok_or_else(|| bad("too far ahead".into()));
+    }
+    if let Some(rel) = s.strip_prefix('-') {
+        let d = parse_duration(rel).map_err(|e| bad(e.to_string()))?;
+        return now
+            .checked_sub(d.as_secs())
+            .ok_or_else(|| bad("before 1970".into()));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        return s.parse().map_err(|_| bad("too large".into()));
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| bad(e.to_string()))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| bad("before 1970".into()))
+}
 
 /// Read a verifying key from an SPKI PEM file.
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
@@ -177,5 +218,42 @@ pub fn print(text: &str) -> Result<ExitCode> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time_at;
+
+    #[test]
+    fn times_are_absolute_relative_or_rfc3339() {
+        let now = 1_800_000_000;
+        for (input, want) in [
+            ("1767225600", 1_767_225_600),
+            (" now ", now),
+            ("+3600", now + 3600),
+            ("+1h", now + 3600),
+            ("+1h 30m", now + 5400),
+            ("-90s", now - 90),
+            ("2026-01-01T00:00:00Z", 1_767_225_600),
+            ("2026-01-01 00:00:00", 1_767_225_600),
+        ] {
+            assert_eq!(parse_time_at(input, now), Ok(want), "{input}");
+        }
+        for (input, why) in [
+            ("", "not a time"),
+            ("soon", "not a time"),
+            ("+", "not a time"),
+            ("+1 fortnight", "not a time"),
+            ("-60y", "before 1970"),
+            ("99999999999999999999999", "too large"),
+            ("1.5", "not a time"),
+        ] {
+            let e = parse_time_at(input, now).unwrap_err();
+            assert!(
+                e.contains(why) && e.contains("unix seconds"),
+                "{input}: {e}"
+            );
+        }
     }
 }

@@ -8,11 +8,20 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use revbloom::sync::tls::{certificate_error, error_chain, ClientTls};
 use revbloom_server::config::{
-    admin_token_from_env, ADMIN_TOKEN_FILE, DEFAULT_DATA, ENV_ADMIN_TOKEN,
+    admin_token_from_env, ADMIN_TOKEN_FILE, DEFAULT_DATA, ENV_ADMIN_TOKEN, ENV_DATA,
 };
 
 /// Environment variable read by `--ca-file`.
 pub const ENV_CA_FILE: &str = "REVBLOOM_CA_FILE";
+/// Environment variable read by `--token-file`.
+pub const ENV_ADMIN_TOKEN_FILE: &str = "REVBLOOM_ADMIN_TOKEN_FILE";
+
+/// The environment the admin commands read besides their flags' `[env: ...]`, shown after
+/// their `--help`.
+pub const ADMIN_ENV_HELP: &str = "\
+Environment:
+  REVBLOOM_ADMIN_TOKEN  the admin token itself (read when --token-file is not given; a token
+                        is never taken from the command line, which every local user can read)";
 
 /// Where and how to reach the publisher's admin API.
 #[derive(Debug, clap::Args)]
@@ -24,14 +33,15 @@ pub struct ServerArgs {
     /// the system's trust store].
     #[arg(long, value_name = "FILE", env = ENV_CA_FILE)]
     pub ca_file: Option<PathBuf>,
-    /// File holding the admin token [else env REVBLOOM_ADMIN_TOKEN; else DATA/admin-token].
-    #[arg(long, value_name = "FILE")]
+    /// File holding the admin token [default: the token in $REVBLOOM_ADMIN_TOKEN, else
+    /// DATA/admin-token].
+    #[arg(long, value_name = "FILE", env = ENV_ADMIN_TOKEN_FILE)]
     pub token_file: Option<PathBuf>,
     /// Refused: a token on the command line is visible to every local user (`ps`).
     #[arg(long, hide = true, value_name = "VALUE")]
     pub token: Option<String>,
     /// Data folder of a local publisher, to read its generated admin token from.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA, env = ENV_DATA)]
     pub data: PathBuf,
 }
 
@@ -135,11 +145,11 @@ pub struct RevokeArgs {
     /// The token's `jti`.
     #[arg(long, required_unless_present = "jwt")]
     pub jti: Option<String>,
-    /// The token's `exp`, when known exactly: unix seconds, or `+DURATION` from now (`+3600`,
-    /// `+1h`). Without it every token with this `jti` is revoked whatever its `exp`, until the
-    /// longest token lifetime has passed.
-    #[arg(long)]
-    pub exp: Option<String>,
+    /// The token's `exp`, when known exactly: unix seconds, `+DURATION` from now (`+1h`) or
+    /// an RFC 3339 time. Without it every token with this `jti` is revoked whatever its `exp`,
+    /// until the longest token lifetime has passed.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = super::parse_time)]
+    pub exp: Option<u64>,
     /// The token's issuer; without it the jti is revoked for every issuer.
     #[arg(long)]
     pub iss: Option<String>,
@@ -231,18 +241,6 @@ fn read_jwt(arg: &str) -> Result<String, String> {
     }
 }
 
-/// Parse `exp`: absolute unix seconds, or `+DURATION` relative to now (`+3600`, `+1h`).
-pub fn parse_exp(s: &str) -> anyhow::Result<u64> {
-    let bad = || format!("--exp {s:?} must be unix seconds or +DURATION (e.g. +3600, +1h)");
-    match s.strip_prefix('+') {
-        Some(rel) => {
-            let rel = revbloom_server::config::parse_duration(rel).with_context(bad)?;
-            Ok(super::now().saturating_add(rel.as_secs()))
-        }
-        None => s.parse().with_context(bad),
-    }
-}
-
 /// Revoke the token; prints the publisher's answer once the revocation is durable. A bad
 /// `--jwt` is a usage error (one line, exit status 2).
 pub fn run(args: RevokeArgs) -> anyhow::Result<()> {
@@ -257,14 +255,10 @@ pub fn run(args: RevokeArgs) -> anyhow::Result<()> {
         },
         (None, Some(jti)) => RevokeItem {
             jti,
-            exp: args
-                .exp
-                .as_deref()
-                .map(parse_exp)
-                .transpose()?
-                .map(Into::into),
+            exp: args.exp.map(Into::into),
             iss: args.iss,
         },
+        // clap's `required_unless_present` makes one of them present.
         (None, None) => bail!("give --jti or --jwt"),
     };
     args.server.post(wire::REVOCATIONS, &body)

@@ -10,6 +10,14 @@ use revbloom_server::config::{
 use revbloom_server::tls::TlsSettings;
 use revbloom_server::{run, ServerConfig};
 
+/// The environment `serve` reads besides its flags' `[env: ...]`, shown after its `--help`.
+pub const ENV_HELP: &str = "\
+Environment:
+  REVBLOOM_ADMIN_TOKEN  the admin token (else `admin_token` in the config file, else
+                        DATA/admin-token, generated on first start); never a flag, since every
+                        local user can read a command line
+  RUST_LOG              log filter, e.g. `info` (the default) or `revbloom_server=debug`";
+
 /// Environment variable read by `--tls-cert`.
 pub const ENV_TLS_CERT: &str = "REVBLOOM_TLS_CERT";
 /// Environment variable read by `--tls-key`.
@@ -44,12 +52,12 @@ pub struct ServeArgs {
     pub init: bool,
 }
 
-/// `--listen`'s value. The message names the variable too: clap reports a bad value from the
-/// environment under the flag's name, which the user may never have typed.
+/// `--listen`'s value: `host:port`, the host a name (`localhost:8750`) or an address. The
+/// message names the variable too: clap reports a bad value from the environment under the
+/// flag's name, which the user may never have typed.
 fn listen_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|e| {
-        format!("{s:?} is not an address like 127.0.0.1:8750 (from --listen or {ENV_LISTEN}): {e}")
-    })
+    revbloom_server::config::resolve_listen(s)
+        .map_err(|e| format!("{e} (from --listen or {ENV_LISTEN})"))
 }
 
 /// Build the effective configuration: the file, then `REVBLOOM_ADMIN_TOKEN`, then `--listen`,
@@ -88,6 +96,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let mut config = load_config(&args)?;
     if args.init

@@ -6,6 +6,7 @@
 mod audit_false_negatives;
 mod cli_completions;
 mod cli_snapshot;
+mod cli_usage;
 mod deploy_files;
 mod exact_lookup;
 mod seams_model;
