@@ -29,7 +29,11 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let admin = st.inner.admin_token.as_bytes();
-        authenticate(parts, st, &[admin], "the admin token is wrong", "admin").map(|()| Admin)
+        let why = Refusals {
+            missing: "this endpoint needs `Authorization: Bearer <admin token>`",
+            wrong: "the admin token is wrong",
+        };
+        authenticate(parts, st, &[admin], why, "admin").map(|()| Admin)
     }
 }
 
@@ -48,16 +52,21 @@ impl FromRequestParts<AppState> for Reader {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let read = st.inner.hub.read_token().as_bytes();
         let admin = st.inner.admin_token.as_bytes();
-        authenticate(
-            parts,
-            st,
-            &[read, admin],
-            "the token is neither the read token (derived from the seal key, DATA/verifier.key) \
-             nor the admin token",
-            "read",
-        )
-        .map(|()| Reader)
+        let why = Refusals {
+            missing: "this endpoint needs `Authorization: Bearer <read token>`, the read token \
+                      derived from the seal key DATA/verifier.key (see docs/API.md), or the admin \
+                      token",
+            wrong: "the token is neither the read token (derived from the seal key, \
+                    DATA/verifier.key) nor the admin token",
+        };
+        authenticate(parts, st, &[read, admin], why, "read").map(|()| Reader)
     }
+}
+
+/// The messages of a refusal: no token at all, or a token that is not one of those accepted.
+struct Refusals {
+    missing: &'static str,
+    wrong: &'static str,
 }
 
 /// Accept the request if its bearer token equals one of `tokens` (each compared in constant
@@ -66,7 +75,7 @@ fn authenticate(
     parts: &Parts,
     st: &AppState,
     tokens: &[&[u8]],
-    wrong: &'static str,
+    why: Refusals,
     what: &'static str,
 ) -> Result<(), ApiError> {
     let refused = match bearer_token(&parts.headers, DEFAULT_MAX_HEADER_BYTES) {
@@ -77,7 +86,10 @@ fn authenticate(
             if bool::from(ok) {
                 return Ok(());
             }
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", wrong)
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", why.wrong)
+        }
+        Err(revbloom::bearer::BearerProblem::Missing) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "missing_token", why.missing)
         }
         Err(p) => ApiError::from(p),
     };
