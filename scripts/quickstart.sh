@@ -91,4 +91,9 @@ wait_for "the revocation to reach the gateway (generation past $before)" '[ "$(g
 code="$(status_of 4)"
 [ "$code" = 401 ] || fail "the revoked token answered $code, expected 401"
 
+# Everything the quickstart created must be ignored by git in a checkout.
+for f in *; do
+    git -C "$root" check-ignore -q --no-index "$f" || fail "the quickstart creates $f, which .gitignore does not cover"
+done
+
 printf '\nquickstart: OK (200, then 401 after the revocation)\n'
