@@ -578,8 +578,7 @@ impl Window {
     }
 
     /// Like [`Window::fit_to_entries`], but no bucket is sized for fewer than `min_capacity`
-    /// entries. A publisher rebasing its lineage uses the configured `expected_per_bucket`
-    /// here, so buckets that grew in a burst shrink back to what they hold (plus headroom)
+    /// entries: buckets that grew in a burst shrink back to what they hold (plus headroom)
     /// while quiet buckets keep room for their first revocations to travel as deltas.
     pub fn refit(&mut self, headroom: f64, min_capacity: u64) {
         let headroom = if headroom.is_finite() && headroom > 0.0 {
@@ -587,16 +586,31 @@ impl Window {
         } else {
             0.0
         };
-        let max_load = self.geo.max_load;
-        let size = |entries: u64| {
+        self.refit_with(|_, entries| {
             let capacity = ((entries as f64) * (1.0 + headroom)).ceil() as u64;
-            let capacity = capacity.max(min_capacity);
+            capacity.max(min_capacity)
+        });
+    }
+
+    /// Resize every bucket to the capacity `capacity(bucket, entries)` returns for it (never
+    /// fewer than the entries it holds): a publisher gives each bucket room for the
+    /// revocations it expects there before its next full snapshot. A bucket sized for zero
+    /// entries gets no blocks and grows on its first insert. Bumps the layout epoch.
+    pub fn refit_with(&mut self, mut capacity: impl FnMut(BucketId, u64) -> u64) {
+        let max_load = self.geo.max_load;
+        let mut size = |id: BucketId, entries: u64| {
+            let capacity = capacity(id, entries).max(entries);
             let blocks = bloom::blocks_for(capacity, max_load).min(u64::from(u32::MAX)) as u32;
             (capacity, blocks)
         };
+        let n = self.ring.len();
         let mut bytes = 0u64;
-        for s in &mut self.ring {
-            let (capacity, blocks) = size(s.entries.len() as u64);
+        for d in 0..n {
+            let id = BucketId::Expiry(self.oldest + d as u64);
+            let Some(s) = self.ring.get_mut((self.head + d) % n) else {
+                continue;
+            };
+            let (capacity, blocks) = size(id, s.entries.len() as u64);
             s.bloom = Bloom::with_blocks(blocks);
             for &h in &s.entries {
                 s.bloom.insert(KeyHash(h));
@@ -605,7 +619,7 @@ impl Window {
             s.loaded = s.entries.len() as u64;
             bytes += bloom_bytes(&s.bloom);
         }
-        let (capacity, blocks) = size(self.overflow.entries.len() as u64);
+        let (capacity, blocks) = size(BucketId::Overflow, self.overflow.entries.len() as u64);
         // rebuild_overflow swaps the overflow's old bytes for its new ones.
         self.filter_bytes = bytes + bloom_bytes(&self.overflow.bloom);
         self.rebuild_overflow(capacity, blocks);

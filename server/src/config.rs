@@ -147,7 +147,10 @@ pub struct WindowSettings {
     pub bucket_width_secs: u64,
     /// Longest token lifetime covered, seconds (default 86400).
     pub horizon_secs: u64,
-    /// Expected revocations per bucket (default 10000).
+    /// Least capacity of every bucket, in revocations (default 0). The publisher sizes each
+    /// bucket for what it holds plus the arrivals it measures there (see
+    /// [`sizing`](crate::sizing)); a floor is only worth setting before a known burst, so that
+    /// its first revocations still travel as deltas.
     pub expected_per_bucket: u64,
     /// Target false-positive rate (default 0.001).
     pub fp_rate: f64,
@@ -166,7 +169,7 @@ impl Default for WindowSettings {
         Self {
             bucket_width_secs: 3600,
             horizon_secs: 86_400,
-            expected_per_bucket: 10_000,
+            expected_per_bucket: 0,
             fp_rate: 0.001,
             leeway_secs: 60,
             max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
@@ -181,7 +184,9 @@ impl WindowSettings {
         WindowConfig::default()
             .bucket_width(Duration::from_secs(self.bucket_width_secs))
             .horizon(Duration::from_secs(self.horizon_secs))
-            .expected_per_bucket(self.expected_per_bucket)
+            // The core needs a start size; the publisher refits every bucket before it
+            // publishes anything.
+            .expected_per_bucket(self.expected_per_bucket.max(1))
             .fp_rate(self.fp_rate)
             .leeway(Duration::from_secs(self.leeway_secs))
             .max_token_lifetime(Duration::from_secs(self.max_token_lifetime_secs))

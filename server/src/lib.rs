@@ -31,6 +31,7 @@ pub mod limits;
 pub mod metrics;
 pub mod publish;
 pub mod run;
+pub mod sizing;
 pub mod store;
 pub mod tls;
 

@@ -25,6 +25,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::config::{resolve_publisher_keys, KeyError, KeySource, ServerConfig};
 use super::metrics::Metrics;
+use super::sizing::{self, Inflow};
 use super::store::{Committed, Cutoff, Revocation, Store, StoreError};
 use revbloom::bounds::Bounds;
 use revbloom::delta::{encode_delta, encode_signed_delta};
@@ -33,9 +34,6 @@ use revbloom::{ConfigError, CutoffKey, CutoffSet, KeyHasher, Window};
 
 /// File name of the snapshot copy written to the configured snapshot folder.
 pub const SNAPSHOT_FILE: &str = "snapshot.rbs";
-
-/// Room left in each bucket when the publisher rebases, as a fraction of its entries.
-const REBASE_HEADROOM: f64 = 0.25;
 
 pub use revbloom::bounds::unix_now;
 
@@ -252,6 +250,10 @@ pub struct Publisher {
     refresh: Duration,
     prune_every: Duration,
     bounds: Bounds,
+    /// Where revocations arrive: sizes the buckets at every full snapshot.
+    inflow: Inflow,
+    /// `window.expected_per_bucket`: the least capacity of a bucket.
+    min_capacity: u64,
 }
 
 impl Publisher {
@@ -305,8 +307,9 @@ impl Publisher {
         window
             .set_cutoff_claims(&claims)
             .map_err(PublishError::CutoffClaims)?;
-        // No refit: buckets keep the configured `expected_per_bucket` size, so the first
-        // revocations of a fresh bucket are deltas rather than layout changes.
+        // The first publication is a full snapshot and refits every bucket to what the store
+        // holds (at least one block each): nothing is known yet of where revocations arrive.
+        let inflow = Inflow::new(&window, now);
         window.enable_journal();
         // The clock is a floor: a publisher whose data folder was lost and started again with
         // `--init` still continues above every generation it published before, so verifiers
@@ -356,6 +359,8 @@ impl Publisher {
             refresh: Duration::from_secs(config.refresh_secs),
             prune_every: Duration::from_secs(config.prune_secs),
             bounds: config.window.bounds(),
+            inflow,
+            min_capacity: config.window.expected_per_bucket,
         };
         publisher.publish(first.created_at).await?;
         let hub = Hub {
@@ -374,8 +379,10 @@ impl Publisher {
         let hasher = *self.window.hasher();
         match c {
             Committed::Revocations(list) => {
+                let now = unix_now();
                 for r in &list {
                     self.window.insert_hash(key_hash(&hasher, r), Some(r.exp));
+                    self.inflow.record(now, Some(r.exp), 1);
                 }
                 !list.is_empty()
             }
@@ -421,10 +428,10 @@ impl Publisher {
         if self.chain_broken || journal.layout_changed {
             // This generation is a full snapshot anyway, so it is the moment to rebase: size
             // every bucket to what it holds (buckets that doubled in a burst shrink back), with
-            // headroom so the next revocations still travel as deltas. The refit is itself a
-            // layout change, absorbed by this full snapshot.
-            let expected = self.window.config().expected();
-            self.window.refit(REBASE_HEADROOM, expected);
+            // room for the arrivals expected there until the next rotation, so that they still
+            // travel as deltas. The refit is itself a layout change, absorbed by this full
+            // snapshot.
+            sizing::refit(&mut self.window, &self.inflow, now, self.min_capacity);
             journal = self.window.take_journal();
             journal.layout_changed = true;
         }

@@ -146,14 +146,7 @@ async fn a_full_store_refuses_writes_heals_and_publishes_everything_acknowledged
     // Every acknowledged revocation reaches a published snapshot, and readiness comes back.
     let t0 = Instant::now();
     loop {
-        let bytes = http
-            .get(format!("{url}/v1/snapshot"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = fetch_snapshot(&http, &url).await;
         let view = open_published(&data, &bytes);
         let missing = acked
             .iter()

@@ -44,6 +44,13 @@ pub fn config(data: PathBuf) -> ServerConfig {
     c
 }
 
+/// The publisher's current snapshot, as `GET /v1/snapshot` hands it out (sealed).
+pub async fn fetch_snapshot(http: &reqwest::Client, url: &str) -> Vec<u8> {
+    let r = http.get(format!("{url}/v1/snapshot")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap().to_vec()
+}
+
 /// Start an in-process publisher.
 pub async fn start(c: ServerConfig) -> Running {
     run::start(c, TOKEN.to_string()).await.unwrap()
