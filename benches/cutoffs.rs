@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use common::{splitmix, NOW, QUERIES};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use revbloom::cutoff::{self, revokes, ClaimHasher, CutoffIndex, CutoffKey, CutoffSet};
 use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::{Verdict, Window, WindowConfig};
@@ -222,6 +222,14 @@ fn bench_open(c: &mut Criterion) {
     let mut g = c.benchmark_group("cutoffs/open_1M");
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(5));
+    // What open did with the table before the index: check the order, nothing else.
+    g.bench_function("order_check_only", |b| {
+        b.iter(|| {
+            let t = black_box(&table);
+            let fp = |i: usize| u64::from_le_bytes(t[i * 16..i * 16 + 8].try_into().unwrap());
+            (1..t.len() / 16).all(|i| fp(i - 1) < fp(i))
+        })
+    });
     g.bench_function("index_build", |b| {
         b.iter(|| CutoffIndex::build(black_box(&table)).is_ok())
     });
@@ -324,6 +332,23 @@ fn bench_decision(c: &mut Criterion) {
         relogged.len()
     );
 
+    // The same decision deriving each claim's space per lookup (`CutoffKey::new`: three xxh3
+    // passes instead of one), as `Verifier::cutoff_match` does.
+    let decide_derive_each = |t: &Token| -> bool {
+        let hasher = view.hasher();
+        if view.check_hash(hasher.hash(t.jti.as_slice()), Some(t.exp)) != Verdict::Clear {
+            return false;
+        }
+        let values = [
+            ("sub", &t.sub),
+            ("sid", &t.sid),
+            ("client_id", &t.client_id),
+        ];
+        !values.iter().any(|(claim, v)| {
+            view.cutoff(CutoffKey::new(&hasher, None, claim, v))
+                .is_some_and(|before| revokes(before, Some(t.iat)))
+        })
+    };
     let jti_only = |t: &Token| {
         view.check_hash(view.hasher().hash(t.jti.as_slice()), Some(t.exp)) == Verdict::Clear
     };
@@ -338,6 +363,10 @@ fn bench_decision(c: &mut Criterion) {
                 "jti+sub+sid+client_id/sub_cut_before_iat".to_string(),
                 cycle(&relogged, decide),
             ),
+            (
+                "jti+sub+sid+client_id/clean/derive_each".to_string(),
+                cycle(&clean, decide_derive_each),
+            ),
             ("jti_only/clean".to_string(), cycle(&clean, jti_only)),
         ],
     );
@@ -350,9 +379,61 @@ fn bench_decision(c: &mut Criterion) {
     g.bench_function("jti+sub+sid+client_id/sub_cut_before_iat", |b| {
         run(b, &relogged, |t| decide(t))
     });
+    g.bench_function("jti+sub+sid+client_id/clean/derive_each", |b| {
+        run(b, &clean, decide_derive_each)
+    });
     g.bench_function("jti_only/clean", |b| run(b, &clean, jti_only));
     g.finish();
 }
 
 criterion_group!(benches, bench_lookup, bench_open, bench_decision);
-criterion_main!(benches);
+
+/// Instruction counts do not drift with the machine's load: the binary can also run one
+/// lookup variant in a plain loop for `valgrind --tool=cachegrind` (docs/BENCHMARKS.md),
+/// `REVBLOOM_CUTOFFS_LOOP=<indexed|binary_search|loop>:<absent|present>:<cutoffs>:<iterations>`.
+/// Subtract a `loop` run (the same loop without a lookup) of as many iterations.
+fn instruction_loop(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [how, kind, n, iters] = parts[..] else {
+        panic!(
+            "REVBLOOM_CUTOFFS_LOOP=<indexed|binary_search|loop>:<absent|present>:<cutoffs>:<iterations>"
+        );
+    };
+    let (n, iters): (u64, usize) = (
+        n.parse().expect("cutoffs"),
+        iters.parse().expect("iterations"),
+    );
+    let (view, claim) = snapshot_with_cutoffs(n);
+    let make = if kind == "present" {
+        present_value
+    } else {
+        absent_value
+    };
+    let keys: Vec<CutoffKey> = indices(n, 1)
+        .into_iter()
+        .map(|i| claim.key(make(i)))
+        .collect();
+    let table = view.cutoff_table();
+    let count = |lookup: &dyn Fn(CutoffKey) -> bool| {
+        let mut found = 0usize;
+        for k in keys.iter().cycle().take(iters) {
+            found += usize::from(lookup(black_box(*k)));
+        }
+        found
+    };
+    black_box(match how {
+        "indexed" => count(&|k| view.cutoff(k).is_some()),
+        "binary_search" => count(&|k| cutoff::find_in_table(table, k).is_some()),
+        // The loop alone, to subtract.
+        _ => count(&|k| k.0 & 1 == 0),
+    });
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("REVBLOOM_CUTOFFS_LOOP") {
+        instruction_loop(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -288,16 +288,20 @@ impl CutoffIndex {
 
     /// The cutoff time for `key` in `table`, which must be the table this index was built
     /// from. No allocation; a key without a cutoff costs about one word load.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, table: &[u8], key: CutoffKey) -> Option<u64> {
-        let n = self.words.len();
-        if n == 0 {
-            return find_in_table(table, key);
+        if !self.may_contain(key) {
+            return None;
         }
-        let mask = presence_mask(key.0);
-        match self.words.get(presence_word(key.0, n)) {
-            Some(w) if w & mask != mask => return None,
-            _ => {}
+        self.find_in_slot(table, key)
+    }
+
+    /// The part of [`CutoffIndex::find`] after the presence filter (about 1 % of absent keys,
+    /// and every present one): out of line, so the inlined filter test stays small.
+    #[inline(never)]
+    fn find_in_slot(&self, table: &[u8], key: CutoffKey) -> Option<u64> {
+        if self.words.is_empty() {
+            return find_in_table(table, key);
         }
         let slot = (key.0 >> self.shift) as usize;
         let range = match (self.radix.get(slot), self.radix.get(slot + 1)) {
@@ -312,12 +316,10 @@ impl CutoffIndex {
             // fetched together, instead of a chain of dependent binary-search loads.
             Some(slot) if slot.len() <= LINEAR_SLOT_BYTES => {
                 slot.chunks_exact(RECORD_BYTES).find_map(|r| {
-                    let (fp, before) = r.split_at(8);
-                    (fp == key.0.to_le_bytes()).then(|| {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(before);
-                        u64::from_le_bytes(b)
-                    })
+                    let r = <&[u8; RECORD_BYTES]>::try_from(r).ok()?;
+                    let [f0, f1, f2, f3, f4, f5, f6, f7, b0, b1, b2, b3, b4, b5, b6, b7] = *r;
+                    (u64::from_le_bytes([f0, f1, f2, f3, f4, f5, f6, f7]) == key.0)
+                        .then(|| u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]))
                 })
             }
             Some(slot) => find_in_table(slot, key),
@@ -329,7 +331,7 @@ impl CutoffIndex {
 
     /// Whether `key` may have a cutoff: `false` is certain, `true` means "search the table".
     /// Always `true` without an index.
-    #[inline]
+    #[inline(always)]
     pub fn may_contain(&self, key: CutoffKey) -> bool {
         let n = self.words.len();
         let mask = presence_mask(key.0);
