@@ -77,19 +77,6 @@ fn snapshot_with_cutoffs(n: u64) -> (SnapshotView<Vec<u8>>, ClaimHasher) {
     (view, claim)
 }
 
-/// Lookups back to back over `keys` in order.
-fn run<T, F: FnMut(&T) -> bool>(b: &mut criterion::Bencher, keys: &[T], mut f: F) {
-    let mut i = 0usize;
-    b.iter(|| {
-        let k = &keys[i];
-        i += 1;
-        if i == keys.len() {
-            i = 0;
-        }
-        f(black_box(k))
-    })
-}
-
 /// A variant for [`rounds`]: its name and one lookup per call (it keeps its own cursor).
 type Variant<'a> = (String, Box<dyn FnMut() -> bool + 'a>);
 
@@ -188,20 +175,20 @@ fn bench_lookup(c: &mut Criterion) {
         g.measurement_time(Duration::from_secs(3));
         for (kind, keys) in [("absent", &absent), ("present", &present)] {
             g.bench_function(BenchmarkId::new("binary_search", kind), |b| {
-                run(b, keys, |k| cutoff::find_in_table(table, *k).is_some())
+                common::throughput(b, keys, |k| cutoff::find_in_table(table, *k).is_some())
             });
             g.bench_function(BenchmarkId::new("indexed", kind), |b| {
-                run(b, keys, |k| view.cutoff(*k).is_some())
+                common::throughput(b, keys, |k| view.cutoff(*k).is_some())
             });
         }
         for (kind, values) in [("absent", &absent_v), ("present", &present_v)] {
             g.bench_function(BenchmarkId::new("fingerprint+binary_search", kind), |b| {
-                run(b, values, |v| {
+                common::throughput(b, values, |v| {
                     cutoff::find_in_table(table, claim.key(v)).is_some()
                 })
             });
             g.bench_function(BenchmarkId::new("fingerprint+indexed", kind), |b| {
-                run(b, values, |v| view.cutoff(claim.key(v)).is_some())
+                common::throughput(b, values, |v| view.cutoff(claim.key(v)).is_some())
             });
         }
         g.finish();
@@ -374,15 +361,17 @@ fn bench_decision(c: &mut Criterion) {
     let mut g = c.benchmark_group("cutoffs/decision_1M_revocations_100k_cutoffs");
     g.measurement_time(Duration::from_secs(4));
     g.bench_function("jti+sub+sid+client_id/clean", |b| {
-        run(b, &clean, |t| decide(t))
+        common::throughput(b, &clean, |t| decide(t))
     });
     g.bench_function("jti+sub+sid+client_id/sub_cut_before_iat", |b| {
-        run(b, &relogged, |t| decide(t))
+        common::throughput(b, &relogged, |t| decide(t))
     });
     g.bench_function("jti+sub+sid+client_id/clean/derive_each", |b| {
-        run(b, &clean, decide_derive_each)
+        common::throughput(b, &clean, decide_derive_each)
     });
-    g.bench_function("jti_only/clean", |b| run(b, &clean, jti_only));
+    g.bench_function("jti_only/clean", |b| {
+        common::throughput(b, &clean, jti_only)
+    });
     g.finish();
 }
 

@@ -183,7 +183,7 @@ pub fn anchors(n: u64, fp: f64, exact_too: bool) -> Anchors {
 /// key set). Independent checks overlap in the CPU's out-of-order window, as a server's
 /// request threads' checks would.
 #[inline(always)]
-pub fn throughput<F: FnMut(&Query) -> bool>(b: &mut Bencher, qs: &[Query], mut f: F) {
+pub fn throughput<T, F: FnMut(&T) -> bool>(b: &mut Bencher, qs: &[T], mut f: F) {
     let mut i = 0usize;
     b.iter(|| {
         let q = &qs[i];

@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use revbloom_server::limits::ConnLimits;
 use revbloom_server::{run, Running, Store};
 
-use crate::support::{client, config, now, temp_dir, TOKEN};
+use crate::support::{client, config, metrics_text, now, temp_dir, TOKEN};
 
 /// A generous bound for things that must happen "soon" once a limit of about a second is hit.
 const SOON: Duration = Duration::from_secs(8);
@@ -291,14 +291,7 @@ async fn idle_connections_are_shed_oldest_first_to_make_room() {
         &woken[..woken.len().min(200)]
     );
     // The gauge and the counter are in /metrics.
-    let metrics = client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client(), &format!("http://{addr}")).await;
     assert!(
         metrics.contains("\nrevbloom_connections_max 4\n"),
         "{metrics}"

@@ -167,17 +167,16 @@ pub async fn lookup_issued_as(
         .unwrap()
 }
 
+/// The whole text of `GET {url}/metrics`.
+pub async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
+    let r = http.get(format!("{url}/metrics")).send().await.unwrap();
+    r.text().await.unwrap()
+}
+
 /// The value of the series `series` (name and labels, e.g.
 /// `revbloom_not_ready_reason{reason="snapshot_stale"}`) in `GET {url}/metrics`.
 pub async fn metric(http: &reqwest::Client, url: &str, series: &str) -> u64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(http, url).await;
     let key = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(key.as_str()))
