@@ -1,6 +1,7 @@
-//! Check cost at 1M revocations and a 0.1 % target, side by side with the anchors.
+//! Check cost at 100k and 1M revocations and a 0.1 % target, side by side with the anchors.
 //!
-//! `cargo bench --bench check` (add `-- --quick` for a fast pass).
+//! `cargo bench --bench check` (add `-- --quick` for a fast pass;
+//! `-- 'check_.*throughput'` runs only the head-to-head throughput groups).
 //!
 //! Fairness rules, all structures in one run:
 //! - every structure is given the same 36-byte UUID-like `jti` and hashes it itself with the
@@ -11,10 +12,20 @@
 //!   once, shuffled; absent: 1M keys never inserted), present and absent reported apart;
 //! - `xxh3-only` is the floor every structure pays, and `revbloom-prehashed`
 //!   (`Window::check_hash`) is the filter alone, so hash and probe cost can be split;
+//! - `revbloom` checks the publisher's `Window`, `revbloom-snapshot` the verifier's
+//!   `SnapshotView` of the same window encoded (bits read in place from the file bytes), and
+//!   `revbloom-snapshot-scalar` that view with the portable probe forced, the code a CPU
+//!   without AVX2 (or NEON) runs; `revbloom-snapshot-aligned` the same file bytes copied to a
+//!   64-byte-aligned buffer (as an mmap is), so each block is one cache line;
+//! - `check_100k_0.1pct` and `check_1M_0.1pct` are the head-to-head groups (100k: the filters
+//!   fit in L2, the cost is instructions; 1M: L3);
 //! - `throughput` issues independent checks back to back; `latency` runs one check at a time
 //!   (an `lfence` after each, see `common::fence`), so one lookup's full latency is measured;
 //! - the `storage` group compares the cache-line-aligned blocks revbloom uses with the same
 //!   bits held in a `BitVec<u64>` (read through its raw words, or bit by bit).
+//!
+//! Times are the bench thread's CPU time (`common::ThreadCpu`): on the shared 2-core machine
+//! wall time also counts other processes' scheduler slices.
 //!
 //! The setup prints each structure's bits per entry and measured false-positive rate.
 
@@ -26,8 +37,10 @@ use std::time::Duration;
 use bitvec::prelude::{BitVec, Lsb0};
 use common::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use revbloom::bloom::probe::Probe;
 use revbloom::bloom::{self, block_contains, block_index, masks, Bloom};
-use revbloom::KeyHash;
+use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
+use revbloom::{CutoffSet, KeyHash, Window};
 use xorf::Filter as _;
 
 const N: u64 = 1_000_000;
@@ -97,8 +110,108 @@ fn lut_contains(blocks: &[bloom::Block], h: KeyHash) -> bool {
     missing == 0
 }
 
-fn bench_check(c: &mut Criterion) {
+/// The verifier's view of `window`: encoded to a snapshot and opened in place.
+fn snapshot_of(window: &Window) -> SnapshotView<Vec<u8>> {
+    let bytes = snapshot::encode_to_vec(window, &CutoffSet::new(), &SnapshotMeta::first(NOW), None)
+        .expect("encode");
+    SnapshotView::open(bytes, &OpenOptions::new()).expect("open")
+}
+
+/// `bytes` copied to memory aligned to 64 bytes, so the snapshot's 64-byte-aligned bit arrays
+/// are whole cache lines (a `Vec<u8>` from the allocator is usually 16 bytes off, and each
+/// block then straddles two lines). An mmap of the file is page-aligned the same way.
+fn aligned_copy(bytes: &[u8]) -> Vec<bloom::Block> {
+    let mut blocks = vec![bloom::Block::default(); bytes.len().div_ceil(64)];
+    for (block, chunk) in blocks.iter_mut().zip(bytes.chunks(64)) {
+        let mut b = [0u8; 64];
+        b[..chunk.len()].copy_from_slice(chunk);
+        for (w, c) in block.0.iter_mut().zip(b.chunks_exact(8)) {
+            *w = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+        }
+    }
+    blocks
+}
+
+/// The first `len` bytes of `blocks`.
+fn as_bytes(blocks: &[bloom::Block], len: usize) -> &[u8] {
+    assert!(len <= std::mem::size_of_val(blocks));
+    // SAFETY: `Block` is `repr(C)` plain old data (eight u64, no padding); `len` is within the
+    // borrowed allocation, and u8 has no alignment requirement.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), len) }
+}
+
+/// The head-to-head throughput groups at `n` entries: revbloom's window and snapshot view
+/// next to the anchors, present and absent keys.
+fn bench_head_to_head(c: &mut Criterion<ThreadCpu>, n: u64, size: &str) {
+    let window = window(n, FP);
+    let view = snapshot_of(&window);
+    let scalar = view.clone().with_probe(Probe::scalar());
+    let aligned_blocks = aligned_copy(view.as_bytes());
+    let aligned = SnapshotView::open(
+        as_bytes(&aligned_blocks, view.as_bytes().len()),
+        &OpenOptions::new(),
+    )
+    .expect("open aligned");
+    eprintln!(
+        "check_{size}: snapshot probe {}, Vec<u8> base address mod 64 = {}",
+        view.probe().name(),
+        view.as_bytes().as_ptr() as usize % 64
+    );
+    let a = anchors(n, FP, false);
+    let present = present_queries(n, 1);
+    let absent = absent_queries(n, 2);
+    for (label, qs) in [("present", &present), ("absent", &absent)] {
+        assert!(
+            qs.iter().all(|q| view.check(q.jti.as_slice(), Some(q.exp))
+                == window.check(q.jti.as_slice(), Some(q.exp))
+                && scalar.check(q.jti.as_slice(), Some(q.exp))
+                    == window.check(q.jti.as_slice(), Some(q.exp))),
+            "view, scalar view and window must agree"
+        );
+        let mut g = c.benchmark_group(format!("check_{size}_0.1pct/throughput/{label}"));
+        g.throughput(Throughput::Elements(1));
+        g.warm_up_time(Duration::from_millis(700));
+        g.measurement_time(Duration::from_secs(2));
+        g.sample_size(50);
+        g.bench_function("xxh3-only", |b| {
+            throughput(b, qs, |q: &Query| black_box(h64(&q.jti)) & 1 == 1)
+        });
+        g.bench_function("revbloom", |b| {
+            throughput(b, qs, |q: &Query| {
+                maybe(window.check(q.jti.as_slice(), Some(q.exp)))
+            })
+        });
+        g.bench_function("revbloom-snapshot", |b| {
+            throughput(b, qs, |q: &Query| {
+                maybe(view.check(q.jti.as_slice(), Some(q.exp)))
+            })
+        });
+        g.bench_function("revbloom-snapshot-aligned", |b| {
+            throughput(b, qs, |q: &Query| {
+                maybe(aligned.check(q.jti.as_slice(), Some(q.exp)))
+            })
+        });
+        g.bench_function("revbloom-snapshot-scalar", |b| {
+            throughput(b, qs, |q: &Query| {
+                maybe(scalar.check(q.jti.as_slice(), Some(q.exp)))
+            })
+        });
+        g.bench_function("sbbf-rs-safe", |b| {
+            throughput(b, qs, |q: &Query| a.sbbf.contains_hash(h64(&q.jti)))
+        });
+        g.bench_function("fastbloom", |b| {
+            throughput(b, qs, |q: &Query| a.fast.contains_hash(h64(&q.jti)))
+        });
+        g.finish();
+    }
+}
+
+fn bench_check(c: &mut Criterion<ThreadCpu>) {
+    bench_head_to_head(c, 100_000, "100k");
+    bench_head_to_head(c, N, "1M");
+
     let window = window(N, FP);
+    let view = snapshot_of(&window);
     let a = anchors(N, FP, true);
     let (fuse, set) = (
         a.fuse.as_ref().expect("built"),
@@ -173,61 +286,61 @@ fn bench_check(c: &mut Criterion) {
         ("present", &present, &present_h),
         ("absent", &absent, &absent_h),
     ] {
-        for (mode, dependent) in [("throughput", false), ("latency", true)] {
-            let mut g = c.benchmark_group(format!("check_1M_0.1pct/{mode}/{label}"));
-            g.throughput(Throughput::Elements(1));
-            g.warm_up_time(Duration::from_millis(700));
-            g.measurement_time(Duration::from_secs(2));
-            g.sample_size(50);
-            // A macro, not a closure taking `dyn FnMut`: each check must inline into its loop.
-            macro_rules! run {
-                ($b:expr, $f:expr) => {
-                    if dependent {
-                        latency($b, qs, $f)
-                    } else {
-                        throughput($b, qs, $f)
-                    }
-                };
-            }
-            g.bench_function("xxh3-only", |b| {
-                run!(b, |q: &Query| black_box(h64(&q.jti)) & 1 == 1)
-            });
-            g.bench_function("revbloom", |b| {
-                run!(b, |q: &Query| maybe(
-                    window.check(q.jti.as_slice(), Some(q.exp))
-                ))
-            });
-            g.bench_function("revbloom-prehashed", |b| {
-                let mut i = 0usize;
-                let zero = black_box(0usize);
-                b.iter(|| {
-                    let (h, exp) = hs[i];
-                    let r = maybe(window.check_hash(black_box(h), Some(exp)));
-                    if dependent {
-                        fence();
-                        i += usize::from(r) & zero;
-                    }
-                    i += 1;
-                    if i >= hs.len() {
-                        i = 0;
-                    }
-                    r
-                })
-            });
-            g.bench_function("sbbf-rs-safe", |b| {
-                run!(b, |q: &Query| a.sbbf.contains_hash(h64(&q.jti)))
-            });
-            g.bench_function("fastbloom", |b| {
-                run!(b, |q: &Query| a.fast.contains_hash(h64(&q.jti)))
-            });
-            g.bench_function("xorf-BinaryFuse8", |b| {
-                run!(b, |q: &Query| fuse.contains(&h64(&q.jti)))
-            });
-            g.bench_function("hashbrown-fingerprint-set", |b| {
-                run!(b, |q: &Query| set.contains(&h128(&q.jti)))
-            });
-            g.finish();
-        }
+        let mut g = c.benchmark_group(format!("check_1M_0.1pct/latency/{label}"));
+        g.throughput(Throughput::Elements(1));
+        g.warm_up_time(Duration::from_millis(700));
+        g.measurement_time(Duration::from_secs(2));
+        g.sample_size(50);
+        g.bench_function("xxh3-only", |b| {
+            latency(b, qs, |q: &Query| black_box(h64(&q.jti)) & 1 == 1)
+        });
+        g.bench_function("revbloom", |b| {
+            latency(b, qs, |q: &Query| {
+                maybe(window.check(q.jti.as_slice(), Some(q.exp)))
+            })
+        });
+        g.bench_function("revbloom-snapshot", |b| {
+            latency(b, qs, |q: &Query| {
+                maybe(view.check(q.jti.as_slice(), Some(q.exp)))
+            })
+        });
+        g.bench_function("sbbf-rs-safe", |b| {
+            latency(b, qs, |q: &Query| a.sbbf.contains_hash(h64(&q.jti)))
+        });
+        g.bench_function("fastbloom", |b| {
+            latency(b, qs, |q: &Query| a.fast.contains_hash(h64(&q.jti)))
+        });
+        g.bench_function("xorf-BinaryFuse8", |b| {
+            latency(b, qs, |q: &Query| fuse.contains(&h64(&q.jti)))
+        });
+        g.bench_function("hashbrown-fingerprint-set", |b| {
+            latency(b, qs, |q: &Query| set.contains(&h128(&q.jti)))
+        });
+        g.finish();
+        // xorf and the exact set at throughput (the head-to-head groups leave them out).
+        let mut g = c.benchmark_group(format!("check_1M_0.1pct/throughput/{label}"));
+        g.throughput(Throughput::Elements(1));
+        g.warm_up_time(Duration::from_millis(700));
+        g.measurement_time(Duration::from_secs(2));
+        g.sample_size(50);
+        g.bench_function("revbloom-prehashed", |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let (h, exp) = hs[i];
+                i += 1;
+                if i >= hs.len() {
+                    i = 0;
+                }
+                maybe(window.check_hash(black_box(h), Some(exp)))
+            })
+        });
+        g.bench_function("xorf-BinaryFuse8", |b| {
+            throughput(b, qs, |q: &Query| fuse.contains(&h64(&q.jti)))
+        });
+        g.bench_function("hashbrown-fingerprint-set", |b| {
+            throughput(b, qs, |q: &Query| set.contains(&h128(&q.jti)))
+        });
+        g.finish();
 
         // Storage: the probe alone (prehashed, one flat filter of the window's total size).
         let mut g = c.benchmark_group(format!("storage_1M_0.1pct/{label}"));
@@ -350,16 +463,28 @@ fn bench_check(c: &mut Criterion) {
             g.sample_size(15);
             g.bench_function("xxh3+aligned-blocks", |b| {
                 b.iter_custom(|iters| {
-                    cold(iters, qs, &regions_flat, batch, dependent, |q: &Query| {
-                        flat.contains(KeyHash(h64(&q.jti)))
-                    })
+                    cold_with(
+                        thread_cpu,
+                        iters,
+                        qs,
+                        &regions_flat,
+                        batch,
+                        dependent,
+                        |q: &Query| flat.contains(KeyHash(h64(&q.jti))),
+                    )
                 })
             });
             g.bench_function("xxh3+bitvec-raw-words", |b| {
                 b.iter_custom(|iters| {
-                    cold(iters, qs, &regions_bv, batch, dependent, |q: &Query| {
-                        bitvec_words_contains(&bv, nblocks, KeyHash(h64(&q.jti)))
-                    })
+                    cold_with(
+                        thread_cpu,
+                        iters,
+                        qs,
+                        &regions_bv,
+                        batch,
+                        dependent,
+                        |q: &Query| bitvec_words_contains(&bv, nblocks, KeyHash(h64(&q.jti))),
+                    )
                 })
             });
             g.finish();
@@ -369,7 +494,7 @@ fn bench_check(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().nresamples(20_000);
+    config = Criterion::default().nresamples(20_000).with_measurement(ThreadCpu::new());
     targets = bench_check
 }
 criterion_main!(benches);

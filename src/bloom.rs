@@ -10,6 +10,9 @@
 use bitvec::prelude::{BitSlice, Lsb0};
 
 use crate::hash::KeyHash;
+use probe::{BlockRef, Probe};
+
+pub mod probe;
 
 /// Bytes in one block: one cache line on current x86-64 and aarch64 parts.
 pub const BLOCK_BYTES: usize = 64;
@@ -232,10 +235,16 @@ impl Bloom {
     }
 
     /// Whether `hash` may have been inserted. A filter of zero blocks holds nothing.
-    #[inline(always)]
+    #[inline]
     pub fn contains(&self, hash: KeyHash) -> bool {
+        self.contains_with(Probe::detect(), hash)
+    }
+
+    /// [`Bloom::contains`] with a probe chosen once by the caller (the check path keeps one).
+    #[inline(always)]
+    pub fn contains_with(&self, probe: Probe, hash: KeyHash) -> bool {
         match self.blocks.get(block_index(hash, self.nblocks())) {
-            Some(b) => block_contains(&b.0, hash),
+            Some(b) => probe.contains(BlockRef::Words(&b.0), hash),
             None => false,
         }
     }

@@ -38,7 +38,7 @@
 //! `docs/DESIGN.md` for how and why, and `docs/BENCHMARKS.md` for measured figures.
 
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 #[cfg(feature = "tower")]
 pub mod bearer;

@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::bloom::probe::Probe;
 use crate::bloom::{self, Bloom};
 use crate::config::{BucketDivisor, Geometry, WindowConfig};
 use crate::error::ConfigError;
@@ -132,6 +133,8 @@ pub struct Window {
     /// The claims cutoffs exist for (sorted, unique), carried into snapshots so verifiers
     /// check each of them.
     cutoff_claims: Vec<Box<str>>,
+    /// The block probe this CPU runs, chosen once at construction.
+    probe: Probe,
 }
 
 /// The insertions a delta needs, taken with [`Window::take_journal`].
@@ -190,6 +193,7 @@ impl Window {
             journal_epoch: 0,
             default_iss: None,
             cutoff_claims: Vec::new(),
+            probe: Probe::detect(),
         })
     }
 
@@ -340,7 +344,7 @@ impl Window {
                 None => return Verdict::MaybeRevoked,
             },
         };
-        if bloom.contains(hash) {
+        if bloom.contains_with(self.probe, hash) {
             Verdict::MaybeRevoked
         } else {
             Verdict::Clear

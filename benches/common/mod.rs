@@ -5,6 +5,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::Bencher;
 use revbloom::{KeyHash, Verdict, Window, WindowConfig};
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
@@ -183,7 +184,11 @@ pub fn anchors(n: u64, fp: f64, exact_too: bool) -> Anchors {
 /// key set). Independent checks overlap in the CPU's out-of-order window, as a server's
 /// request threads' checks would.
 #[inline(always)]
-pub fn throughput<T, F: FnMut(&T) -> bool>(b: &mut Bencher, qs: &[T], mut f: F) {
+pub fn throughput<M: Measurement, T, F: FnMut(&T) -> bool>(
+    b: &mut Bencher<'_, M>,
+    qs: &[T],
+    mut f: F,
+) {
     let mut i = 0usize;
     b.iter(|| {
         let q = &qs[i];
@@ -213,7 +218,11 @@ pub fn fence() {
 /// next index depending on the previous answer through a zero the compiler cannot see): the
 /// time of one lookup from start to end, as a request that does one check sees it.
 #[inline(always)]
-pub fn latency<F: FnMut(&Query) -> bool>(b: &mut Bencher, qs: &[Query], mut f: F) {
+pub fn latency<M: Measurement, F: FnMut(&Query) -> bool>(
+    b: &mut Bencher<'_, M>,
+    qs: &[Query],
+    mut f: F,
+) {
     let zero = black_box(0usize);
     let mut i = 0usize;
     b.iter(|| {
@@ -254,6 +263,19 @@ pub fn cold<F: FnMut(&Query) -> bool>(
     regions: &[(usize, usize)],
     batch: u64,
     dependent: bool,
+    f: F,
+) -> Duration {
+    cold_with(wall_clock, iters, qs, regions, batch, dependent, f)
+}
+
+/// [`cold`] timed by `clock` (e.g. [`thread_cpu`]).
+pub fn cold_with<F: FnMut(&Query) -> bool>(
+    clock: fn() -> Duration,
+    iters: u64,
+    qs: &[Query],
+    regions: &[(usize, usize)],
+    batch: u64,
+    dependent: bool,
     mut f: F,
 ) -> Duration {
     let zero = black_box(0usize);
@@ -263,7 +285,7 @@ pub fn cold<F: FnMut(&Query) -> bool>(
     while done < iters {
         let k = batch.min(iters - done);
         flush(regions);
-        let t = Instant::now();
+        let t = clock();
         for _ in 0..k {
             let r = f(black_box(&qs[i]));
             if dependent {
@@ -276,7 +298,7 @@ pub fn cold<F: FnMut(&Query) -> bool>(
             }
             black_box(r);
         }
-        total += t.elapsed();
+        total += clock().saturating_sub(t);
         done += k;
     }
     total
@@ -306,4 +328,62 @@ pub fn flush(_regions: &[(usize, usize)]) {
     static BUF: OnceLock<Vec<u64>> = OnceLock::new();
     let buf = BUF.get_or_init(|| vec![1u64; 96 << 20]);
     black_box(buf.iter().step_by(8).fold(0u64, |a, &x| a.wrapping_add(x)));
+}
+
+/// Wall time since the first call, as a [`Duration`] clock for [`cold_with`].
+pub fn wall_clock() -> Duration {
+    use std::sync::OnceLock;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
+
+/// CPU time the calling thread has run (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`, nanosecond
+/// resolution on Linux); wall time where that clock fails.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return wall_clock();
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Criterion measurement by the benchmark thread's CPU time ([`thread_cpu`]) instead of wall
+/// time. On a shared machine, wall time also counts the slices the scheduler gives other
+/// processes while the loop is runnable; CPU time counts only the loop's own (cache and
+/// frequency effects of neighbours remain). Equal to wall time on an idle machine.
+pub struct ThreadCpu(WallTime);
+
+impl ThreadCpu {
+    pub fn new() -> Self {
+        Self(WallTime)
+    }
+}
+
+impl Measurement for ThreadCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu().saturating_sub(start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self.0.formatter()
+    }
 }

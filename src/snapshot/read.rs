@@ -3,6 +3,7 @@
 use super::error::SnapshotError;
 use super::format::{self as f, off, HashAlgorithm, LayoutDigest};
 use super::options::{verify_signature, OpenOptions, SignatureStatus};
+use crate::bloom::probe::{BlockRef, Probe};
 use crate::bloom::{self, BLOCK_BYTES, WORDS};
 use crate::bounds::Bounds;
 use crate::config::{BucketDivisor, MAX_BUCKETS, MAX_CLOCK_SKEW_SECS, MIN_FP_RATE};
@@ -57,6 +58,8 @@ pub struct SnapshotView<B> {
     cutoff_index: CutoffIndex,
     trailer: usize,
     signature: SignatureStatus,
+    /// The block probe this CPU runs, chosen once at open.
+    probe: Probe,
 }
 
 fn truncated(what: &'static str, needed: usize, len: usize) -> SnapshotError {
@@ -467,6 +470,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             cutoff_index,
             trailer,
             signature,
+            probe: Probe::detect(),
             bytes,
         })
     }
@@ -512,9 +516,21 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             .get(start..start + BLOCK_BYTES)
             .and_then(|s| <&[u8; BLOCK_BYTES]>::try_from(s).ok());
         match block {
-            Some(block) if !bloom::block_bytes_contains(block, hash) => Verdict::Clear,
+            Some(block) if !self.probe.contains(BlockRef::Bytes(block), hash) => Verdict::Clear,
             _ => Verdict::MaybeRevoked,
         }
+    }
+
+    /// The block probe checks run with ([`Probe::detect`] at open).
+    pub fn probe(&self) -> Probe {
+        self.probe
+    }
+
+    /// This view checking with `probe` instead: every probe gives the same verdicts, so this
+    /// only serves to compare them (tests, benches) or to pin the portable code.
+    pub fn with_probe(mut self, probe: Probe) -> Self {
+        self.probe = probe;
+        self
     }
 
     /// The cutoff time for a claim fingerprint, if the snapshot has one. No allocation: a

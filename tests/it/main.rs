@@ -4,6 +4,7 @@
 //! tower layer). The counting-allocator tests are binaries of their own: a global allocator
 //! is per binary.
 
+mod check_probe;
 mod cutoff_index;
 mod fp_rate;
 mod snapshot_basic;
