@@ -240,6 +240,14 @@ impl Bloom {
         self.contains_with(Probe::detect(), hash)
     }
 
+    /// The block `hash` falls in (`None` for a filter of zero blocks).
+    #[inline(always)]
+    pub fn block_of(&self, hash: KeyHash) -> Option<&[u64; WORDS]> {
+        self.blocks
+            .get(block_index(hash, self.nblocks()))
+            .map(|b| &b.0)
+    }
+
     /// [`Bloom::contains`] with a probe chosen once by the caller (the check path keeps one).
     #[inline(always)]
     pub fn contains_with(&self, probe: Probe, hash: KeyHash) -> bool {

@@ -229,12 +229,21 @@ impl WindowConfig {
 /// for exp in [0, 3599, 3600, 1_767_225_600, u64::from(u32::MAX), u64::MAX] {
 ///     assert_eq!(d.bucket(exp), exp / 3600);
 /// }
+/// // Widths without a multiply (1, and 2^32 or more) divide.
+/// for w in [1, 1 << 32, u64::MAX] {
+///     for exp in [0, 1, 1_767_225_600, u64::MAX] {
+///         assert_eq!(revbloom::BucketDivisor::new(w).bucket(exp), exp / w);
+///     }
+/// }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketDivisor {
     width: u64,
     /// `ceil(2^64 / width)`, or 0 when the fast path does not apply (width 1 or >= 2^32).
     magic: u64,
+    /// The largest `exp` the multiply answers exactly: `u32::MAX` with a magic, else 0 (and
+    /// `0 * magic >> 64 == 0 == 0 / width`), so one compare picks the path.
+    fast_max: u64,
 }
 
 impl BucketDivisor {
@@ -246,7 +255,12 @@ impl BucketDivisor {
         } else {
             0
         };
-        Self { width, magic }
+        let fast_max = if magic != 0 { u32::MAX as u64 } else { 0 };
+        Self {
+            width,
+            magic,
+            fast_max,
+        }
     }
 
     /// The width in seconds.
@@ -257,7 +271,7 @@ impl BucketDivisor {
     /// `exp / width`.
     #[inline(always)]
     pub fn bucket(&self, exp: u64) -> u64 {
-        if exp <= u64::from(u32::MAX) && self.magic != 0 {
+        if exp <= self.fast_max {
             ((u128::from(self.magic) * u128::from(exp)) >> 64) as u64
         } else {
             exp / self.width

@@ -16,7 +16,9 @@ use crate::bloom::{self, BLOCK_BYTES};
 use crate::cutoff::{CutoffKey, RECORD_BYTES};
 use crate::hash::KeyHash;
 use crate::snapshot::format::{self as f, off};
-use crate::snapshot::{EncodeError, OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
+use crate::snapshot::{
+    AlignedBytes, EncodeError, OpenOptions, SnapshotError, SnapshotMeta, SnapshotView,
+};
 use crate::window::{BucketId, Journal, Window};
 
 /// The first eight bytes of every delta.
@@ -554,7 +556,10 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
     /// replaced and the checksum recomputed. The result is unsigned (this process cannot sign
     /// for the publisher) and valid by construction. `self` is untouched, so readers of it
     /// keep going while the new generation is built.
-    pub fn apply_delta(&self, delta: &DeltaView<'_>) -> Result<SnapshotView<Vec<u8>>, DeltaError> {
+    pub fn apply_delta(
+        &self,
+        delta: &DeltaView<'_>,
+    ) -> Result<SnapshotView<AlignedBytes>, DeltaError> {
         if delta.seed != self.hasher().seed() || delta.layout_id != self.layout_id() {
             return Err(DeltaError::Layout {
                 snapshot: self.layout_id(),
@@ -684,8 +689,10 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
         // just computed over these very bytes.
         // The delta's own signature was checked when it was opened; the result's signature
         // (when it carries one) is the one a verifier's snapshot would hold.
+        // Copied once more into a line-aligned buffer, as `open_owned` does, so the next
+        // generation checks as fast as a freshly opened one.
         Ok(SnapshotView::open(
-            out,
+            AlignedBytes::copy_from(&out),
             &OpenOptions::new()
                 .verify_checksum(false)
                 .skip_signature_check(),

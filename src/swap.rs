@@ -17,7 +17,7 @@ use arc_swap::ArcSwapOption;
 use thiserror::Error;
 
 use crate::delta::{DeltaError, DeltaView};
-use crate::snapshot::{OpenOptions, SnapshotError, SnapshotView};
+use crate::snapshot::{AlignedBytes, OpenOptions, SnapshotError, SnapshotView};
 use crate::window::Verdict;
 
 /// What checks yield while the snapshot is stale (older than `max_age`) or missing.
@@ -104,7 +104,7 @@ struct Inner<B> {
 
 /// A shared, hot-swappable snapshot with a staleness policy. Cheap to clone; reads never
 /// block.
-pub struct SnapshotHandle<B = Vec<u8>> {
+pub struct SnapshotHandle<B = AlignedBytes> {
     inner: Arc<Inner<B>>,
 }
 
@@ -198,10 +198,10 @@ impl<B: AsRef<[u8]>> SnapshotHandle<B> {
     /// Validate `bytes` and swap them in; on any error the previous snapshot stays current.
     pub fn replace_bytes(
         &self,
-        bytes: B,
+        bytes: impl Into<B>,
         options: &OpenOptions,
     ) -> Result<ReplaceOutcome, SwapError> {
-        let view = SnapshotView::open(bytes, options)?;
+        let view = SnapshotView::open(bytes.into(), options)?;
         self.replace(view)
     }
 
@@ -240,7 +240,7 @@ impl<B: AsRef<[u8]>> SnapshotHandle<B> {
     }
 }
 
-impl SnapshotHandle<Vec<u8>> {
+impl SnapshotHandle<AlignedBytes> {
     /// Apply `delta` to the current snapshot and swap the result in. Readers keep using the
     /// previous generation until the swap; on any error it stays current. A delta for the
     /// current or an older generation (already applied) is a no-op.

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::bloom::probe::Probe;
+use crate::bloom::probe::{BlockRef, Probe};
 use crate::bloom::{self, Bloom};
 use crate::config::{BucketDivisor, Geometry, WindowConfig};
 use crate::error::ConfigError;
@@ -333,8 +333,38 @@ impl Window {
     }
 
     /// [`Window::check`] for a key already hashed with [`Window::hasher`].
-    #[inline]
+    #[inline(always)]
     pub fn check_hash(&self, hash: KeyHash, exp: Option<u64>) -> Verdict {
+        #[cfg(target_arch = "x86_64")]
+        if self.probe.is_avx2() {
+            // SAFETY: a window holds the AVX2 probe only when `Probe::detect` found AVX2 on
+            // this CPU, so the AVX2 code runs on a CPU that has it.
+            #[allow(unsafe_code)]
+            return unsafe { self.check_hash_avx2(hash, exp) };
+        }
+        self.check_hash_with(hash, exp, |block, hash| {
+            self.probe.contains(BlockRef::Words(block), hash)
+        })
+    }
+
+    /// The whole check compiled with AVX2, so the probe inlines (see `SnapshotView`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn check_hash_avx2(&self, hash: KeyHash, exp: Option<u64>) -> Verdict {
+        // The closure inherits this function's target features, so the probe inlines.
+        self.check_hash_with(hash, exp, |block, hash| {
+            bloom::probe::avx2_contains_words(block, hash)
+        })
+    }
+
+    /// The check, with `contains` testing the chosen block.
+    #[inline(always)]
+    fn check_hash_with(
+        &self,
+        hash: KeyHash,
+        exp: Option<u64>,
+        contains: impl Fn(&[u64; bloom::WORDS], KeyHash) -> bool,
+    ) -> Verdict {
         let bloom = match self.locate(exp) {
             None => return Verdict::Expired,
             Some(Location::Overflow(_)) => &self.overflow.bloom,
@@ -344,10 +374,9 @@ impl Window {
                 None => return Verdict::MaybeRevoked,
             },
         };
-        if bloom.contains_with(self.probe, hash) {
-            Verdict::MaybeRevoked
-        } else {
-            Verdict::Clear
+        match bloom.block_of(hash) {
+            Some(block) if contains(block, hash) => Verdict::MaybeRevoked,
+            _ => Verdict::Clear,
         }
     }
 

@@ -128,6 +128,19 @@ impl Probe {
         Probe(Kind::Scalar)
     }
 
+    /// Whether this is the AVX2 probe (only after AVX2 was detected at run time).
+    #[inline(always)]
+    pub fn is_avx2(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.0 == Kind::Avx2
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     /// The instructions this probe uses: `"avx2"`, `"neon"` or `"scalar"`.
     pub fn name(self) -> &'static str {
         match self.0 {
@@ -157,39 +170,41 @@ impl Probe {
     }
 }
 
-/// The salts as 64-bit lanes: `mul_epu32` multiplies the low 32 bits of each lane.
-#[cfg(target_arch = "x86_64")]
-const SALT64: [u64; WORDS] = {
-    let mut s = [0u64; WORDS];
-    let mut i = 0;
-    while i < WORDS {
-        s[i] = SALT[i] as u64;
-        i += 1;
-    }
-    s
-};
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::SALT64;
+    use super::SALT;
     use std::arch::x86_64::{
-        __m256i, _mm256_and_si256, _mm256_andnot_si256, _mm256_loadu_si256, _mm256_mul_epu32,
-        _mm256_or_si256, _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_setr_epi64x,
-        _mm256_sllv_epi64, _mm256_srli_epi64, _mm256_testz_si256,
+        __m256i, _mm256_andnot_si256, _mm256_castsi256_si128, _mm256_cvtepu32_epi64,
+        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_mullo_epi32, _mm256_or_si256,
+        _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_setr_epi32, _mm256_sllv_epi64,
+        _mm256_srli_epi32, _mm256_testz_si256,
     };
 
-    /// The masks of words `4*half .. 4*half + 4`: lane `i` is `1 << ((low * SALT[i]) >> 26)`
-    /// (32-bit product), computed as the 64-bit product's bits 26..32.
+    /// The eight one-bit masks: lane `i` of the pair is `1 << ((low * SALT[i]) >> 26)`, words
+    /// 0-3 in the first vector and 4-7 in the second. The eight 32-bit products and shifts
+    /// take one instruction each; the bit numbers are then widened to 64-bit lanes.
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn masks(h: __m256i, half: usize) -> __m256i {
-        let s = &SALT64[half * 4..half * 4 + 4];
-        let salt = _mm256_setr_epi64x(s[0] as i64, s[1] as i64, s[2] as i64, s[3] as i64);
-        let bit = _mm256_and_si256(
-            _mm256_srli_epi64::<26>(_mm256_mul_epu32(h, salt)),
-            _mm256_set1_epi64x(63),
+    fn masks(low: u32) -> (__m256i, __m256i) {
+        let salt = _mm256_setr_epi32(
+            SALT[0] as i32,
+            SALT[1] as i32,
+            SALT[2] as i32,
+            SALT[3] as i32,
+            SALT[4] as i32,
+            SALT[5] as i32,
+            SALT[6] as i32,
+            SALT[7] as i32,
         );
-        _mm256_sllv_epi64(_mm256_set1_epi64x(1), bit)
+        let bit = _mm256_srli_epi32::<26>(_mm256_mullo_epi32(_mm256_set1_epi32(low as i32), salt));
+        let one = _mm256_set1_epi64x(1);
+        (
+            _mm256_sllv_epi64(one, _mm256_cvtepu32_epi64(_mm256_castsi256_si128(bit))),
+            _mm256_sllv_epi64(
+                one,
+                _mm256_cvtepu32_epi64(_mm256_extracti128_si256::<1>(bit)),
+            ),
+        )
     }
 
     /// Whether all eight probe bits of `low` are set in the 64 bytes at `block`.
@@ -197,9 +212,9 @@ mod avx2 {
     /// # Safety
     /// The CPU supports AVX2, and `block` is valid for reading 64 bytes (any alignment).
     #[target_feature(enable = "avx2")]
+    #[inline]
     pub(super) unsafe fn contains(block: *const u8, low: u32) -> bool {
-        let h = _mm256_set1_epi32(low as i32);
-        let (m0, m1) = (masks(h, 0), masks(h, 1));
+        let (m0, m1) = masks(low);
         // SAFETY: the caller guarantees 64 readable bytes at `block`; loadu has no alignment
         // requirement.
         let (w0, w1) = unsafe {
@@ -211,6 +226,28 @@ mod avx2 {
         let missing = _mm256_or_si256(_mm256_andnot_si256(w0, m0), _mm256_andnot_si256(w1, m1));
         _mm256_testz_si256(missing, missing) != 0
     }
+}
+
+/// [`block_contains`] on a block of a [`Bloom`](super::Bloom), for code compiled with AVX2
+/// (the window's whole check runs in one such function, so this inlines into it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn avx2_contains_words(block: &[u64; WORDS], hash: KeyHash) -> bool {
+    // SAFETY: AVX2 is enabled in this function (the caller runs AVX2 code), and the pointer
+    // comes from a reference to exactly 64 readable bytes, all `contains` reads.
+    unsafe { avx2::contains(block.as_ptr().cast(), hash.0 as u32) }
+}
+
+/// [`block_contains`] on a block in the snapshot layout, for code compiled with AVX2 (the
+/// snapshot view's whole check runs in one such function, so this inlines into it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn avx2_contains(block: &[u8; BLOCK_BYTES], hash: KeyHash) -> bool {
+    // SAFETY: AVX2 is enabled in this function (the caller runs AVX2 code), and the pointer
+    // comes from a reference to exactly 64 readable bytes, all `contains` reads.
+    unsafe { avx2::contains(block.as_ptr(), hash.0 as u32) }
 }
 
 #[cfg(all(target_arch = "aarch64", target_endian = "little"))]

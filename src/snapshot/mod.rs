@@ -17,6 +17,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bytes;
+#[cfg(test)]
+mod check_tests;
 mod error;
 #[cfg(test)]
 mod ext_tests;
@@ -27,6 +30,7 @@ mod read;
 mod seal;
 mod write;
 
+pub use bytes::AlignedBytes;
 pub use error::{EncodeError, MetaError, SnapshotError};
 pub use format::{FORMAT_VERSION, MAGIC};
 pub use keys::{read_signing_key, read_verifying_key, KeyFileError};

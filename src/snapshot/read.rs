@@ -1,5 +1,6 @@
 //! Reading a snapshot in place: [`SnapshotView`] validates once, then checks against the bytes.
 
+use super::bytes::AlignedBytes;
 use super::error::SnapshotError;
 use super::format::{self as f, off, HashAlgorithm, LayoutDigest};
 use super::options::{verify_signature, OpenOptions, SignatureStatus};
@@ -92,17 +93,18 @@ fn zero(bytes: &[u8], from: usize, to: usize, name: &'static str) -> Result<(), 
     }
 }
 
-impl SnapshotView<Vec<u8>> {
-    /// [`SnapshotView::open`] for an owned buffer that may be a sealed envelope: a sealed file
-    /// is unsealed with the options' seal keys ([`OpenOptions::seal_key`]) into a new buffer,
-    /// which is then opened; a plaintext file is opened as it is. The view holds the plaintext
-    /// snapshot either way, so checks cost the same.
+impl SnapshotView<AlignedBytes> {
+    /// [`SnapshotView::open`] over a copy of `bytes` that starts on a cache line
+    /// ([`AlignedBytes`]), so that each bit-array block is one line: a `Vec<u8>` is only
+    /// 16-byte aligned, and a check over it touches two lines. A sealed file is unsealed with
+    /// the options' seal keys ([`OpenOptions::seal_key`]) first; a plaintext file is opened as
+    /// it is. Either way the view holds the plaintext snapshot, so checks cost the same.
     pub fn open_owned(bytes: Vec<u8>, options: &OpenOptions) -> Result<Self, SnapshotError> {
         if super::seal::is_sealed(&bytes) {
             let inner = super::seal::unseal(&bytes, &options.seal_keys)?;
-            Self::open(inner, options)
+            Self::open(AlignedBytes::copy_from(&inner), options)
         } else {
-            Self::open(bytes, options)
+            Self::open(AlignedBytes::copy_from(&bytes), options)
         }
     }
 }
@@ -483,21 +485,54 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
     }
 
     /// [`SnapshotView::check`] for a key already hashed with [`SnapshotView::hasher`].
-    #[inline]
+    #[inline(always)]
     pub fn check_hash(&self, hash: KeyHash, exp: Option<u64>) -> Verdict {
+        #[cfg(target_arch = "x86_64")]
+        if self.probe.is_avx2() {
+            // SAFETY: a view holds the AVX2 probe only when `Probe::detect` found AVX2 on this
+            // CPU (or the caller passed `Probe::detect()`'s result to `with_probe`), so the
+            // AVX2 code runs on a CPU that has it.
+            #[allow(unsafe_code)]
+            return unsafe { self.check_hash_avx2(hash, exp) };
+        }
+        self.check_hash_with(hash, exp, |block, hash| {
+            self.probe.contains(BlockRef::Bytes(block), hash)
+        })
+    }
+
+    /// The whole check compiled with AVX2: bucket choice, block address and probe in one
+    /// function, so the probe inlines instead of costing a call per check.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn check_hash_avx2(&self, hash: KeyHash, exp: Option<u64>) -> Verdict {
+        // The closure inherits this function's target features, so the probe inlines.
+        self.check_hash_with(hash, exp, |block, hash| {
+            bloom::probe::avx2_contains(block, hash)
+        })
+    }
+
+    /// The check, with `contains` testing the chosen block.
+    #[inline(always)]
+    fn check_hash_with(
+        &self,
+        hash: KeyHash,
+        exp: Option<u64>,
+        contains: impl Fn(&[u8; BLOCK_BYTES], KeyHash) -> bool,
+    ) -> Verdict {
         let index = match exp {
             None => 0,
             Some(exp) => {
                 let b = self.div.bucket(exp);
-                if b < self.oldest {
-                    return Verdict::Expired;
-                }
-                let d = b - self.oldest;
-                if d >= self.ring_len {
-                    0
-                } else {
+                // One compare for the common case, a ring bucket: below `oldest` the
+                // difference wraps past `ring_len`.
+                let d = b.wrapping_sub(self.oldest);
+                if d < self.ring_len {
                     // d < ring_len <= 65536: fits any usize.
                     1 + d as usize
+                } else if b < self.oldest {
+                    return Verdict::Expired;
+                } else {
+                    0
                 }
             }
         };
@@ -516,7 +551,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             .get(start..start + BLOCK_BYTES)
             .and_then(|s| <&[u8; BLOCK_BYTES]>::try_from(s).ok());
         match block {
-            Some(block) if !self.probe.contains(BlockRef::Bytes(block), hash) => Verdict::Clear,
+            Some(block) if !contains(block, hash) => Verdict::Clear,
             _ => Verdict::MaybeRevoked,
         }
     }

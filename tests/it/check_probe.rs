@@ -1,9 +1,10 @@
 //! Every block probe gives the same verdicts end to end: the publisher's `Window`, its
-//! snapshot read in place with the probe this CPU runs (AVX2, NEON) and with the portable
-//! scalar probe forced. Random revocations and queries over every kind of `exp` (none,
-//! expired, in the ring, beyond the horizon), at a target rate high enough that absent keys
-//! hit set bits and some come back `MaybeRevoked`: the comparison covers positives as well as
-//! clears. CI also runs this file built with `--cfg revbloom_force_scalar`.
+//! snapshot read in place with the probe this CPU runs (AVX2, NEON), with the portable scalar
+//! probe forced, and opened owned (copied to line-aligned `AlignedBytes`). Random revocations
+//! and queries over every kind of `exp` (none, expired, in the ring, beyond the horizon), at a
+//! target rate high enough that absent keys hit set bits and some come back `MaybeRevoked`:
+//! the comparison covers positives as well as clears. CI also runs this file built with
+//! `--cfg revbloom_force_scalar`.
 
 use crate::support::NOW;
 use std::time::Duration;
@@ -29,7 +30,7 @@ fn verdicts(
     fp: f64,
     revoked: &[(u32, Option<u64>)],
     queries: &[(u32, Option<u64>)],
-) -> Vec<[Verdict; 3]> {
+) -> Vec<[Verdict; 4]> {
     let config = WindowConfig::default()
         .bucket_width(Duration::from_secs(3600))
         .horizon(Duration::from_secs(HORIZON))
@@ -43,6 +44,7 @@ fn verdicts(
     let bytes = snapshot::encode_to_vec(&w, &CutoffSet::new(), &SnapshotMeta::first(NOW), None)
         .expect("encode");
     let view = SnapshotView::open(&bytes[..], &OpenOptions::new()).expect("open");
+    let owned = SnapshotView::open_owned(bytes.clone(), &OpenOptions::new()).expect("open");
     let scalar = view.clone().with_probe(Probe::scalar());
     assert_eq!(scalar.probe(), Probe::scalar());
     queries
@@ -53,6 +55,7 @@ fn verdicts(
                 w.check(key, exp),
                 view.check(key, exp),
                 scalar.check(key, exp),
+                owned.check(key, exp),
             ]
         })
         .collect()
@@ -72,6 +75,7 @@ fn absent_positives_occur_and_agree() {
     for r in &v {
         assert_eq!(r[0], r[1]);
         assert_eq!(r[0], r[2]);
+        assert_eq!(r[0], r[3]);
     }
 }
 
@@ -89,6 +93,7 @@ proptest! {
         for (r, q) in v.iter().zip(&queries) {
             prop_assert_eq!(r[0], r[1], "view vs window for {:?}", q);
             prop_assert_eq!(r[0], r[2], "scalar view vs window for {:?}", q);
+            prop_assert_eq!(r[0], r[3], "aligned owned view vs window for {:?}", q);
         }
         // No false negative on any path.
         for (r, q) in v.iter().zip(&revoked) {

@@ -10,7 +10,7 @@ use crate::support::NOW;
 use proptest::prelude::*;
 use revbloom::cutoff::{find_in_table, ClaimHasher, CutoffIndex};
 use revbloom::delta::{encode_delta, DeltaView};
-use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
+use revbloom::snapshot::{self, AlignedBytes, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::{CutoffKey, CutoffSet, Window, WindowConfig};
 
 /// Fingerprints of several shapes: uniform (real keyed hashes), sharing their top bits (one
@@ -32,7 +32,7 @@ fn round() -> impl Strategy<Value = Vec<(u64, u32)>> {
 /// Every model cutoff is found with its time, and every probe answers as the binary search
 /// of the table does (and `None` when the model has no cutoff for it).
 fn assert_matches(
-    view: &SnapshotView<Vec<u8>>,
+    view: &SnapshotView<AlignedBytes>,
     model: &CutoffSet,
     probes: &[u64],
 ) -> Result<(), TestCaseError> {
@@ -63,7 +63,7 @@ proptest! {
         let mut meta = SnapshotMeta::first(NOW);
         let first = snapshot::encode_to_vec(&w, &model, &meta, None).unwrap();
         w.take_journal();
-        let mut view = SnapshotView::open(first, &OpenOptions::new()).unwrap();
+        let mut view = SnapshotView::open_owned(first, &OpenOptions::new()).unwrap();
         assert_matches(&view, &model, &probes)?;
         for (i, added) in rounds.into_iter().enumerate() {
             let mut new_cutoffs = Vec::new();

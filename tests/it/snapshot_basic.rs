@@ -192,7 +192,7 @@ fn signed_deltas_chain_and_apply_in_order() {
         encode_delta(&w, &j, &[], &meta, Some(&key), &mut chain).unwrap();
     }
     let signed = OpenOptions::new().verifying_key(vk);
-    let mut view = SnapshotView::open(s1, &signed).unwrap();
+    let mut view = SnapshotView::open_owned(s1, &signed).unwrap();
     let mut rest = &chain[..];
     while !rest.is_empty() {
         let (d, tail) = DeltaView::open_prefix(rest, &signed).unwrap();

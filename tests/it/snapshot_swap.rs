@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use revbloom::delta::{encode_delta, DeltaView};
-use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
+use revbloom::snapshot::{self, AlignedBytes, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::swap::{Decision, ReplaceOutcome, SnapshotHandle, StalenessPolicy, SwapError};
 use revbloom::{CutoffSet, Verdict, Window, WindowConfig};
 
-fn view_at(created_at: u64, generation: u64) -> SnapshotView<Vec<u8>> {
+fn view_at(created_at: u64, generation: u64) -> SnapshotView<AlignedBytes> {
     let mut w = Window::with_seed(WindowConfig::default().expected_per_bucket(8), NOW, 5).unwrap();
     w.insert("revoked", Some(NOW + 60));
     let meta = SnapshotMeta {
@@ -21,7 +21,7 @@ fn view_at(created_at: u64, generation: u64) -> SnapshotView<Vec<u8>> {
         coverage: created_at,
     };
     let bytes = snapshot::encode_to_vec(&w, &CutoffSet::new(), &meta, None).unwrap();
-    SnapshotView::open(bytes, &OpenOptions::new()).unwrap()
+    SnapshotView::open_owned(bytes, &OpenOptions::new()).unwrap()
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn readers_never_see_an_applied_revocation_as_clear() {
     let first = snapshot::encode_to_vec(&w, &cutoffs, &meta, None).unwrap();
     w.take_journal();
     let handle = SnapshotHandle::with_snapshot(
-        SnapshotView::open(first, &OpenOptions::new()).unwrap(),
+        SnapshotView::open_owned(first, &OpenOptions::new()).unwrap(),
         StalenessPolicy::FailClosed,
         Duration::from_secs(u64::from(u32::MAX)),
     );

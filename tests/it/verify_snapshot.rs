@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::tokens::*;
-use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
+use revbloom::snapshot::{self, AlignedBytes, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::verify::{MemoryExactSource, RevokedBy, Unavailable, Verifier, VerifyError};
 use revbloom::{CutoffKey, CutoffSet, SnapshotHandle, StalenessPolicy};
 use serde_json::Value;
 
-fn snap(meta: SnapshotMeta, revoked: &[&str], cut_subs: &[&str]) -> SnapshotView<Vec<u8>> {
+fn snap(meta: SnapshotMeta, revoked: &[&str], cut_subs: &[&str]) -> SnapshotView<AlignedBytes> {
     let t = now();
     let mut w = window();
     for jti in revoked {
@@ -21,7 +21,7 @@ fn snap(meta: SnapshotMeta, revoked: &[&str], cut_subs: &[&str]) -> SnapshotView
         cutoffs.insert(CutoffKey::new(w.hasher(), None, "sub", sub), t);
     }
     let bytes = snapshot::encode_to_vec(&w, &cutoffs, &meta, None).unwrap();
-    SnapshotView::open(bytes, &OpenOptions::new()).unwrap()
+    SnapshotView::open_owned(bytes, &OpenOptions::new()).unwrap()
 }
 
 #[test]

@@ -463,7 +463,8 @@ async fn case6_build_refuses_lines_that_can_never_match() {
         );
         if r.status.success() {
             // What the refusal prevents: a verifier loading this file accepts the token.
-            let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(300));
+            let handle: SnapshotHandle =
+                SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(300));
             let bytes = std::fs::read(&out).unwrap();
             handle.replace_bytes(bytes, &OpenOptions::new()).unwrap();
             let jti = format!("c6-{}", ["a", "b", "c"][i]);

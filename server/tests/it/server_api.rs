@@ -641,7 +641,7 @@ async fn issuers_times_and_lengths_follow_the_deployment_bounds() {
 async fn snapshot_until(
     api: &Api,
     data: &std::path::Path,
-    done: impl Fn(&SnapshotView<Vec<u8>>) -> bool,
+    done: impl Fn(&SnapshotView<revbloom::snapshot::AlignedBytes>) -> bool,
 ) -> (Vec<u8>, String) {
     let res = api.get("/v1/snapshot").await;
     let mut etag = res.headers()["etag"].to_str().unwrap().to_string();

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ed25519_dalek::VerifyingKey;
+use revbloom::snapshot::AlignedBytes;
 use revbloom::snapshot::{read_verifying_key, SealKey};
 use revbloom::{OpenOptions, SnapshotView};
 use revbloom_server::{run, Running, ServerConfig};
@@ -91,7 +92,7 @@ pub fn verifier_options(data: &std::path::Path) -> OpenOptions {
 }
 
 /// Open a snapshot a publisher with data folder `data` handed out.
-pub fn open_published(data: &std::path::Path, bytes: &[u8]) -> SnapshotView<Vec<u8>> {
+pub fn open_published(data: &std::path::Path, bytes: &[u8]) -> SnapshotView<AlignedBytes> {
     SnapshotView::open_owned(bytes.to_vec(), &verifier_options(data)).expect("a valid snapshot")
 }
 
