@@ -10,7 +10,7 @@ use criterion::{criterion_group, Criterion};
 use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use revbloom::cutoff::{CutoffKey, CutoffSet};
-use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
+use revbloom::snapshot::{self, AlignedBytes, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::verify::Verifier;
 use revbloom::{SnapshotHandle, StalenessPolicy, Window, WindowConfig};
 use serde::Deserialize;
@@ -47,6 +47,29 @@ fn snapshot_view_with(now: u64, cutoff_count: u32) -> SnapshotView<Vec<u8>> {
     w.fit_to_entries(0.1);
     let bytes = snapshot::encode_to_vec(&w, &cutoffs, &SnapshotMeta::first(now), None).unwrap();
     SnapshotView::open(bytes, &OpenOptions::new()).unwrap()
+}
+
+/// The decision of issue item 3: 1M revoked ids and 100k cutoffs spread over `sub`, `sid`
+/// and `client_id`, none of them the bench token's.
+fn decision_view(now: u64) -> SnapshotView<AlignedBytes> {
+    const MANY: u64 = 1_000_000;
+    let config = WindowConfig::default().expected_per_bucket(MANY / 24);
+    let mut w = Window::new(config, now).unwrap();
+    for i in 0..MANY {
+        w.insert(format!("revoked-{i}"), Some(now + 60 + (i % 86_000)));
+    }
+    w.set_cutoff_claims(&["client_id", "sid", "sub"]).unwrap();
+    let mut cutoffs = CutoffSet::new();
+    for i in 0..100_000u32 {
+        let claim = ["sub", "sid", "client_id"][i as usize % 3];
+        cutoffs.insert(
+            CutoffKey::new(w.hasher(), None, claim, format!("value-{i}")),
+            now,
+        );
+    }
+    w.fit_to_entries(0.1);
+    let bytes = snapshot::encode_to_vec(&w, &cutoffs, &SnapshotMeta::first(now), None).unwrap();
+    SnapshotView::open_owned(bytes, &OpenOptions::new()).unwrap()
 }
 
 fn snapshot_view(now: u64) -> SnapshotView<Vec<u8>> {
@@ -148,6 +171,85 @@ fn bench_alg(c: &mut Criterion, name: &str, token: &str, key: DecodingKey, alg: 
         let r = paired_ratio(a, b, per_round, rounds);
         println!("paired {name}: {label} = {r:.4} (median of {rounds} rounds)");
     }
+    if name == "hs256" {
+        paired_decision(&key, &validation, token);
+    }
+}
+
+/// The token of the decision measurements: `jti`, `sub`, `sid` and `client_id`, none of them
+/// revoked or cut off.
+fn decision_token(now: u64) -> String {
+    encode(
+        &Header::default(),
+        &json!({
+            "sub": "user-4242424", "sid": "session-8b1c0e", "client_id": "orders-web",
+            "jti": "0b8f6c1e-3d7a-4c55-9a51-2f7b9c4e8d10",
+            "iat": now, "exp": now + 3600, "scope": "read:orders write:orders"
+        }),
+        &EncodingKey::from_secret(b"bench-secret-32-bytes-long......"),
+    )
+    .unwrap()
+}
+
+/// The whole decision on the verifier's own path: `jti` plus `sub`, `sid` and `client_id`
+/// against 1M revocations and 100k cutoffs, paired with the same verifier minus revocation
+/// state, both verifying the same HS256 token. Prints the ratio (the overhead in wall time)
+/// and the difference per verification in nanoseconds (the decision's cost), each the
+/// median over rounds, and the 10th percentile of the difference.
+fn paired_decision(key: &DecodingKey, validation: &Validation, _token: &str) {
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = decision_token(now);
+    let plain = Verifier::builder(key.clone(), validation.clone())
+        .build()
+        .unwrap();
+    let decided = Verifier::builder(key.clone(), validation.clone())
+        .state(decision_view(now))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        decided.verify::<Claims>(&token).unwrap().checked,
+        revbloom::verify::Checked::Filter { .. }
+    ));
+    let a = || {
+        plain.verify::<Claims>(black_box(&token)).unwrap();
+    };
+    let b = || {
+        decided.verify::<Claims>(black_box(&token)).unwrap();
+    };
+    let (per_round, rounds) = (200u32, 1500usize);
+    let time = |f: &dyn Fn()| {
+        let start = std::time::Instant::now();
+        for _ in 0..per_round {
+            f();
+        }
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(per_round)
+    };
+    let mut pairs: Vec<(f64, f64)> = (0..rounds)
+        .map(|i| {
+            if i % 2 == 0 {
+                let ta = time(&a);
+                (ta, time(&b))
+            } else {
+                let tb = time(&b);
+                (time(&a), tb)
+            }
+        })
+        .collect();
+    let mut ratios: Vec<f64> = pairs.iter().map(|(a, b)| b / a).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mut diffs: Vec<f64> = pairs.iter().map(|(a, b)| b - a).collect();
+    diffs.sort_by(f64::total_cmp);
+    pairs.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mid = rounds / 2;
+    println!(
+        "paired hs256 decision (1M revocations, 100k cutoffs, jti+sub+sid+client_id): \
+         verify+decision / verify = {:.4} (median of {rounds} rounds); decision = {:.1} ns \
+         median, {:.1} ns p10 of per-round differences; verify alone {:.0} ns median",
+        ratios[mid],
+        diffs[mid],
+        diffs[rounds / 10],
+        pairs[mid].0
+    );
 }
 
 /// Median over `rounds` of (time of `per_round` calls of `b`) / (same for `a`), alternating.
@@ -238,8 +340,8 @@ criterion_group!(benches, hs256, es256, parts);
 
 /// Instruction counts do not drift with the machine's load, so the bench binary can also
 /// run one variant in a plain loop for `valgrind --tool=cachegrind` (see docs/BENCHMARKS.md):
-/// `REVBLOOM_VERIFY_LOOP=<decode|plain|jti|full>:<iterations>`. Subtract a 0-iteration run
-/// to remove the setup.
+/// `REVBLOOM_VERIFY_LOOP=<decode|plain|jti|full|decision-plain|decision>:<iterations>`.
+/// Subtract a 0-iteration run to remove the setup.
 fn instruction_loop(spec: &str) {
     let (which, n) = spec
         .split_once(':')
@@ -247,17 +349,22 @@ fn instruction_loop(spec: &str) {
     let n: u32 = n.parse().expect("iterations");
     let now = jsonwebtoken::get_current_timestamp();
     let secret = b"bench-secret-32-bytes-long......";
-    let token = encode(
-        &Header::default(),
-        &claims(now),
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap();
+    let token = if which.starts_with("decision") {
+        decision_token(now)
+    } else {
+        encode(
+            &Header::default(),
+            &claims(now),
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
     let key = DecodingKey::from_secret(secret);
     let validation = Validation::new(Algorithm::HS256);
     let builder = Verifier::builder(key.clone(), validation.clone());
     let verifier = match which {
-        "decode" | "plain" => builder.build().unwrap(),
+        "decode" | "plain" | "decision-plain" => builder.build().unwrap(),
+        "decision" => builder.state(decision_view(now)).build().unwrap(),
         "jti" => builder.state(snapshot_view_with(now, 0)).build().unwrap(),
         "full" => builder.state(snapshot_view(now)).build().unwrap(),
         other => panic!("unknown variant {other}"),
@@ -274,6 +381,16 @@ fn instruction_loop(spec: &str) {
 }
 
 fn main() {
+    // `REVBLOOM_VERIFY_DECISION=1`: only the paired decision measurement.
+    if std::env::var_os("REVBLOOM_VERIFY_DECISION").is_some() {
+        let secret = b"bench-secret-32-bytes-long......";
+        paired_decision(
+            &DecodingKey::from_secret(secret),
+            &Validation::new(Algorithm::HS256),
+            "",
+        );
+        return;
+    }
     if let Ok(spec) = std::env::var("REVBLOOM_VERIFY_LOOP") {
         instruction_loop(&spec);
         return;

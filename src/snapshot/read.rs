@@ -8,7 +8,7 @@ use crate::bloom::probe::{BlockRef, Probe};
 use crate::bloom::{self, BLOCK_BYTES, WORDS};
 use crate::bounds::Bounds;
 use crate::config::{BucketDivisor, MAX_BUCKETS, MAX_CLOCK_SKEW_SECS, MIN_FP_RATE};
-use crate::cutoff::{CutoffIndex, CutoffKey, RECORD_BYTES};
+use crate::cutoff::{ClaimHasher, CutoffIndex, CutoffKey, RECORD_BYTES};
 use crate::hash::{KeyHash, KeyHasher};
 use crate::window::{BucketId, BucketStats, Verdict};
 
@@ -53,6 +53,9 @@ pub struct SnapshotView<B> {
     default_iss: Option<(usize, usize)>,
     /// The claims the cutoff table holds cutoffs for (extension type 2), sorted.
     cutoff_claims: Box<[Box<str>]>,
+    /// Each listed claim's fingerprint space under no issuer and under the default issuer,
+    /// derived at open (see [`SnapshotView::claim_hasher`]).
+    claim_spaces: Box<[(ClaimHasher, Option<ClaimHasher>)]>,
     dir: Vec<BucketRef>,
     cutoffs: (usize, usize),
     /// Presence filter and radix directory over the cutoff table, built at open.
@@ -445,9 +448,21 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             }
         }
         let signature = verify_signature(b, trailer + f::CHECKSUM_BYTES, signed, options)?;
+        // At most MAX_SNAPSHOT_CLAIMS claims, two derivations each.
+        let hasher = KeyHasher::new(u64h(off::SEED));
+        let default_iss_bytes = default_iss.and_then(|(s, e)| b.get(s..e));
+        let claim_spaces = cutoff_claims
+            .iter()
+            .map(|c| {
+                (
+                    ClaimHasher::new(&hasher, None, &**c),
+                    default_iss_bytes.map(|d| ClaimHasher::new(&hasher, Some(d), &**c)),
+                )
+            })
+            .collect();
 
         Ok(SnapshotView {
-            hasher: KeyHasher::new(u64h(off::SEED)),
+            hasher,
             width,
             div: BucketDivisor::new(width),
             horizon,
@@ -466,6 +481,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
             header_len,
             bounds,
             default_iss,
+            claim_spaces,
             cutoff_claims: cutoff_claims.into_boxed_slice(),
             dir,
             cutoffs: (next, cutoff_end),
@@ -620,6 +636,23 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
     /// Empty in version 1 files and when the publisher names none.
     pub fn cutoff_claims(&self) -> &[Box<str>] {
         &self.cutoff_claims
+    }
+    /// The fingerprint space of `claim` under issuer `iss`
+    /// (`ClaimHasher::new(&self.hasher(), iss, claim)`): for the claims the snapshot lists,
+    /// under no issuer and under its default issuer, the space derived at open; otherwise
+    /// derived now (two xxh3 passes).
+    #[inline]
+    pub fn claim_hasher(&self, iss: Option<&str>, claim: &str) -> ClaimHasher {
+        if let Some(i) = self.cutoff_claims.iter().position(|c| &**c == claim) {
+            if let Some(&(none, default)) = self.claim_spaces.get(i) {
+                match (iss, default) {
+                    (None, _) => return none,
+                    (Some(iss), Some(d)) if Some(iss) == self.default_issuer() => return d,
+                    _ => {}
+                }
+            }
+        }
+        ClaimHasher::new(&self.hasher, iss.map(str::as_bytes), claim)
     }
     /// Whether a cutoff on the `jti` itself exists (a revocation made without `exp`), under
     /// no issuer or under the default issuer.

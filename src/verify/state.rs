@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::cutoff::{CutoffKey, CutoffSet};
+use crate::cutoff::{ClaimHasher, CutoffKey, CutoffSet};
 use crate::hash::{KeyHash, KeyHasher};
 use crate::swap::{SnapshotHandle, StalenessPolicy};
 use crate::window::{Verdict, Window};
@@ -33,6 +33,13 @@ pub trait RevocationState: Send + Sync {
     /// `exp`. Empty when the state does not say.
     fn cutoff_claims(&self) -> &[Box<str>] {
         &[]
+    }
+    /// The fingerprint space of `claim` under issuer `iss`: a cutoff key is
+    /// `claim_hasher(iss, claim).key(value)`, the same as `CutoffKey::new(&hasher, iss, claim,
+    /// value)`. Deriving a space costs two xxh3 passes; a snapshot view answers the claims it
+    /// lists, under no issuer and under its default issuer, from spaces derived once at open.
+    fn claim_hasher(&self, iss: Option<&str>, claim: &str) -> ClaimHasher {
+        ClaimHasher::new(&self.hasher(), iss.map(str::as_bytes), claim)
     }
     /// Generation number (monotonic per publisher lineage).
     fn generation(&self) -> u64;
@@ -198,6 +205,9 @@ impl<B: AsRef<[u8]> + Send + Sync> RevocationState for crate::snapshot::Snapshot
     }
     fn cutoff_claims(&self) -> &[Box<str>] {
         crate::snapshot::SnapshotView::cutoff_claims(self)
+    }
+    fn claim_hasher(&self, iss: Option<&str>, claim: &str) -> ClaimHasher {
+        crate::snapshot::SnapshotView::claim_hasher(self, iss, claim)
     }
     fn generation(&self) -> u64 {
         crate::snapshot::SnapshotView::generation(self)

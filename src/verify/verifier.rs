@@ -16,7 +16,7 @@ use super::error::{RevokedBy, Unavailable, VerifyError};
 use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
 use super::state::{NoState, RevocationState, StateSource};
 use crate::bounds::{Bounds, OutOfBounds};
-use crate::cutoff::{revokes, CutoffKey, DEFAULT_CLAIM, JTI_CLAIM};
+use crate::cutoff::{revokes, DEFAULT_CLAIM, JTI_CLAIM};
 use crate::hash::normalize_issuer;
 use crate::swap::StalenessPolicy;
 use crate::window::Verdict;
@@ -652,7 +652,6 @@ impl Verifier {
         if !s.has_cutoffs() {
             return unbounded;
         }
-        let hasher = s.hasher();
         // Version 1 files fingerprinted the issuer as the publisher received it.
         let iss = if s.keys_on_jti_alone() {
             effective_issuer(Some(s), token_iss)
@@ -669,14 +668,15 @@ impl Verifier {
             .zip(rev.cutoffs.iter())
             .filter_map(|(name, value)| Some((&**name, value.as_deref()?)));
         for (name, value) in own.into_iter().chain(claimed) {
-            let scopes = [iss.map(str::as_bytes), None];
+            let scopes = [iss, None];
             let scopes = if iss.is_some() {
                 &scopes[..]
             } else {
                 &scopes[1..]
             };
             for &scope in scopes {
-                let key = CutoffKey::new(&hasher, scope, name.as_bytes(), value.as_bytes());
+                // The state derives each listed claim's space once per snapshot.
+                let key = s.claim_hasher(scope, name).key(value.as_bytes());
                 if s.cutoff(key).is_some_and(|before| revokes(before, rev.iat)) {
                     let by = if own.is_some_and(|(_, j)| std::ptr::eq(j, value)) {
                         RevokedBy::Jti

@@ -18,6 +18,8 @@ mod sync_refusals;
 #[cfg(feature = "verify")]
 mod verify_claims_listed;
 #[cfg(feature = "verify")]
+mod verify_cutoff_spaces;
+#[cfg(feature = "verify")]
 mod verify_exact;
 #[cfg(feature = "verify")]
 mod verify_garbage;
