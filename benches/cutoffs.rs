@@ -18,10 +18,10 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{splitmix, NOW, QUERIES};
+use common::{cycle, rounds, splitmix, Variant, NOW, QUERIES};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use revbloom::cutoff::{self, revokes, ClaimHasher, CutoffIndex, CutoffKey, CutoffSet};
-use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
+use revbloom::snapshot::{self, AlignedBytes, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::{Verdict, Window, WindowConfig};
 
 /// A claim value as a verifier has it after decoding: 16 bytes, e.g. `u-00000000001234`.
@@ -63,7 +63,7 @@ fn indices(n: u64, seed: u64) -> Vec<u64> {
 }
 
 /// A snapshot with a few revocations and `n` `sub` cutoffs (values `present_value(0..n)`).
-fn snapshot_with_cutoffs(n: u64) -> (SnapshotView<Vec<u8>>, ClaimHasher) {
+fn snapshot_with_cutoffs(n: u64) -> (SnapshotView<AlignedBytes>, ClaimHasher) {
     let mut w = Window::with_seed(WindowConfig::default(), NOW, common::SEED).expect("config");
     w.insert("some-jti", Some(NOW + 600));
     w.set_cutoff_claims(&["sub"]).expect("claim");
@@ -73,57 +73,8 @@ fn snapshot_with_cutoffs(n: u64) -> (SnapshotView<Vec<u8>>, ClaimHasher) {
         set.insert(claim.key(present_value(i)), NOW - 60);
     }
     let bytes = snapshot::encode_to_vec(&w, &set, &SnapshotMeta::first(NOW), None).expect("encode");
-    let view = SnapshotView::open(bytes, &OpenOptions::new()).expect("open");
+    let view = SnapshotView::open_owned(bytes, &OpenOptions::new()).expect("open");
     (view, claim)
-}
-
-/// A variant for [`rounds`]: its name and one lookup per call (it keeps its own cursor).
-type Variant<'a> = (String, Box<dyn FnMut() -> bool + 'a>);
-
-/// A cursor cycling over `keys`, calling `f` on the next one.
-fn cycle<'a, T, F: Fn(&T) -> bool + 'a>(keys: &'a [T], f: F) -> Box<dyn FnMut() -> bool + 'a> {
-    let mut i = 0usize;
-    Box::new(move || {
-        let k = &keys[i];
-        i += 1;
-        if i == keys.len() {
-            i = 0;
-        }
-        f(black_box(k))
-    })
-}
-
-/// This machine's two cores are shared, so wall time per lookup swings with other work. Here
-/// the variants take turns in short rounds (4,096 lookups, tens of microseconds: most rounds
-/// run within one scheduler slice), many times over; printed per variant are the 10th
-/// percentile and the median of the rounds' ns per lookup. The 10th percentile is the cost on
-/// a core of one's own; the median includes the machine's load as criterion's figures do.
-fn rounds(title: &str, variants: &mut [Variant<'_>]) {
-    const PER_ROUND: u32 = 4096;
-    const ROUNDS: usize = 600;
-    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); variants.len()];
-    for r in 0..ROUNDS {
-        for j in 0..variants.len() {
-            // Rotate the order so no variant always runs right after the same other one.
-            let v = (j + r) % variants.len();
-            let f = &mut variants[v].1;
-            let start = std::time::Instant::now();
-            for _ in 0..PER_ROUND {
-                black_box(f());
-            }
-            times[v].push(start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND));
-        }
-    }
-    println!("rounds {title}: ns per lookup, p10 / median of {ROUNDS} rounds of {PER_ROUND}");
-    for (v, t) in variants.iter().zip(&mut times) {
-        t.sort_by(f64::total_cmp);
-        println!(
-            "  {:<44} {:>8.2} / {:>8.2}",
-            v.0,
-            t[ROUNDS / 10],
-            t[ROUNDS / 2]
-        );
-    }
 }
 
 fn bench_lookup(c: &mut Criterion) {
@@ -266,7 +217,7 @@ fn bench_decision(c: &mut Criterion) {
         set.insert(claims[(i % 3) as usize].key(value(b'v', i)), NOW - 60);
     }
     let bytes = snapshot::encode_to_vec(&w, &set, &SnapshotMeta::first(NOW), None).expect("encode");
-    let view = SnapshotView::open(bytes, &OpenOptions::new()).expect("open");
+    let view = SnapshotView::open_owned(bytes, &OpenOptions::new()).expect("open");
     drop(w);
 
     let token = |i: u64, cut: bool| Token {

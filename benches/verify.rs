@@ -31,7 +31,7 @@ const REVOKED: u64 = 100_000;
 
 /// A snapshot with 100k revoked ids and `cutoff_count` subject cutoffs, none of them the
 /// bench token's.
-fn snapshot_view_with(now: u64, cutoff_count: u32) -> SnapshotView<Vec<u8>> {
+fn snapshot_view_with(now: u64, cutoff_count: u32) -> SnapshotView<AlignedBytes> {
     let config = WindowConfig::default().expected_per_bucket(REVOKED / 24);
     let mut w = Window::new(config, now).unwrap();
     for i in 0..REVOKED {
@@ -46,7 +46,7 @@ fn snapshot_view_with(now: u64, cutoff_count: u32) -> SnapshotView<Vec<u8>> {
     }
     w.fit_to_entries(0.1);
     let bytes = snapshot::encode_to_vec(&w, &cutoffs, &SnapshotMeta::first(now), None).unwrap();
-    SnapshotView::open(bytes, &OpenOptions::new()).unwrap()
+    SnapshotView::open_owned(bytes, &OpenOptions::new()).unwrap()
 }
 
 /// The decision of issue item 3: 1M revoked ids and 100k cutoffs spread over `sub`, `sid`
@@ -72,7 +72,7 @@ fn decision_view(now: u64) -> SnapshotView<AlignedBytes> {
     SnapshotView::open_owned(bytes, &OpenOptions::new()).unwrap()
 }
 
-fn snapshot_view(now: u64) -> SnapshotView<Vec<u8>> {
+fn snapshot_view(now: u64) -> SnapshotView<AlignedBytes> {
     snapshot_view_with(now, 10_000)
 }
 

@@ -397,3 +397,53 @@ impl Measurement for ThreadCpu {
         self.0.formatter()
     }
 }
+
+/// A variant for [`rounds`]: its name and one lookup per call (it keeps its own cursor).
+pub type Variant<'a> = (String, Box<dyn FnMut() -> bool + 'a>);
+
+/// A cursor cycling over `keys`, calling `f` on the next one.
+pub fn cycle<'a, T, F: Fn(&T) -> bool + 'a>(keys: &'a [T], f: F) -> Box<dyn FnMut() -> bool + 'a> {
+    let mut i = 0usize;
+    Box::new(move || {
+        let k = &keys[i];
+        i += 1;
+        if i == keys.len() {
+            i = 0;
+        }
+        f(black_box(k))
+    })
+}
+
+/// This machine's two cores are shared, so wall time per lookup swings with other work. Here
+/// the variants take turns in short rounds (4,096 lookups, tens of microseconds: most rounds
+/// run within one scheduler slice), many times over; printed per variant are the 10th
+/// percentile and the median of the rounds' ns per lookup (each includes one dynamic call,
+/// the same for every variant). The 10th percentile is the cost on
+/// a core of one's own; the median includes the machine's load as criterion's figures do.
+pub fn rounds(title: &str, variants: &mut [Variant<'_>]) {
+    const PER_ROUND: u32 = 4096;
+    const ROUNDS: usize = 600;
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); variants.len()];
+    for r in 0..ROUNDS {
+        for j in 0..variants.len() {
+            // Rotate the order so no variant always runs right after the same other one.
+            let v = (j + r) % variants.len();
+            let f = &mut variants[v].1;
+            let start = std::time::Instant::now();
+            for _ in 0..PER_ROUND {
+                black_box(f());
+            }
+            times[v].push(start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND));
+        }
+    }
+    println!("rounds {title}: ns per lookup, p10 / median of {ROUNDS} rounds of {PER_ROUND}");
+    for (v, t) in variants.iter().zip(&mut times) {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "  {:<44} {:>8.2} / {:>8.2}",
+            v.0,
+            t[ROUNDS / 10],
+            t[ROUNDS / 2]
+        );
+    }
+}

@@ -2,8 +2,8 @@
 //! whichever instructions the running CPU has.
 //!
 //! A [`Probe`] is chosen once (at [`Probe::detect`], which a view or window calls when it is
-//! built) and then answers every check: AVX2 on x86-64 CPUs that have it (two 256-bit loads,
-//! masks shifted into place per lane, one test), NEON on aarch64 (part of the base ISA there),
+//! built) and then answers every check: AVX2 on x86-64 CPUs that have it (eight products in
+//! one multiply, masks shifted into place per lane, two 256-bit loads, one test), NEON on aarch64 (part of the base ISA there),
 //! and the portable scalar code everywhere else. Every path sets and tests exactly the bits of
 //! [`masks`], so the snapshot layout does not depend on the CPU; a proptest holds the paths to
 //! identical verdicts.
@@ -11,10 +11,11 @@
 //! Building with `RUSTFLAGS="--cfg revbloom_force_scalar"` makes [`Probe::detect`] return the
 //! scalar probe, so a test run can cover the scalar path end to end on a SIMD-capable machine.
 //!
-//! This module holds the crate's only `unsafe` code: calling a function compiled for a CPU
-//! feature (sound because a [`Probe`] naming that feature exists only after the feature was
-//! detected) and the vector loads of one 64-byte block (sound because they read through a
-//! reference to exactly 64 bytes).
+//! Its `unsafe` code is calling a function compiled for a CPU feature (sound because a
+//! [`Probe`] naming that feature exists only after the feature was detected) and the vector
+//! loads of one 64-byte block (sound because they read through a reference to exactly 64
+//! bytes). The window and the snapshot view call their own whole-check AVX2 functions on the
+//! same ground; `snapshot::AlignedBytes` holds the crate's one other `unsafe` block.
 #![allow(unsafe_code)]
 
 #[cfg(any(test, target_arch = "x86_64", target_arch = "aarch64"))]
