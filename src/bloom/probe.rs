@@ -3,10 +3,10 @@
 //!
 //! A [`Probe`] is chosen once (at [`Probe::detect`], which a view or window calls when it is
 //! built) and then answers every check: AVX2 on x86-64 CPUs that have it (eight products in
-//! one multiply, masks shifted into place per lane, two 256-bit loads, one test), NEON on aarch64 (part of the base ISA there),
-//! and the portable scalar code everywhere else. Every path sets and tests exactly the bits of
-//! [`masks`], so the snapshot layout does not depend on the CPU; a proptest holds the paths to
-//! identical verdicts.
+//! one multiply, masks shifted into place per lane, two 256-bit loads, one test), NEON on
+//! aarch64 (part of the base ISA there), and the portable scalar code everywhere else. Every
+//! path sets and tests exactly the bits of [`masks`](super::masks), so the snapshot layout
+//! does not depend on the CPU; a proptest holds the paths to identical verdicts.
 //!
 //! Building with `RUSTFLAGS="--cfg revbloom_force_scalar"` makes [`Probe::detect`] return the
 //! scalar probe, so a test run can cover the scalar path end to end on a SIMD-capable machine.
