@@ -291,19 +291,21 @@ impl Publisher {
         window.set_default_issuer(config.default_issuer());
         let mut cutoffs = CutoffSet::new();
         let hasher = *window.hasher();
-        let mut claims = store.cutoff_claims()?;
+        let mut claims = store.cutoff_claims().await?;
         // Straight from the read transaction into the window: no copy of the store in memory.
-        store.scan(
-            |r| {
-                window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
-            },
-            |c| {
-                if !claims.contains(&c.claim) {
-                    claims.push(c.claim.clone());
-                }
-                cutoffs.insert(cutoff_key(&hasher, &c), c.before);
-            },
-        )?;
+        store
+            .scan(
+                |r| {
+                    window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
+                },
+                |c| {
+                    if !claims.contains(&c.claim) {
+                        claims.push(c.claim.clone());
+                    }
+                    cutoffs.insert(cutoff_key(&hasher, &c), c.before);
+                },
+            )
+            .await?;
         window
             .set_cutoff_claims(&claims)
             .map_err(PublishError::CutoffClaims)?;
@@ -315,7 +317,8 @@ impl Publisher {
         // `--init` still continues above every generation it published before, so verifiers
         // take the new history instead of refusing it as a rollback.
         let previous = store
-            .generation()?
+            .generation()
+            .await?
             .max(generation_floor().saturating_sub(1));
         let first = SnapshotMeta {
             generation: previous.saturating_add(1),
@@ -529,7 +532,7 @@ impl Publisher {
         self.metrics
             .store_commits_total
             .store(self.store.commits(), Relaxed);
-        if let Ok((r, c)) = self.store.counts() {
+        if let Ok((r, c)) = self.store.counts().await {
             self.metrics.revocations_stored.store(r, Relaxed);
             self.metrics.cutoffs_stored.store(c, Relaxed);
         }
