@@ -18,6 +18,7 @@
 //! are not object safe), and async trait methods would need boxing on every call. Dispatch is
 //! one `match` per call.
 
+pub mod postgres;
 pub mod redb;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 
 use revbloom::bounds::Bounds;
 
+pub use self::postgres::{PgStore, PgWriter, Publication};
 pub use self::redb::{
     allow_new_history, check_store, create_private_dir, RedbStore, RedbWriter, INIT_MARKER,
     STORE_FILE,
@@ -172,7 +174,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The PostgreSQL store could not be reached or set up at start.
-    #[error("cannot use the PostgreSQL store {url}: {source}; check that the server runs, the URL (host, port, database, user) is right and the password is accepted")]
+    #[error("cannot use the PostgreSQL store {url} (check that the server runs, and that the URL's host, port, database, user and password are right): {source}")]
     Connect {
         /// The store URL, without its password.
         url: String,
@@ -192,7 +194,7 @@ pub enum StoreError {
     },
     /// A PostgreSQL statement failed or the connection is down. Nothing of the failed write
     /// was acknowledged; the replica reconnects by itself.
-    #[error("the PostgreSQL store {url} is unavailable ({source}); the write was not applied, retry shortly")]
+    #[error("the PostgreSQL store {url} is unavailable; the write was not applied, retry shortly: {source}")]
     Database {
         /// The store URL, without its password.
         url: String,
@@ -242,6 +244,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Redb(RedbStore),
+    Postgres(PgStore),
 }
 
 /// Owns the store's writer. [`StoreWriter::join`] waits until every [`Store`] handle is
@@ -253,6 +256,7 @@ pub struct StoreWriter {
 
 enum WriterKind {
     Redb(RedbWriter),
+    Postgres(PgWriter),
 }
 
 impl StoreWriter {
@@ -261,6 +265,7 @@ impl StoreWriter {
     pub fn join(self) {
         match self.inner {
             WriterKind::Redb(w) => w.join(),
+            WriterKind::Postgres(w) => w.join(),
         }
     }
 }
@@ -270,6 +275,7 @@ macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match &$self.backend {
             Backend::Redb($s) => $e,
+            Backend::Postgres($s) => $e,
         }
     };
 }
@@ -290,10 +296,31 @@ impl Store {
         ))
     }
 
+    /// Connect to the PostgreSQL store at `url`, create its schema if missing, and start the
+    /// group-commit writer; see [`PgStore::connect`].
+    pub async fn connect_postgres(url: &str) -> Result<(Store, StoreWriter), StoreError> {
+        let (s, w) = PgStore::connect(url).await?;
+        Ok((
+            Store::from(s),
+            StoreWriter {
+                inner: WriterKind::Postgres(w),
+            },
+        ))
+    }
+
+    /// The PostgreSQL backend, when this store is one.
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Redb(_) => None,
+        }
+    }
+
     /// The redb file's path, when this store is one.
     pub fn path(&self) -> Option<&Path> {
         match &self.backend {
             Backend::Redb(r) => Some(r.path()),
+            Backend::Postgres(_) => None,
         }
     }
 
@@ -302,6 +329,7 @@ impl Store {
     pub fn with_default_issuer(self, iss: Option<&str>) -> Self {
         let backend = match self.backend {
             Backend::Redb(r) => Backend::Redb(r.with_default_issuer(iss)),
+            Backend::Postgres(p) => Backend::Postgres(p.with_default_issuer(iss)),
         };
         Store { backend }
     }
@@ -344,6 +372,17 @@ impl Store {
     pub async fn set_generation(&self, generation: u64) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redb(s) => s.set_generation(generation).await,
+            Backend::Postgres(s) => s.raise_generation(generation).await,
+        }
+    }
+
+    /// Record a generation before anyone can see it. redb keeps its number; PostgreSQL keeps
+    /// the number and the bytes (for the other replicas to serve), refused by the database
+    /// unless `p.epoch` is still the builder's epoch ([`StoreError::Fenced`]).
+    pub async fn record_publication(&self, p: &Publication) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb(s) => s.set_generation(p.generation).await,
+            Backend::Postgres(s) => s.record_publication(p).await,
         }
     }
 
@@ -352,6 +391,7 @@ impl Store {
     pub async fn lineage_seed(&self) -> Result<Option<u64>, StoreError> {
         match &self.backend {
             Backend::Redb(_) => Ok(None),
+            Backend::Postgres(s) => s.seed().await.map(Some),
         }
     }
 
@@ -374,6 +414,7 @@ impl Store {
     pub async fn lookup_covered(&self, iss: Option<&str>, jti: &str) -> Result<Lookup, StoreError> {
         match &self.backend {
             Backend::Redb(s) => s.lookup_covered(iss, jti),
+            Backend::Postgres(s) => s.lookup_covered(iss, jti).await,
         }
     }
 
@@ -381,6 +422,7 @@ impl Store {
     pub async fn cutoff_claims(&self) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Redb(s) => s.cutoff_claims(),
+            Backend::Postgres(s) => s.cutoff_claims().await,
         }
     }
 
@@ -388,6 +430,7 @@ impl Store {
     pub async fn pruned_before(&self) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Redb(s) => s.pruned_before(),
+            Backend::Postgres(s) => s.pruned_before().await,
         }
     }
 
@@ -395,6 +438,7 @@ impl Store {
     pub async fn generation(&self) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Redb(s) => s.generation(),
+            Backend::Postgres(s) => s.generation().await,
         }
     }
 
@@ -402,6 +446,7 @@ impl Store {
     pub async fn counts(&self) -> Result<(u64, u64), StoreError> {
         match &self.backend {
             Backend::Redb(s) => s.counts(),
+            Backend::Postgres(s) => s.counts().await,
         }
     }
 
@@ -414,6 +459,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redb(s) => s.scan(f, g),
+            Backend::Postgres(s) => s.scan(f, g).await,
         }
     }
 }
@@ -422,6 +468,14 @@ impl From<RedbStore> for Store {
     fn from(s: RedbStore) -> Self {
         Store {
             backend: Backend::Redb(s),
+        }
+    }
+}
+
+impl From<PgStore> for Store {
+    fn from(s: PgStore) -> Self {
+        Store {
+            backend: Backend::Postgres(s),
         }
     }
 }
