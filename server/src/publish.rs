@@ -289,6 +289,11 @@ impl HubFeed {
     /// Record whether this process builds the generations it serves.
     pub fn set_builder(&self, builder: bool) {
         self.builder.store(builder, Ordering::Relaxed);
+        if !builder {
+            // A follower publishes nothing: a failure of its past builder role (the refusal
+            // that ended it, say) says nothing about whether it can do its job now.
+            self.failing.store(false, Ordering::Relaxed);
+        }
     }
 
     /// The generation the hub holds now (0 before the first).

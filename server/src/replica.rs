@@ -312,11 +312,14 @@ async fn dedicated(pg: &PgStore) -> Result<(Client, CancellationToken), tokio_po
         on_end.cancel();
     });
     client
-        .batch_execute(&format!(
-            "SET idle_session_timeout = {}; SET application_name = 'revbloom-election'",
-            LEASE.as_millis()
-        ))
+        .batch_execute("SET application_name = 'revbloom-election'")
         .await?;
+    let lease = format!("SET idle_session_timeout = {}", LEASE.as_millis());
+    if let Err(e) = client.batch_execute(&lease).await {
+        // PostgreSQL before 14: a builder that stops running keeps the lock until the
+        // server's TCP keepalive ends its session; fencing still refuses it once it resumes.
+        tracing::warn!(error = %e, "idle_session_timeout unavailable; the builder lease falls back to TCP keepalive");
+    }
     Ok((client, lost))
 }
 
