@@ -334,18 +334,44 @@ async fn build(
 ) -> Result<(), PublishError> {
     let (epoch, last) = c.pg.take_epoch(client).await?;
     tracing::info!(epoch, last_generation = last, "this replica is the builder");
-    // Before the scan: every row the scan misses is at or above this frontier.
-    let tail = c.pg.tail_start().await?;
+    // The lease runs from now on, through the rebuild too: a large store takes longer to scan
+    // than the lease, and a silent session would be ended under a builder still starting.
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(LEASE / 3).await;
+            if client.simple_query("SELECT 1").await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(heartbeat);
+    let starting = async {
+        // Before the scan: every row the scan misses is at or above this frontier.
+        let tail = c.pg.tail_start().await?;
+        let publisher = Publisher::start_on(
+            c.store.clone(),
+            &c.config,
+            c.signing_key.clone(),
+            Arc::clone(&c.metrics),
+            c.feed.clone(),
+            epoch,
+        )
+        .await?;
+        Ok::<_, PublishError>((tail, publisher))
+    };
+    let (tail, publisher) = tokio::select! {
+        started = starting => started?,
+        _ = &mut heartbeat => {
+            tracing::warn!(epoch, "the builder session failed while starting; standing down");
+            return Ok(());
+        }
+        _ = lost.cancelled() => {
+            tracing::warn!(epoch, "the builder session ended while starting; standing down");
+            return Ok(());
+        }
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let stop = shutdown.child_token();
-    let publisher = Publisher::start_on(
-        c.store.clone(),
-        &c.config,
-        c.signing_key.clone(),
-        Arc::clone(&c.metrics),
-        c.feed.clone(),
-        epoch,
-    )
-    .await?;
     c.feed.set_builder(true);
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();
     let tailer = tokio::spawn(tail_rows(
@@ -355,17 +381,9 @@ async fn build(
         Arc::clone(&c.wake),
         stop.clone(),
     ));
-    let heartbeat = async {
-        loop {
-            tokio::time::sleep(LEASE / 3).await;
-            if client.simple_query("SELECT 1").await.is_err() {
-                return;
-            }
-        }
-    };
     tokio::select! {
         _ = publisher.run(commit_rx, stop.clone()) => {}
-        _ = heartbeat => tracing::warn!(epoch, "the builder session failed; standing down"),
+        _ = &mut heartbeat => tracing::warn!(epoch, "the builder session failed; standing down"),
         _ = lost.cancelled() => tracing::warn!(epoch, "the builder session ended; standing down"),
     }
     c.feed.set_builder(false);
@@ -410,9 +428,4 @@ async fn tail_rows(
             _ = stop.cancelled() => return,
         }
     }
-}
-
-/// Whether `e` is the database refusing a superseded builder.
-pub fn is_fenced(e: &PublishError) -> bool {
-    matches!(e, PublishError::Store(StoreError::Fenced { .. }))
 }

@@ -211,6 +211,9 @@ pub enum StoreError {
         /// The generation refused.
         generation: u64,
     },
+    /// No random seed could be drawn for a new PostgreSQL store.
+    #[error("could not draw a random hash seed for the new store: {0}; check the system's random source")]
+    Seed(#[source] std::io::Error),
     /// The writer thread has stopped (the server is shutting down).
     #[error(
         "the store is shutting down and accepts no more writes; retry against the restarted server"

@@ -843,7 +843,7 @@ async fn create_schema(client: &mut Client, url: &str) -> Result<(), StoreError>
         source: Arc::new(e),
     };
     let mut seed = [0u8; 8];
-    getrandom::fill(&mut seed).map_err(|e| StoreError::WriterThread(std::io::Error::other(e)))?;
+    getrandom::fill(&mut seed).map_err(|e| StoreError::Seed(std::io::Error::other(e)))?;
     let seed = i64::from_le_bytes(seed);
     let tx = client.transaction().await.map_err(err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
