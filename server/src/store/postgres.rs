@@ -934,7 +934,16 @@ async fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
             continue;
         };
         let ops: Vec<&Op> = jobs.iter().map(|j| &j.op).collect();
-        match apply(c, &ops).await {
+        let mut attempt = apply(c, &ops).await;
+        // Cutoffs are upserted in request order, so two replicas' groups can still deadlock
+        // on them; PostgreSQL aborts one, which is retried whole (nothing of it was applied).
+        for _ in 0..RETRIES {
+            match &attempt {
+                Err(e) if is_retryable(e) => attempt = apply(c, &ops).await,
+                _ => break,
+            }
+        }
+        match attempt {
             Ok(replies) => {
                 shared.commits.fetch_add(1, Ordering::Relaxed);
                 for (job, reply) in jobs.into_iter().zip(replies) {
@@ -959,6 +968,18 @@ async fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// Retries of a group aborted by a deadlock or a serialization failure.
+const RETRIES: usize = 3;
+
+/// A transaction PostgreSQL aborted to break a deadlock or a serialization conflict.
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
 }
 
 /// Whether cutoffs on `claim` may be stored (in use already, or fewer than
@@ -1066,6 +1087,19 @@ async fn apply(client: &mut Client, ops: &[&Op]) -> Result<Vec<Reply>, tokio_pos
             }
         }
     }
+    // One lock order for every replica: two groups naming the same keys (a client retrying
+    // through another replica) then queue behind each other instead of deadlocking.
+    let mut rows: Vec<(&str, &str, i64)> = jtis
+        .iter()
+        .zip(&isss)
+        .zip(&exps)
+        .map(|((j, i), e)| (*j, *i, *e))
+        .collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let jtis: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let isss: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let exps: Vec<i64> = rows.iter().map(|r| r.2).collect();
     let mut inserted: HashSet<(String, String, i64)> = HashSet::new();
     if !jtis.is_empty() {
         let rows = tx
