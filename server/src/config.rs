@@ -25,6 +25,8 @@ pub const ENV_ADMIN_TOKEN: &str = "REVBLOOM_ADMIN_TOKEN";
 pub const ENV_LISTEN: &str = "REVBLOOM_LISTEN";
 /// Environment variable that sets the data folder (read by `revbloom serve --data`).
 pub const ENV_DATA: &str = "REVBLOOM_DATA";
+/// Environment variable that names a shared store (read by `revbloom serve --store`).
+pub const ENV_STORE: &str = "REVBLOOM_STORE";
 /// Default listen address: loopback only, so a fresh start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
 /// Default data folder, relative to the working directory.
@@ -270,6 +272,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Data folder holding the store and the generated admin token (default `revbloom-data`).
     pub data_dir: PathBuf,
+    /// A shared PostgreSQL store, `postgres://user:password@host:port/database` (absent: the
+    /// embedded redb store in `data_dir`). Any number of publishers may name the same
+    /// database; one of them builds the snapshots, every one serves them.
+    pub store: Option<String>,
     /// Admin bearer token. When absent (and `REVBLOOM_ADMIN_TOKEN` unset) one is generated on
     /// first start and kept in `data_dir/admin-token`, readable by the owner only.
     pub admin_token: Option<String>,
@@ -320,6 +326,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
             data_dir: PathBuf::from(DEFAULT_DATA),
+            store: None,
             admin_token: None,
             default_iss: None,
             signing_key: None,
@@ -394,6 +401,33 @@ impl ServerConfig {
                 "sign",
                 "is false but signing_key names a key; remove one of the two".into(),
             );
+        }
+        if let Some(url) = &self.store {
+            if !crate::store::postgres::is_postgres_url(url) {
+                return field(
+                    "store",
+                    "must be a postgres:// (or postgresql://) URL; leave it unset for the \
+                     embedded store in the data folder"
+                        .into(),
+                );
+            }
+            // Replicas hand out each other's bytes: they must seal and sign with one key.
+            if self.seal && self.seal_key_file.is_none() {
+                return field(
+                    "seal_key_file",
+                    "is required with a shared store: every replica must seal with the same key \
+                     (make one with `revbloom keygen --seal-key FILE`), or set \"seal\": false"
+                        .into(),
+                );
+            }
+            if self.sign && self.signing_key.is_none() {
+                return field(
+                    "signing_key",
+                    "is required with a shared store: every replica must sign with the same key \
+                     (make one with `revbloom keygen`), or set \"sign\": false"
+                        .into(),
+                );
+            }
         }
         if matches!(&self.default_iss, Some(i) if normalize_issuer(i).is_empty()) {
             return field(

@@ -2,7 +2,7 @@
 //! producer of signed snapshots and deltas that verifiers sync from.
 //!
 //! Data flows one way: [`store`] (durable, group-committed) → [`publish`] (window, cutoffs,
-//! generations) → [`http`] (one router per resource: revocations, cutoffs, the snapshot and
+//! generations; with a shared PostgreSQL store, [`replica`] elects the one builder) → [`http`] (one router per resource: revocations, cutoffs, the snapshot and
 //! delta feed with its long-polls, health and metrics); [`run`] assembles them. See
 //! `docs/API.md` for the endpoints and `docs/DESIGN.md` (section *Publisher*) for the why.
 //!
@@ -30,6 +30,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod publish;
+pub mod replica;
 pub mod run;
 pub mod sizing;
 pub mod store;

@@ -26,7 +26,7 @@ use tokio::time::{sleep_until, Instant};
 use super::config::{resolve_publisher_keys, KeyError, KeySource, ServerConfig};
 use super::metrics::Metrics;
 use super::sizing::{self, Inflow};
-use super::store::{Committed, Cutoff, Revocation, Store, StoreError};
+use super::store::{Committed, Cutoff, Publication, Revocation, Store, StoreError};
 use revbloom::bounds::Bounds;
 use revbloom::delta::{encode_delta, encode_signed_delta};
 use revbloom::snapshot::{encode_to_vec, seal, EncodeError, SealError, SealKey, SnapshotMeta};
@@ -182,6 +182,8 @@ pub struct Hub {
     refresh: Duration,
     read_token: Arc<str>,
     sealed: bool,
+    /// Whether this process builds the generations (always, with the embedded store).
+    builder: Arc<AtomicBool>,
 }
 
 impl Hub {
@@ -189,6 +191,12 @@ impl Hub {
     /// ([`SealKey::read_token`]).
     pub fn read_token(&self) -> &str {
         &self.read_token
+    }
+
+    /// Whether this process builds the generations it serves (with a shared store, one
+    /// replica does; the others follow).
+    pub fn is_builder(&self) -> bool {
+        self.builder.load(Ordering::Relaxed)
     }
 
     /// Whether snapshots and deltas are sealed.
@@ -225,6 +233,109 @@ impl Hub {
     }
 }
 
+/// The write side of a [`Hub`]: where generations enter it, from the local publisher or, on a
+/// replica of a shared store, from the database. A generation not above the current one is
+/// ignored, so two sources may offer the same generation.
+#[derive(Clone)]
+pub struct HubFeed {
+    tx: Arc<watch::Sender<Arc<Published>>>,
+    ring: Arc<RwLock<DeltaRing>>,
+    failing: Arc<AtomicBool>,
+    builder: Arc<AtomicBool>,
+}
+
+impl HubFeed {
+    /// Make `published` the current generation, with its delta from `parent` (a generation
+    /// without one resets the delta ring). Returns whether it was taken.
+    pub fn offer(&self, published: Published, parent: u64, delta: Option<Bytes>) -> bool {
+        let Ok(mut ring) = self.ring.write() else {
+            return false;
+        };
+        let current = self.tx.borrow().generation;
+        if published.generation <= current {
+            return false;
+        }
+        match delta {
+            Some(bytes) => ring.push(DeltaFile {
+                parent,
+                generation: published.generation,
+                bytes,
+            }),
+            None => ring.items.clear(),
+        }
+        self.tx.send_replace(Arc::new(published));
+        true
+    }
+
+    /// Add the delta of a generation above the current one without making it current: the
+    /// links of a chain whose newest generation is offered next.
+    pub fn offer_delta(&self, parent: u64, generation: u64, delta: Option<Bytes>) {
+        let Ok(mut ring) = self.ring.write() else {
+            return;
+        };
+        if generation <= self.tx.borrow().generation {
+            return;
+        }
+        match delta {
+            Some(bytes) => ring.push(DeltaFile {
+                parent,
+                generation,
+                bytes,
+            }),
+            None => ring.items.clear(),
+        }
+    }
+
+    /// Record whether this process builds the generations it serves.
+    pub fn set_builder(&self, builder: bool) {
+        self.builder.store(builder, Ordering::Relaxed);
+        if !builder {
+            // A follower publishes nothing: a failure of its past builder role (the refusal
+            // that ended it, say) says nothing about whether it can do its job now.
+            self.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The generation the hub holds now (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.tx.borrow().generation
+    }
+}
+
+/// A hub with no generation yet (generation 0) and the feed that fills it. `read_token` and
+/// `sealed` come from the publisher keys ([`resolve_publisher_keys`]).
+pub fn new_hub(config: &ServerConfig, read_token: &str, sealed: bool) -> (Hub, HubFeed) {
+    let placeholder = Arc::new(Published {
+        generation: 0,
+        created_at: 0,
+        snapshot: Bytes::new(),
+        entries: 0,
+    });
+    let (tx, rx) = watch::channel(placeholder);
+    let ring = Arc::new(RwLock::new(DeltaRing {
+        capacity: config.delta_ring,
+        items: VecDeque::new(),
+    }));
+    let failing = Arc::new(AtomicBool::new(false));
+    let builder = Arc::new(AtomicBool::new(false));
+    let hub = Hub {
+        builder: Arc::clone(&builder),
+        current: rx,
+        ring: Arc::clone(&ring),
+        failing: Arc::clone(&failing),
+        refresh: Duration::from_secs(config.refresh_secs),
+        read_token: read_token.into(),
+        sealed,
+    };
+    let feed = HubFeed {
+        tx: Arc::new(tx),
+        ring,
+        failing,
+        builder,
+    };
+    (hub, feed)
+}
+
 /// Owns the window and produces generations. Runs as one task ([`Publisher::run`]).
 pub struct Publisher {
     window: Window,
@@ -238,12 +349,15 @@ pub struct Publisher {
     /// generation must not be offered as a delta.
     chain_broken: bool,
     store: Store,
+    /// The builder epoch every publication carries (0 with the embedded store).
+    epoch: u64,
+    /// How many generations the shared store keeps (the delta ring's length).
+    keep: usize,
     signing_key: Option<SigningKey>,
     /// Seals what is handed out; `None` when the configuration turns sealing off.
     seal_key: Option<SealKey>,
     snapshot_dir: Option<PathBuf>,
-    tx: watch::Sender<Arc<Published>>,
-    ring: Arc<RwLock<DeltaRing>>,
+    feed: HubFeed,
     failing: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     coalesce: Duration,
@@ -270,6 +384,24 @@ impl Publisher {
         metrics: Arc<Metrics>,
     ) -> Result<(Publisher, Hub), PublishError> {
         let keys = resolve_publisher_keys(&mut config.clone())?;
+        let (hub, feed) = new_hub(config, &keys.seal.read_token(), config.seal);
+        feed.set_builder(true);
+        let publisher = Self::start_on(store, config, signing_key, metrics, feed, 0).await?;
+        Ok((publisher, hub))
+    }
+
+    /// [`Publisher::start`] feeding an existing hub, publishing under builder `epoch`: how a
+    /// replica of a shared store becomes the builder. The window takes the store's lineage
+    /// seed when it keeps one, and the first generation continues above the store's last.
+    pub async fn start_on(
+        store: Store,
+        config: &ServerConfig,
+        signing_key: Option<SigningKey>,
+        metrics: Arc<Metrics>,
+        feed: HubFeed,
+        epoch: u64,
+    ) -> Result<Publisher, PublishError> {
+        let keys = resolve_publisher_keys(&mut config.clone())?;
         let signing_key = signing_key.or(keys.signing);
         if keys.signing_source == KeySource::Off {
             tracing::warn!(
@@ -284,26 +416,30 @@ impl Publisher {
                  against it"
             );
         }
-        let read_token: Arc<str> = keys.seal.read_token().into();
         let seal_key = config.seal.then_some(keys.seal);
         let now = unix_now();
-        let mut window = Window::new(config.window.to_window_config(), now)?;
+        let mut window = match store.lineage_seed().await? {
+            Some(seed) => Window::with_seed(config.window.to_window_config(), now, seed)?,
+            None => Window::new(config.window.to_window_config(), now)?,
+        };
         window.set_default_issuer(config.default_issuer());
         let mut cutoffs = CutoffSet::new();
         let hasher = *window.hasher();
-        let mut claims = store.cutoff_claims()?;
+        let mut claims = store.cutoff_claims().await?;
         // Straight from the read transaction into the window: no copy of the store in memory.
-        store.scan(
-            |r| {
-                window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
-            },
-            |c| {
-                if !claims.contains(&c.claim) {
-                    claims.push(c.claim.clone());
-                }
-                cutoffs.insert(cutoff_key(&hasher, &c), c.before);
-            },
-        )?;
+        store
+            .scan(
+                |r| {
+                    window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
+                },
+                |c| {
+                    if !claims.contains(&c.claim) {
+                        claims.push(c.claim.clone());
+                    }
+                    cutoffs.insert(cutoff_key(&hasher, &c), c.before);
+                },
+            )
+            .await?;
         window
             .set_cutoff_claims(&claims)
             .map_err(PublishError::CutoffClaims)?;
@@ -315,7 +451,8 @@ impl Publisher {
         // `--init` still continues above every generation it published before, so verifiers
         // take the new history instead of refusing it as a rollback.
         let previous = store
-            .generation()?
+            .generation()
+            .await?
             .max(generation_floor().saturating_sub(1));
         let first = SnapshotMeta {
             generation: previous.saturating_add(1),
@@ -323,17 +460,6 @@ impl Publisher {
             created_at: now,
             coverage: now,
         };
-        let placeholder = Arc::new(Published {
-            generation: 0,
-            created_at: 0,
-            snapshot: Bytes::new(),
-            entries: 0,
-        });
-        let (tx, rx) = watch::channel(placeholder);
-        let ring = Arc::new(RwLock::new(DeltaRing {
-            capacity: config.delta_ring,
-            items: VecDeque::new(),
-        }));
         let mut publisher = Publisher {
             window,
             cutoffs,
@@ -348,12 +474,13 @@ impl Publisher {
             },
             chain_broken: true,
             store,
+            epoch,
+            keep: config.delta_ring.saturating_add(1),
             signing_key,
             seal_key,
             snapshot_dir: config.snapshot_dir.clone(),
-            tx,
-            ring: Arc::clone(&ring),
-            failing: Arc::new(AtomicBool::new(false)),
+            failing: Arc::clone(&feed.failing),
+            feed,
             metrics,
             coalesce: Duration::from_millis(config.coalesce_ms),
             refresh: Duration::from_secs(config.refresh_secs),
@@ -363,15 +490,7 @@ impl Publisher {
             min_capacity: config.window.expected_per_bucket,
         };
         publisher.publish(first.created_at).await?;
-        let hub = Hub {
-            current: rx,
-            ring,
-            failing: Arc::clone(&publisher.failing),
-            refresh: publisher.refresh,
-            read_token,
-            sealed: publisher.seal_key.is_some(),
-        };
-        Ok((publisher, hub))
+        Ok(publisher)
     }
 
     /// Add durable changes to the window; returns whether anything changed.
@@ -485,9 +604,23 @@ impl Publisher {
             }
             None => (snapshot, delta),
         };
-        // Durable before visible: a restart must never reuse a number a verifier has seen.
-        self.store.set_generation(meta.generation).await?;
+        // Durable before visible: a restart must never reuse a number a verifier has seen. With
+        // a shared store the record carries the bytes (the other replicas serve them) and the
+        // database refuses it if another replica took over the builder role.
         let snapshot = Bytes::from(snapshot);
+        let delta = delta.map(Bytes::from);
+        self.store
+            .record_publication(&Publication {
+                generation: meta.generation,
+                parent: meta.parent,
+                epoch: self.epoch,
+                created_at: meta.created_at,
+                entries: self.window.entries(),
+                snapshot: snapshot.clone(),
+                delta: delta.clone(),
+                keep: self.keep,
+            })
+            .await?;
         if let Some(dir) = self.snapshot_dir.clone() {
             let bytes = snapshot.clone();
             let path = dir.join(SNAPSHOT_FILE);
@@ -499,16 +632,6 @@ impl Publisher {
                     let source = std::io::Error::other(e);
                     return Err(PublishError::Copy { path, source });
                 }
-            }
-        }
-        if let Ok(mut ring) = self.ring.write() {
-            match delta {
-                Some(bytes) => ring.push(DeltaFile {
-                    parent: meta.parent,
-                    generation: meta.generation,
-                    bytes: Bytes::from(bytes),
-                }),
-                None => ring.items.clear(),
             }
         }
         let published = Published {
@@ -529,11 +652,11 @@ impl Publisher {
         self.metrics
             .store_commits_total
             .store(self.store.commits(), Relaxed);
-        if let Ok((r, c)) = self.store.counts() {
+        if let Ok((r, c)) = self.store.counts().await {
             self.metrics.revocations_stored.store(r, Relaxed);
             self.metrics.cutoffs_stored.store(c, Relaxed);
         }
-        self.tx.send_replace(Arc::new(published));
+        self.feed.offer(published, meta.parent, delta);
         self.last = meta;
         self.new_cutoffs.clear();
         self.chain_broken = false;
@@ -578,6 +701,10 @@ impl Publisher {
                     }
                     retry = match self.publish(now).await {
                         Ok(()) => false,
+                        Err(e @ PublishError::Store(StoreError::Fenced { .. })) => {
+                            tracing::warn!(error = %e, "no longer the builder");
+                            break;
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "publishing a generation failed; retrying");
                             true

@@ -178,13 +178,35 @@ pub async fn start_with_limits(
         Some(settings) => Some(ServerTls::load(settings)?),
         None => None,
     };
-    let (commit_tx, commit_rx) = mpsc::unbounded_channel();
-    let (store, writer) = Store::open(&config.data_dir, Some(commit_tx))?;
-    let store = store.with_default_issuer(config.default_issuer());
     let metrics = Arc::new(Metrics::default());
     let listener_metrics = Arc::clone(&metrics);
-    let (publisher, hub) =
-        Publisher::start(store.clone(), &config, signing_key, Arc::clone(&metrics)).await?;
+    let shutdown = CancellationToken::new();
+    // The embedded store feeds its publisher from its writer; replicas of a shared store
+    // elect one builder, which tails the database (see `replica`).
+    let (store, writer, hub, publisher_task) = match &config.store {
+        Some(url) => {
+            let (store, writer) = Store::connect_postgres(url).await?;
+            let store = store.with_default_issuer(config.default_issuer());
+            let replica = super::replica::start(
+                store.clone(),
+                &config,
+                signing_key,
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            )
+            .await?;
+            (store, writer, replica.hub, replica.task)
+        }
+        None => {
+            let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+            let (store, writer) = Store::open(&config.data_dir, Some(commit_tx))?;
+            let store = store.with_default_issuer(config.default_issuer());
+            let (publisher, hub) =
+                Publisher::start(store.clone(), &config, signing_key, Arc::clone(&metrics)).await?;
+            let task = tokio::spawn(publisher.run(commit_rx, shutdown.clone()));
+            (store, writer, hub, task)
+        }
+    };
     let listener = bind(config.listen).map_err(|source| ServeError::Listen {
         addr: config.listen,
         source,
@@ -193,7 +215,6 @@ pub async fn start_with_limits(
         addr: config.listen,
         source,
     })?;
-    let shutdown = CancellationToken::new();
     let state = AppState::new(
         store,
         hub.clone(),
@@ -206,7 +227,6 @@ pub async fn start_with_limits(
     let counters = Arc::new(ConnCounters::default());
     counters.max.store(conn.max_connections as u64, Relaxed);
     let app = router(state.with_conn_limits(conn.clone(), Arc::clone(&counters)));
-    let publisher_task = tokio::spawn(publisher.run(commit_rx, shutdown.clone()));
     let reload_task = tls.clone().map(|tls| {
         tokio::spawn(super::tls::watch(
             tls,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use revbloom_server::config::{
     resolve_admin_token, resolve_publisher_keys, KeySource, TokenSource, ENV_DATA, ENV_LISTEN,
+    ENV_STORE,
 };
 use revbloom_server::tls::TlsSettings;
 use revbloom_server::{run, ServerConfig};
@@ -38,6 +39,12 @@ pub struct ServeArgs {
     /// `data_dir` in the config file].
     #[arg(long, value_name = "DIR", env = ENV_DATA)]
     pub data: Option<PathBuf>,
+    /// A shared PostgreSQL store, `postgres://USER@HOST:PORT/DB`, for several publishers
+    /// behind one database [default: `store` in the config file, else the embedded store in
+    /// the data folder]. Put a password in the environment variable or the config file, not
+    /// on the command line.
+    #[arg(long, value_name = "URL", env = ENV_STORE, hide_env_values = true)]
+    pub store: Option<String>,
     /// Serve HTTPS: PEM file with the certificate (then its intermediates); needs --tls-key.
     /// Reloaded when it changes [default: `tls.cert_file` in the config file].
     #[arg(long, value_name = "FILE", env = ENV_TLS_CERT, requires = "tls_key")]
@@ -74,6 +81,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(d) = &args.data {
         config.data_dir = d.clone();
+    }
+    if let Some(s) = &args.store {
+        config.store = Some(s.clone());
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         // The flags name the files; the file's other `tls` keys (intervals) still apply.

@@ -70,8 +70,14 @@ async fn readyz(State(st): State<AppState>) -> Response {
 async fn healthz(State(st): State<AppState>) -> Response {
     let cur = st.inner.hub.current();
     let age = unix_now().saturating_sub(cur.created_at);
+    let role = if st.inner.hub.is_builder() {
+        "builder"
+    } else {
+        "follower"
+    };
     let body = json!({
         "status": "ok",
+        "role": role,
         "generation": cur.generation,
         "snapshot_age_secs": age,
         "entries": cur.entries,

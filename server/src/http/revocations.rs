@@ -190,7 +190,7 @@ async fn lookup(
     query: Result<Query<LookupQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (Path(jti), Query(q)) = (path?, query?);
-    answer_lookup(&st.inner, jti, q.iss)
+    answer_lookup(&st.inner, jti, q.iss).await
 }
 
 async fn lookup_by_query(
@@ -199,21 +199,25 @@ async fn lookup_by_query(
     query: Result<Query<LookupByQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
-    answer_lookup(&st.inner, q.jti, q.iss)
+    answer_lookup(&st.inner, q.jti, q.iss).await
 }
 
-fn answer_lookup(st: &Inner, jti: String, iss: Option<String>) -> Result<Response, ApiError> {
+async fn answer_lookup(st: &Inner, jti: String, iss: Option<String>) -> Result<Response, ApiError> {
     check_string("jti", &jti, st.limits.max_jti_bytes, "jti_too_long")?;
     let iss = issuer(iss, st.limits.max_string_bytes)?;
-    let found = st.store.lookup_covered(iss.as_deref(), &jti).map_err(|e| {
-        st.metrics.store_errors_total.fetch_add(1, Relaxed);
-        tracing::error!(error = %e, "store read failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the store could not be read; retry",
-        )
-    })?;
+    let found = st
+        .store
+        .lookup_covered(iss.as_deref(), &jti)
+        .await
+        .map_err(|e| {
+            st.metrics.store_errors_total.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, "store read failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store could not be read; retry",
+            )
+        })?;
     let body = wire::LookupAnswer {
         exp: found.exp,
         iss,

@@ -9,6 +9,8 @@ mod cli_snapshot;
 mod cli_usage;
 mod deploy_files;
 mod exact_lookup;
+mod pg_failover;
+mod pg_store;
 mod publisher_sizing;
 mod seams_model;
 mod server_api;

@@ -23,7 +23,7 @@ use revbloom::snapshot::{self, OpenOptions, SnapshotMeta, SnapshotView};
 use revbloom::verify::{covered, ExactError, ExactQuery, ExactSource, Verifier, VerifyError};
 use revbloom::{CutoffSet, Window, WindowConfig};
 use revbloom_server::publish::{cutoff_key, key_hash};
-use revbloom_server::store::{Cutoff, Revocation, Store};
+use revbloom_server::store::{Cutoff, RedbStore as Store, Revocation};
 use serde_json::{json, Value};
 
 const T0: u64 = 1_767_225_600;

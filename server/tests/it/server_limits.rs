@@ -508,7 +508,7 @@ async fn shutdown_drops_stuck_connections_after_the_grace_period_and_releases_th
     assert_eq!(counters.open.load(Relaxed), 0);
     // The store is closed (redb holds a lock while open) and the acknowledged write is in it.
     let (store, writer) = Store::open(&dir, None).expect("store still held after shutdown");
-    assert!(store.lookup(None, "before-term").unwrap().is_some());
+    assert!(store.lookup(None, "before-term").await.unwrap().is_some());
     drop(store);
     writer.join();
     let _ = std::fs::remove_dir_all(dir);

@@ -1,12 +1,8 @@
-//! The publisher's durable store: revocations keyed by `(iss, jti, exp)`, claim cutoffs keyed by
-//! `(iss, claim, value)`, and the generation counter, in one redb file.
+//! The embedded backend: one redb file in the data folder, written by one publisher.
 //!
-//! Writes go through a single writer thread that practises **group commit**: it takes every
-//! request waiting in its channel, applies them all in one write transaction, commits once
-//! (redb's default `Durability::Immediate` commit ends in `fdatasync`), and only then answers
-//! each waiter. Concurrent revocations therefore share one fsync, and no caller hears "ok"
-//! before its data is on disk. A request's changes are never split across transactions, so a
-//! batch is all-or-nothing.
+//! Writes go through a single writer thread that practises group commit (see [`super`]);
+//! redb's default `Durability::Immediate` commit ends in `fdatasync`, so concurrent
+//! revocations share one fsync.
 //!
 //! Reads (exact lookups, rebuilding the window on start) use redb read transactions directly;
 //! they see the last committed state and never wait for the writer.
@@ -19,12 +15,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use revbloom::bounds::Bounds;
 use revbloom::cutoff::{JTI_CLAIM, MAX_SNAPSHOT_CLAIMS};
 use revbloom::hash::normalize_issuer;
+
+use super::{Committed, Cutoff, Lookup, Pruned, Revocation, RevokeOutcome, StoreError, StoreFault};
 
 /// `(iss or "", jti, exp)`. An absent issuer (a revocation for every issuer) is stored as the
 /// empty string, which the API refuses as an explicit issuer, so the two never meet. `exp` is part of the key: a jti
@@ -58,157 +55,6 @@ const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Durati
 /// requests queued behind it, and the memory a group holds.
 const MAX_GROUP: usize = 1024;
 
-/// One revoked token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    /// The token's issuer (normalised); `None` revokes the `jti` of every issuer.
-    pub iss: Option<String>,
-    /// The token's `jti`.
-    pub jti: String,
-    /// The token's `exp` (unix seconds): the revocation matters until then.
-    pub exp: u64,
-}
-
-/// One claim cutoff: tokens whose `claim` equals `value` issued before `before` are revoked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cutoff {
-    /// The issuer the cutoff applies to (normalised); `None` applies to every issuer.
-    pub iss: Option<String>,
-    /// The claim name, e.g. `sub` or `sid`.
-    pub claim: String,
-    /// The claim value cut off.
-    pub value: String,
-    /// Tokens with `iat` before this (unix seconds) are revoked.
-    pub before: u64,
-}
-
-/// Something the writer committed, forwarded to the publisher so it can update its window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Committed {
-    /// Revocations now durable (every one of a request, duplicates included).
-    Revocations(Vec<Revocation>),
-    /// A cutoff now durable.
-    Cutoff(Cutoff),
-}
-
-/// What a revocation request changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RevokeOutcome {
-    /// Revocations stored for the first time (a new `(iss, jti, exp)`).
-    pub new: usize,
-    /// Revocations already stored with the same `(iss, jti, exp)`.
-    pub duplicates: usize,
-}
-
-/// The answer of an exact lookup, read from one consistent snapshot of the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Lookup {
-    /// The latest stored `exp` of a matching revocation; `None` if none.
-    pub exp: Option<u64>,
-    /// The `before` of a matching revocation made without `exp` (a cutoff on the `jti`):
-    /// tokens with this `jti` issued before it are revoked, whatever their `exp`.
-    pub without_exp: Option<u64>,
-    /// The prune watermark: revocations of tokens with `exp` below it may have been deleted,
-    /// so "not revoked" says nothing about such a token (0 if never pruned).
-    pub pruned_before: u64,
-}
-
-/// How many entries a prune removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pruned {
-    /// Revocations no verifier can need any more
-    /// ([`Bounds::revocation_needed_until`] is past).
-    pub revocations: u64,
-    /// Cutoffs that no live token can match any more ([`Bounds::cutoff_needed_until`] is
-    /// past).
-    pub cutoffs: u64,
-}
-
-/// Errors of the durable store.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The data folder or database file could not be opened or created.
-    #[error("could not open the store at {path}: {source}; check the data folder exists, is writable, and no other revbloom process uses it")]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// What redb or the OS said.
-        source: redb::Error,
-    },
-    /// The writer thread could not be started.
-    #[error("could not start the store's writer thread: {0}; check the process's thread and memory limits")]
-    WriterThread(#[source] std::io::Error),
-    /// A read or write transaction failed. Nothing of the failed write was acknowledged.
-    /// Shared: one failed group commit fails every request of the group.
-    #[error("store transaction failed: {0}; the write was not applied, retry it")]
-    Transaction(#[source] Arc<redb::Error>),
-    /// The writer thread answered a request with a reply of another kind: a bug in revbloom.
-    #[error("the store's writer answered a {request} request with another kind of reply; this is a bug in revbloom, please report it")]
-    UnexpectedReply {
-        /// The request that got the wrong kind of reply.
-        request: &'static str,
-    },
-    /// The store file failed its integrity check, or redb panicked reading it.
-    #[error("the store {path} is damaged ({detail}); restore it from a backup, or move it away and start with `revbloom serve --init` for a new, empty history; `revbloom check-store` checks a copy")]
-    Damaged {
-        /// The database file.
-        path: PathBuf,
-        /// What the check or the panic said.
-        detail: String,
-        /// redb's error, when it reported one (a panic has none).
-        #[source]
-        source: Option<Box<redb::Error>>,
-    },
-    /// Cutoffs exist for the most distinct claims a snapshot can list, and this one is new.
-    #[error("cutoffs were stored for {max} distinct claims already, the most a snapshot lists; a cutoff on claim {claim:?} is refused (use one of the claims already in use)", max = revbloom::cutoff::MAX_SNAPSHOT_CLAIMS)]
-    TooManyClaims {
-        /// The claim refused.
-        claim: String,
-    },
-    /// The data folder was initialized but its store file is gone.
-    #[error("the store {path} is missing although its data folder was initialized; restore it from a backup, or start with `revbloom serve --init` for a new, empty history")]
-    Missing {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// The data folder was initialized but its store file is empty.
-    #[error("the store {path} is empty although its data folder was initialized; restore it from a backup, or start with `revbloom serve --init` for a new, empty history")]
-    Emptied {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// Writes are failing (the store hit an I/O error and is being reopened). Nothing of the
-    /// write was applied.
-    #[error("the store {path} is unavailable after an I/O error ({source}); the write was not applied, retry shortly")]
-    Unavailable {
-        /// The database file.
-        path: PathBuf,
-        /// The error that broke the store.
-        #[source]
-        source: Arc<redb::Error>,
-    },
-    /// The store file was deleted or replaced while the publisher had it open. Nothing written
-    /// since is acknowledged; the publisher stays not ready until restarted.
-    #[error("the store {path} was deleted or replaced while in use; the write was not applied; restore the file and restart revbloom")]
-    Replaced {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// The writer thread has stopped (the server is shutting down).
-    #[error(
-        "the store is shutting down and accepts no more writes; retry against the restarted server"
-    )]
-    Closed,
-}
-
-impl From<redb::Error> for StoreError {
-    fn from(e: redb::Error) -> Self {
-        StoreError::Transaction(Arc::new(e))
-    }
-}
-
 /// Convert any redb error type through the umbrella `redb::Error`.
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::from(e.into())
@@ -239,16 +85,6 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
-/// Why the store cannot take writes now (see [`Store::fault`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StoreFault {
-    /// A write hit an I/O error; the writer is reopening the file with backoff.
-    WriteFailing,
-    /// The file at the store's path is not the one open (deleted or replaced underneath).
-    Replaced,
-}
-
 /// `(device, inode)` of a file: what tells the open file from whatever is at its path now.
 type FileId = (u64, u64);
 
@@ -264,7 +100,7 @@ fn file_id(path: &Path) -> Option<FileId> {
     }
 }
 
-/// State shared by every [`Store`] handle and the writer thread.
+/// State shared by every [`RedbStore`] handle and the writer thread.
 struct Shared {
     path: PathBuf,
     /// `None` while the writer is reopening the file after an I/O error.
@@ -343,21 +179,21 @@ impl Shared {
 /// A cheap, cloneable handle to the store. Writes are queued to the group-commit writer;
 /// reads run on the caller's thread (they are short and never block on the writer).
 #[derive(Clone)]
-pub struct Store {
+pub struct RedbStore {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Job>,
     /// The issuer assumed for lookups without `iss` (normalised).
     default_iss: Option<Arc<str>>,
 }
 
-/// Owns the writer thread. [`StoreWriter::join`] waits until every [`Store`] handle is
+/// Owns the writer thread. [`RedbWriter::join`] waits until every [`RedbStore`] handle is
 /// dropped and the last queued write is committed: call it on shutdown.
-pub struct StoreWriter {
+pub struct RedbWriter {
     thread: Option<JoinHandle<()>>,
 }
 
-impl StoreWriter {
-    /// Wait for the writer thread to drain its queue and exit. It exits once every [`Store`]
+impl RedbWriter {
+    /// Wait for the writer thread to drain its queue and exit. It exits once every [`RedbStore`]
     /// handle is gone, so drop them first.
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
@@ -416,7 +252,7 @@ fn set_private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Allow the next [`Store::open`] of `data_dir` to start a new, empty history: remove the
+/// Allow the next [`RedbStore::open`] of `data_dir` to start a new, empty history: remove the
 /// initialization marker, but only when the store file is missing or empty. An existing store
 /// is never discarded by this; returns whether the marker was removed.
 pub fn allow_new_history(data_dir: &Path) -> std::io::Result<bool> {
@@ -531,7 +367,7 @@ pub fn check_store(data_dir: &Path) -> Result<(u64, u64), StoreError> {
     }
 }
 
-impl Store {
+impl RedbStore {
     /// Open (or create) `data_dir/revbloom.redb` and start the writer thread. Every commit is
     /// forwarded to `on_commit` when given, so the publisher sees exactly what is durable.
     ///
@@ -543,7 +379,7 @@ impl Store {
     pub fn open(
         data_dir: &Path,
         on_commit: Option<mpsc::UnboundedSender<Committed>>,
-    ) -> Result<(Store, StoreWriter), StoreError> {
+    ) -> Result<(RedbStore, RedbWriter), StoreError> {
         let path = data_dir.join(STORE_FILE);
         let io_err = |e: std::io::Error| StoreError::Open {
             path: path.clone(),
@@ -586,12 +422,12 @@ impl Store {
             })
             .map_err(StoreError::WriterThread)?;
         Ok((
-            Store {
+            RedbStore {
                 shared,
                 tx,
                 default_iss: None,
             },
-            StoreWriter {
+            RedbWriter {
                 thread: Some(thread),
             },
         ))
@@ -630,7 +466,7 @@ impl Store {
     }
 
     /// This handle with `iss` (normalised; empty means none) as the issuer assumed by
-    /// [`Store::lookup`] for queries that name none: the deployment's `default_iss`.
+    /// [`RedbStore::lookup`] for queries that name none: the deployment's `default_iss`.
     pub fn with_default_issuer(mut self, iss: Option<&str>) -> Self {
         self.default_iss = iss
             .map(normalize_issuer)
@@ -703,7 +539,7 @@ impl Store {
     }
 
     /// The latest stored `exp` of a revocation of `jti` for a token of issuer `iss`, if
-    /// revoked: see [`Store::lookup_covered`].
+    /// revoked: see [`RedbStore::lookup_covered`].
     pub fn lookup(&self, iss: Option<&str>, jti: &str) -> Result<Option<u64>, StoreError> {
         self.lookup_covered(iss, jti).map(|l| l.exp)
     }
@@ -776,7 +612,7 @@ impl Store {
         Ok(got.map(|g| g.value()).unwrap_or(0))
     }
 
-    /// The last generation recorded with [`Store::set_generation`] (0 on a new store).
+    /// The last generation recorded with [`RedbStore::set_generation`] (0 on a new store).
     pub fn generation(&self) -> Result<u64, StoreError> {
         let r = self.db()?.begin_read().map_err(db_err)?;
         let t = r.open_table(META).map_err(db_err)?;
@@ -1013,7 +849,7 @@ fn reopen(shared: &Shared) -> Result<(), StoreError> {
 
 type Applied = (Vec<Reply>, Vec<Committed>);
 
-/// Store `c` unless a later cutoff for its key is stored: (whether a row existed, whether it
+/// RedbStore `c` unless a later cutoff for its key is stored: (whether a row existed, whether it
 /// changed).
 fn raise_cutoff(
     cut: &mut redb::Table<'_, (&str, &str, &str), u64>,
@@ -1144,7 +980,7 @@ mod tests {
         // A regular file where the data folder should be: create_dir_all fails.
         let file = std::env::temp_dir().join(format!("revbloom-store-file-{}", std::process::id()));
         std::fs::write(&file, b"").unwrap();
-        let e = Store::open(&file, None)
+        let e = RedbStore::open(&file, None)
             .err()
             .expect("a file is not a data folder");
         let _ = std::fs::remove_file(&file);
@@ -1174,7 +1010,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("revbloom-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let (store, writer) = Store::open(&dir, None).unwrap();
+            let (store, writer) = RedbStore::open(&dir, None).unwrap();
             let o = store
                 .revoke(vec![rev(None, "a", 100), rev(Some("i"), "a", 200)])
                 .await
@@ -1212,7 +1048,7 @@ mod tests {
             drop(store);
             writer.join();
         }
-        let (store, writer) = Store::open(&dir, None).unwrap();
+        let (store, writer) = RedbStore::open(&dir, None).unwrap();
         assert_eq!(store.lookup(None, "a").unwrap(), Some(100));
         assert_eq!(store.lookup(Some("i"), "a").unwrap(), Some(200));
         // The revocation without iss holds for every issuer.
@@ -1272,7 +1108,7 @@ mod tests {
         );
         drop(store);
         writer.join();
-        let (store, writer) = Store::open(&dir, None).unwrap();
+        let (store, writer) = RedbStore::open(&dir, None).unwrap();
         assert_eq!(store.pruned_before().unwrap(), 135);
         drop(store);
         writer.join();
@@ -1298,7 +1134,7 @@ mod tests {
             }
             w.commit().unwrap();
         }
-        let (store, writer) = Store::open(&dir, None).unwrap();
+        let (store, writer) = RedbStore::open(&dir, None).unwrap();
         assert_eq!(store.lookup(Some("https://a"), "j").unwrap(), Some(100));
         let mut cutoffs = Vec::new();
         store.scan(|_| {}, |c| cutoffs.push(c)).unwrap();
@@ -1316,7 +1152,7 @@ mod tests {
     async fn issuerless_revocations_match_every_issuer_and_default_applies() {
         let dir = std::env::temp_dir().join(format!("revbloom-store-iss-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (store, writer) = Store::open(&dir, None).unwrap();
+        let (store, writer) = RedbStore::open(&dir, None).unwrap();
         let store = store.with_default_issuer(Some("https://d/"));
         store
             .revoke(vec![
@@ -1355,7 +1191,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("revbloom-store-cc-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (store, writer) = Store::open(&dir, Some(tx)).unwrap();
+        let (store, writer) = RedbStore::open(&dir, Some(tx)).unwrap();
         let mut tasks = Vec::new();
         for i in 0..200u64 {
             let s = store.clone();
@@ -1388,7 +1224,7 @@ mod tests {
     async fn an_initialized_folder_refuses_a_missing_or_emptied_store_until_init() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let (store, writer) = Store::open(&dir, None).unwrap();
+        let (store, writer) = RedbStore::open(&dir, None).unwrap();
         store.revoke(vec![rev(None, "a", 100)]).await.unwrap();
         drop(store);
         writer.join();
@@ -1401,7 +1237,7 @@ mod tests {
             assert_eq!(mode(&dir.join(INIT_MARKER)), 0o600);
             // A folder opened up by hand is tightened again.
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let (store, writer) = Store::open(&dir, None).unwrap();
+            let (store, writer) = RedbStore::open(&dir, None).unwrap();
             drop(store);
             writer.join();
             assert_eq!(mode(&dir), 0o700);
@@ -1409,19 +1245,19 @@ mod tests {
         // An existing store is never given up by --init.
         assert!(!allow_new_history(&dir).unwrap());
         std::fs::File::create(dir.join(STORE_FILE)).unwrap();
-        let e = Store::open(&dir, None)
+        let e = RedbStore::open(&dir, None)
             .err()
             .expect("emptied store refused");
         assert!(matches!(e, StoreError::Emptied { .. }), "{e}");
         assert!(e.to_string().contains("--init"), "{e}");
         std::fs::remove_file(dir.join(STORE_FILE)).unwrap();
-        let e = Store::open(&dir, None)
+        let e = RedbStore::open(&dir, None)
             .err()
             .expect("missing store refused");
         assert!(matches!(e, StoreError::Missing { .. }), "{e}");
         assert!(e.to_string().contains(STORE_FILE), "{e}");
         assert!(allow_new_history(&dir).unwrap());
-        let (store, writer) = Store::open(&dir, None).unwrap();
+        let (store, writer) = RedbStore::open(&dir, None).unwrap();
         assert_eq!(store.counts().unwrap(), (0, 0));
         drop(store);
         writer.join();
@@ -1430,7 +1266,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_replaced_underneath_is_reported_and_never_acknowledged() {
         let tmp = tempfile::tempdir().unwrap();
-        let (store, writer) = Store::open(tmp.path(), None).unwrap();
+        let (store, writer) = RedbStore::open(tmp.path(), None).unwrap();
         store.revoke(vec![rev(None, "a", 100)]).await.unwrap();
         assert_eq!(store.fault(), None);
         let path = tmp.path().join(STORE_FILE);
@@ -1456,7 +1292,7 @@ mod tests {
         let good = tmp.path().join("good");
         let jtis: Vec<String> = (0..300).map(|i| format!("jti-{i:04}")).collect();
         {
-            let (store, writer) = Store::open(&good, None).unwrap();
+            let (store, writer) = RedbStore::open(&good, None).unwrap();
             for chunk in jtis.chunks(50) {
                 let list = chunk
                     .iter()
@@ -1487,7 +1323,7 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(STORE_FILE), &damaged).unwrap();
             std::fs::write(dir.join(INIT_MARKER), b"").unwrap();
-            let outcome = catch_unwind(AssertUnwindSafe(|| match Store::open(&dir, None) {
+            let outcome = catch_unwind(AssertUnwindSafe(|| match RedbStore::open(&dir, None) {
                 Err(StoreError::Damaged { .. }) => None,
                 Err(e) => panic!("offset {at}: refused, but not as damaged: {e}"),
                 Ok((store, writer)) => {
