@@ -2,6 +2,7 @@
 //! publishers, HTTP clients, and the audit scenarios' spec.
 
 pub mod audit;
+pub mod s3;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
