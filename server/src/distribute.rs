@@ -85,7 +85,7 @@ pub enum DistributeError {
         url: String,
         /// The store's error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// The credentials may not write (HTTP 403, or a folder that is not writable).
     #[error("--publish-to {url}: permission denied writing {path}; grant the publisher's credentials write access (s3:PutObject, s3:GetObject, s3:DeleteObject, s3:ListBucket or the equivalent) to the bucket and prefix")]
@@ -96,7 +96,7 @@ pub enum DistributeError {
         path: String,
         /// The store's error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// No credentials, or credentials the store does not accept (HTTP 401, bad signature).
     #[error("--publish-to {url}: the store refused the credentials writing {path}; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the GOOGLE_/AZURE_ equivalents) in the publisher's environment")]
@@ -107,7 +107,7 @@ pub enum DistributeError {
         path: String,
         /// The store's error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// The bucket (or container, or folder) does not exist.
     #[error(
@@ -120,7 +120,7 @@ pub enum DistributeError {
         path: String,
         /// The store's error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// Any other store failure (network, throttling, server error); retried with the next
     /// generation.
@@ -134,7 +134,7 @@ pub enum DistributeError {
         path: String,
         /// The store's error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// The bucket's manifest already names a newer generation: another publisher writes
     /// there. Nothing was replaced.
@@ -193,7 +193,7 @@ impl Destination {
         let display = redact(url);
         let setup = |source| DistributeError::Setup {
             url: display.clone(),
-            source,
+            source: Box::new(source),
         };
         let bad_key = |key: &str| DistributeError::Url {
             url: display.clone(),
@@ -448,24 +448,36 @@ impl ObjectPublisher {
         let url = self.dest.display.clone();
         let path = path.to_string();
         match source {
-            object_store::Error::PermissionDenied { .. } => {
-                DistributeError::PermissionDenied { url, path, source }
-            }
-            object_store::Error::Unauthenticated { .. } => {
-                DistributeError::Unauthenticated { url, path, source }
-            }
+            object_store::Error::PermissionDenied { .. } => DistributeError::PermissionDenied {
+                url,
+                path,
+                source: Box::new(source),
+            },
+            object_store::Error::Unauthenticated { .. } => DistributeError::Unauthenticated {
+                url,
+                path,
+                source: Box::new(source),
+            },
             object_store::Error::NotFound { .. } if op != "GET" && op != "DELETE" => {
-                DistributeError::NoBucket { url, path, source }
+                DistributeError::NoBucket {
+                    url,
+                    path,
+                    source: Box::new(source),
+                }
             }
             // A local folder the process may not write: the OS error under a generic wrapper.
             ref e if io_kind(e) == Some(std::io::ErrorKind::PermissionDenied) => {
-                DistributeError::PermissionDenied { url, path, source }
+                DistributeError::PermissionDenied {
+                    url,
+                    path,
+                    source: Box::new(source),
+                }
             }
             source => DistributeError::Store {
                 url,
                 op,
                 path,
-                source,
+                source: Box::new(source),
             },
         }
     }
@@ -624,15 +636,16 @@ impl ObjectPublisher {
             if let Some((_, body)) = &existing {
                 // A manifest we cannot read (another key, damaged) is replaced, and said so.
                 match Manifest::decode(body, &own) {
-                    Ok(theirs) if theirs.generation > m.generation => {
+                    Ok(theirs) if theirs.generation == m.generation && body[..] == bytes[..] => {
+                        return Ok(())
+                    }
+                    // Newer, or the same generation with other content: not ours to replace.
+                    Ok(theirs) if theirs.generation >= m.generation => {
                         return Err(DistributeError::Superseded {
                             url: self.dest.display.clone(),
                             current: theirs.generation,
                             ours: m.generation,
                         })
-                    }
-                    Ok(theirs) if theirs.generation == m.generation && body[..] == bytes[..] => {
-                        return Ok(())
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -672,10 +685,10 @@ impl ObjectPublisher {
             url: self.dest.display.clone(),
             op: "PUT",
             path: path.to_string(),
-            source: object_store::Error::Generic {
+            source: Box::new(object_store::Error::Generic {
                 store: "manifest",
                 source: "the manifest kept changing under us (8 attempts)".into(),
-            },
+            }),
         })
     }
 

@@ -24,6 +24,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Static mirrors: `SyncConfig::mirrors(["https://cdn.example.com/revbloom"])` follows the
+//! signed manifest a publisher writes into an object store (any HTTP server or CDN in front of
+//! it serves as a mirror), and `SyncConfig::url(publisher).mirror(base)` tries mirrors before
+//! the publisher. See [`SyncConfig::mirror`] and the [`manifest`] module.
+//!
 //! An in-memory-only gateway filter forgets every revocation on restart; this one does not:
 //! the cache file is replaced atomically after every new generation, and loaded (and
 //! validated, signature included when configured) before the first request is served. The

@@ -422,3 +422,69 @@ async fn s3_bucket_conditional_writes_cache_control_mirror_and_permissions() {
     drop(sync);
     srv.shutdown();
 }
+
+/// FORMAT.md §7 is enough to read a manifest in another language: its Python snippet, run
+/// as written, verifies and parses what `ObjectPublisher` wrote, and refuses a flipped byte.
+#[tokio::test]
+async fn the_manifest_reads_in_python_from_the_spec_alone() {
+    let dir = temp_dir("dist-python");
+    let bucket = dir.join("bucket");
+    let dest = Destination::parse(&format!("file://{}", bucket.display())).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]);
+    let mut objects = ObjectPublisher::new(dest, Some(key.clone()));
+    for (generation, delta) in [(7, None), (8, Some(&b"delta 7 to 8"[..]))] {
+        let g = GenerationObjects {
+            generation,
+            parent: generation - 1,
+            created_at: 1_767_225_600 + generation,
+            snapshot: Bytes::from(vec![generation as u8; 4096]),
+            delta: delta.map(Bytes::from_static),
+        };
+        objects.publish(&g).await.unwrap();
+    }
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md")).unwrap();
+    let start = spec
+        .find("A Python reader needs")
+        .expect("the Python reader in FORMAT.md §7");
+    let code = &spec[start..];
+    let code = &code[code.find("```python\n").unwrap() + 10..];
+    let code = &code[..code.find("```").unwrap()];
+    let driver = r#"
+import sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+folder, key = sys.argv[1], Ed25519PublicKey.from_public_bytes(bytes.fromhex(sys.argv[2]))
+m = read_manifest(open(folder + "/manifest.rbm", "rb").read(), key)
+check_object(m["snapshot"], open(folder + "/" + m["snapshot"]["path"], "rb").read())
+for d in m["deltas"]:
+    check_object(d, open(folder + "/" + d["path"], "rb").read())
+print(m["generation"], m["snapshot"]["generation"], len(m["deltas"]))
+"#;
+    let program = format!("{code}{driver}");
+    let public: String = key
+        .verifying_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let run = || {
+        std::process::Command::new("python3")
+            .args(["-c", &program, bucket.to_str().unwrap(), &public])
+            .output()
+            .expect("python3 (with the cryptography package: Debian python3-cryptography) runs")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8 7 1");
+    // Control: one flipped payload byte and the Python reader refuses it.
+    let path = bucket.join(MANIFEST_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(!run().status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
