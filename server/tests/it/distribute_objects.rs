@@ -488,3 +488,81 @@ print(m["generation"], m["snapshot"]["generation"], len(m["deltas"]))
     assert!(!run().status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sources are tried in order: a dead mirror, one serving an old manifest and one withholding
+/// it are passed over for the next mirror, and the publisher comes last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifiers_fall_back_across_mirrors_and_the_publisher() {
+    let (srv, data, dir) = publisher("dist-fallback").await;
+    let bucket = dir.join("bucket");
+    let dest = Destination::parse(&format!("file://{}", bucket.display())).unwrap();
+    let key = read_signing_key(&data.join("signing.key")).unwrap();
+    let _relay = relay(srv.hub().clone(), ObjectPublisher::new(dest, Some(key)));
+    let (good, _) = start_mirror(Backing::Dir(bucket.clone())).await;
+    let (old, old_mode) = start_mirror(Backing::Dir(bucket.clone())).await;
+    let (withheld, withheld_mode) = start_mirror(Backing::Dir(bucket.clone())).await;
+    *withheld_mode.lock().unwrap() = Mode::Withhold;
+    until("a first manifest", Duration::from_secs(20), || {
+        bucket.join(MANIFEST_FILE).is_file()
+    })
+    .await;
+    let first = Bytes::from(std::fs::read(bucket.join(MANIFEST_FILE)).unwrap());
+    *old_mode.lock().unwrap() = Mode::Manifest(first);
+    let exp = now() + 3600;
+    revoke(&srv.url(), "fallback-jti", exp).await;
+
+    // Mirrors only: dead, withheld, old, then the good one. The old mirror's manifest is the
+    // first thing a verifier holding nothing can take; once the snapshot from it is past half
+    // of max_age (2 s), the next mirror is asked too, and from then on the old one is behind.
+    let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(4));
+    let sync = SyncClient::start(
+        SyncConfig::mirrors(["http://127.0.0.1:1", withheld.as_str()])
+            .mirror(&old)
+            .mirror(&good)
+            .open_options(verifier_options(&data))
+            .mirror_poll_interval(Duration::from_millis(50))
+            .backoff(Duration::from_millis(20), Duration::from_millis(200)),
+        handle.clone(),
+    )
+    .unwrap();
+    let stats = sync.shared_stats();
+    until(
+        "the revocation through the last mirror",
+        Duration::from_secs(20),
+        || decide(&handle, "fallback-jti", exp) == Decision::Verdict(Verdict::MaybeRevoked),
+    )
+    .await;
+    until(
+        "the old mirror passed over as behind",
+        Duration::from_secs(20),
+        || stats.failures(SyncFailure::Behind) > 0,
+    )
+    .await;
+    assert!(stats.failures(SyncFailure::Unreachable) > 0);
+    assert!(stats.failures(SyncFailure::Status) > 0);
+
+    // A withheld mirror, then the publisher.
+    let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(30));
+    let sync2 = SyncClient::start(
+        SyncConfig::url(srv.url())
+            .mirror(&withheld)
+            .open_options(verifier_options(&data))
+            .long_poll(Duration::from_millis(200))
+            .mirror_poll_interval(Duration::from_millis(50))
+            .backoff(Duration::from_millis(20), Duration::from_millis(200)),
+        handle.clone(),
+    )
+    .unwrap();
+    until(
+        "the revocation through the publisher",
+        Duration::from_secs(20),
+        || decide(&handle, "fallback-jti", exp) == Decision::Verdict(Verdict::MaybeRevoked),
+    )
+    .await;
+    assert!(
+        sync2.stats().failures(SyncFailure::Status) > 0,
+        "the mirror was tried first"
+    );
+    drop((sync, sync2));
+    srv.shutdown();
+}
