@@ -566,3 +566,65 @@ async fn verifiers_fall_back_across_mirrors_and_the_publisher() {
     drop((sync, sync2));
     srv.shutdown();
 }
+
+/// The background uploader the publisher hands generations to: in order, deltas chained,
+/// a rebase when a generation comes without a delta, and its status follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_uploader_chains_deltas_and_rebases() {
+    let dir = temp_dir("dist-spawn");
+    let bucket = dir.join("bucket");
+    let dest = Destination::parse(&format!("file://{}", bucket.display())).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (uploads, task) = ObjectPublisher::new(dest, Some(key.clone())).spawn(
+        16,
+        Duration::from_millis(50),
+        shutdown.clone(),
+    );
+    let g = |generation: u64, delta: bool| GenerationObjects {
+        generation,
+        parent: generation - 1,
+        created_at: generation,
+        snapshot: Bytes::from(vec![generation as u8; 1024]),
+        delta: delta.then(|| Bytes::from(vec![generation as u8; 16])),
+    };
+    let options = revbloom::OpenOptions::new().verifying_key(key.verifying_key());
+    let manifest = || {
+        Manifest::decode(
+            &std::fs::read(bucket.join(MANIFEST_FILE)).unwrap(),
+            &options,
+        )
+        .unwrap()
+    };
+    for (generation, delta) in [(10, false), (11, true), (12, true)] {
+        uploads.offer(g(generation, delta));
+    }
+    let status = Arc::clone(uploads.status());
+    until("generation 12 uploaded", Duration::from_secs(10), || {
+        status.generation.load(std::sync::atomic::Ordering::Relaxed) == 12
+    })
+    .await;
+    let m = manifest();
+    assert_eq!(
+        (m.generation, m.snapshot.generation, m.deltas.len()),
+        (12, 10, 2)
+    );
+    // No delta (a layout change): a full snapshot starts a new chain.
+    uploads.offer(g(13, false));
+    until("generation 13 uploaded", Duration::from_secs(10), || {
+        status.generation.load(std::sync::atomic::Ordering::Relaxed) == 13
+    })
+    .await;
+    let m = manifest();
+    assert_eq!(
+        (m.generation, m.snapshot.generation, m.deltas.len()),
+        (13, 13, 0)
+    );
+    assert!(!status.failing.load(std::sync::atomic::Ordering::Relaxed));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
