@@ -576,11 +576,10 @@ async fn the_background_uploader_chains_deltas_and_rebases() {
     let dest = Destination::parse(&format!("file://{}", bucket.display())).unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let (uploads, task) = ObjectPublisher::new(dest, Some(key.clone())).spawn(
-        16,
-        Duration::from_millis(50),
-        shutdown.clone(),
-    );
+    let (uploads, task) = ObjectPublisher::new(dest, Some(key.clone()))
+        .sweep_every(Duration::ZERO)
+        .sweep_grace(Duration::ZERO)
+        .spawn(16, Duration::from_millis(50), shutdown.clone());
     let g = |generation: u64, delta: bool| GenerationObjects {
         generation,
         parent: generation - 1,
@@ -621,6 +620,17 @@ async fn the_background_uploader_chains_deltas_and_rebases() {
         (13, 13, 0)
     );
     assert!(!status.failing.load(std::sync::atomic::Ordering::Relaxed));
+    // With no grace, the sweep leaves only what the manifest names.
+    let names = |sub: &str| -> Vec<String> {
+        std::fs::read_dir(bucket.join(sub))
+            .map(|d| {
+                d.map(|e| format!("{sub}/{}", e.unwrap().file_name().to_string_lossy()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(names("snapshots"), vec![m.snapshot.path.clone()]);
+    assert_eq!(names("deltas"), Vec::<String>::new());
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
