@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod distribute;
 pub mod http;
 pub mod limits;
 pub mod metrics;

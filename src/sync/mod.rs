@@ -24,6 +24,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Static mirrors: `SyncConfig::mirrors(["https://cdn.example.com/revbloom"])` follows the
+//! signed manifest a publisher writes into an object store (any HTTP server or CDN in front of
+//! it serves as a mirror), and `SyncConfig::url(publisher).mirror(base)` tries mirrors before
+//! the publisher. See [`SyncConfig::mirror`] and the [`manifest`] module.
+//!
 //! An in-memory-only gateway filter forgets every revocation on restart; this one does not:
 //! the cache file is replaced atomically after every new generation, and loaded (and
 //! validated, signature included when configured) before the first request is served. The
@@ -36,6 +41,8 @@
 //! accepted under the same signature rules. The cache file holds the unsealed snapshot: keep
 //! it where only the verifier can read it.
 
+pub mod manifest;
+mod mirror;
 mod poll;
 pub mod tls;
 
@@ -63,6 +70,10 @@ pub enum Source {
     /// A snapshot file (e.g. written by the publisher's `snapshot_dir` or a CDN sync), reloaded
     /// when its modification time or size changes.
     File(PathBuf),
+    /// Static mirrors only, tried in order: base URLs of any HTTP(S) server or CDN in front of
+    /// the object store the publisher writes to with `--publish-to` (see
+    /// [`SyncConfig::mirrors`]).
+    Mirrors(Vec<String>),
 }
 
 /// How the client syncs. Built like a sentence: `SyncConfig::url(u).cache_file(p)`.
@@ -78,12 +89,60 @@ pub struct SyncConfig {
     tls: ClientTls,
     seal_keys: Vec<SealKey>,
     allow_unsigned: bool,
+    /// Mirrors tried before the publisher of a [`Source::Url`].
+    mirrors: Vec<String>,
+    mirror_poll: Duration,
 }
 
 impl SyncConfig {
     /// Sync from a publisher at `base` (e.g. `http://127.0.0.1:8750`).
     pub fn url(base: impl Into<String>) -> Self {
         Self::new(Source::Url(base.into().trim_end_matches('/').to_owned()))
+    }
+
+    /// Sync from static mirrors only (the publisher is not reachable from here), tried in
+    /// order: each `base` is the URL of the folder holding the manifest (`manifest.rbm`), e.g.
+    /// `https://cdn.example.com/revbloom`. See [`SyncConfig::mirror`].
+    pub fn mirrors<I, S>(bases: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(Source::Mirrors(bases.into_iter().map(trim_base).collect()))
+    }
+
+    /// Add a static mirror: the base URL of an HTTP(S) server or CDN in front of the object
+    /// store the publisher writes to (`--publish-to`). Mirrors are tried in the order they
+    /// were added, and the publisher of a [`SyncConfig::url`] source last. Each round reads
+    /// the mirror's signed manifest (`<base>/manifest.rbm`), then fetches the deltas from the
+    /// generation held or the full snapshot; a mirror that fails, serves a manifest older than
+    /// the generation held, or has nothing newer while the snapshot held is past half its
+    /// `max_age`, hands over to the next source. A manifest older than the snapshot held never
+    /// replaces it ([`SyncFailure::Behind`]): the snapshot held ages, and turns stale as
+    /// without any source. Ignored by a [`SyncConfig::file`] source.
+    pub fn mirror(mut self, base: impl Into<String>) -> Self {
+        let base = trim_base(base);
+        match &mut self.source {
+            Source::Mirrors(list) => list.push(base),
+            _ => self.mirrors.push(base),
+        }
+        self
+    }
+
+    /// How often mirrors are asked for a new manifest when the last round found nothing new
+    /// (default 2 s). Mirrors cannot long-poll; the publisher's manifest `Cache-Control`
+    /// lifetime adds to this delay behind a CDN.
+    pub fn mirror_poll_interval(mut self, every: Duration) -> Self {
+        self.mirror_poll = every;
+        self
+    }
+
+    /// The mirrors, in the order they are tried.
+    pub fn mirror_urls(&self) -> &[String] {
+        match &self.source {
+            Source::Mirrors(list) => list,
+            _ => &self.mirrors,
+        }
     }
 
     /// Sync from a snapshot file.
@@ -103,6 +162,8 @@ impl SyncConfig {
             tls: ClientTls::default(),
             seal_keys: Vec::new(),
             allow_unsigned: false,
+            mirrors: Vec::new(),
+            mirror_poll: Duration::from_secs(2),
         }
     }
 
@@ -191,6 +252,10 @@ impl SyncConfig {
     }
 }
 
+fn trim_base(base: impl Into<String>) -> String {
+    base.into().trim_end_matches('/').to_owned()
+}
+
 /// Errors of the sync client. Each one leaves the handle's current snapshot in place.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -228,6 +293,35 @@ pub enum SyncError {
         /// The publisher URL.
         url: String,
     },
+    /// A mirror's manifest was refused (not a manifest, bad signature, broken chain).
+    #[error("manifest {url} refused: {source}")]
+    Manifest {
+        /// The manifest URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: manifest::ManifestError,
+    },
+    /// An object a signed manifest names does not match it (size or SHA-256): the mirror
+    /// serves altered or mixed-up files.
+    #[error("object {url} does not match the signed manifest ({what}); the mirror serves altered files, keeping the snapshot held")]
+    Object {
+        /// The object URL.
+        url: String,
+        /// What differs.
+        what: String,
+    },
+    /// A mirror's manifest names an older generation than the one held: a lagging cache or
+    /// a replayed manifest. The snapshot held is kept and ages as if no source answered.
+    #[error("mirror {url} is behind: its manifest names generation {offered}, generation {held} is held; keeping it")]
+    Behind {
+        /// The manifest URL.
+        url: String,
+        /// The manifest's generation.
+        offered: u64,
+        /// The generation held.
+        held: u64,
+    },
     /// `start` was called outside a tokio runtime.
     #[error("SyncClient::start needs a tokio runtime (call it from async code or inside Runtime::enter)")]
     NoRuntime,
@@ -260,11 +354,13 @@ pub enum SyncFailure {
     Status,
     /// The snapshot held became older than `max_age` (counted once per transition).
     Stale,
+    /// A mirror served a manifest older than the generation held (never applied).
+    Behind,
 }
 
 impl SyncFailure {
     /// Every kind, in the order of [`SyncStats::failures`].
-    pub const ALL: [SyncFailure; 10] = [
+    pub const ALL: [SyncFailure; 11] = [
         SyncFailure::Rollback,
         SyncFailure::Signature,
         SyncFailure::Seal,
@@ -275,10 +371,11 @@ impl SyncFailure {
         SyncFailure::Unreachable,
         SyncFailure::Status,
         SyncFailure::Stale,
+        SyncFailure::Behind,
     ];
 
     /// The label: `rollback`, `signature`, `seal`, `invalid`, `delta`, `missing`, `io`,
-    /// `unreachable`, `status`, `stale`.
+    /// `unreachable`, `status`, `stale`, `behind`.
     pub fn as_str(self) -> &'static str {
         match self {
             SyncFailure::Rollback => "rollback",
@@ -291,6 +388,7 @@ impl SyncFailure {
             SyncFailure::Unreachable => "unreachable",
             SyncFailure::Status => "status",
             SyncFailure::Stale => "stale",
+            SyncFailure::Behind => "behind",
         }
     }
 
@@ -335,6 +433,14 @@ impl SyncError {
                 SyncFailure::Missing
             }
             SyncError::Io { .. } => SyncFailure::Io,
+            SyncError::Manifest { source, .. } => match source {
+                manifest::ManifestError::Unsigned
+                | manifest::ManifestError::Signature
+                | manifest::ManifestError::SignatureNotChecked => SyncFailure::Signature,
+                _ => SyncFailure::Invalid,
+            },
+            SyncError::Object { .. } => SyncFailure::Invalid,
+            SyncError::Behind { .. } => SyncFailure::Behind,
             SyncError::Tls(_) | SyncError::NoVerifyingKey { .. } | SyncError::NoRuntime => {
                 SyncFailure::Invalid
             }
@@ -412,9 +518,14 @@ impl SyncClient {
     /// Refuses a URL source without a verifying key unless [`SyncConfig::allow_unsigned`]
     /// ([`SyncError::NoVerifyingKey`], also logged).
     pub fn start(mut config: SyncConfig, handle: SnapshotHandle) -> Result<SyncClient, SyncError> {
-        if let Source::Url(url) = &config.source {
+        let network = match &config.source {
+            Source::Url(url) => Some(url.clone()),
+            Source::Mirrors(list) => Some(list.join(", ")),
+            Source::File(_) => None,
+        };
+        if let Some(url) = network {
             if !config.options.has_verifying_key() && !config.allow_unsigned {
-                let e = SyncError::NoVerifyingKey { url: url.clone() };
+                let e = SyncError::NoVerifyingKey { url };
                 tracing::error!(error = %e, "revocation sync not started");
                 return Err(e);
             }

@@ -22,7 +22,7 @@ type Changed = bool;
 
 /// The HTTP client of a URL source (`None` for a file source), with the configured TLS trust.
 pub(super) fn http_client(config: &SyncConfig) -> Result<Option<reqwest::Client>, SyncError> {
-    if !matches!(config.source, Source::Url(_)) {
+    if matches!(config.source, Source::File(_)) {
         return Ok(None);
     }
     let client = config
@@ -51,12 +51,16 @@ pub(super) async fn run(
     // once, not every round.
     let mut stale = false;
     loop {
+        let mirrored = !config.mirror_urls().is_empty();
         let step = match (&config.source, &client) {
+            (Source::Url(_) | Source::Mirrors(_), Some(client)) if mirrored => {
+                super::mirror::round(client, &config, &handle, &stats, &mut force_full).await
+            }
             (Source::Url(base), Some(client)) => {
                 url_step(client, base, &config, &handle, &stats, &mut force_full).await
             }
             (Source::File(path), _) => file_step(path, &config, &handle, &stats, &mut file_seen),
-            (Source::Url(_), None) => return,
+            (Source::Url(_) | Source::Mirrors(_), _) => return,
         };
         match step {
             Ok(changed) => {
@@ -71,6 +75,8 @@ pub(super) async fn run(
                 }
                 if matches!(config.source, Source::File(_)) {
                     tokio::time::sleep(config.file_poll).await;
+                } else if mirrored && !changed {
+                    tokio::time::sleep(config.mirror_poll).await;
                 }
             }
             Err(e) => {
@@ -140,7 +146,7 @@ fn retry_delays(config: &SyncConfig) -> impl Iterator<Item = Duration> {
         .map(move |d| d.clamp(min, max))
 }
 
-async fn url_step(
+pub(super) async fn url_step(
     client: &reqwest::Client,
     base: &str,
     config: &SyncConfig,
@@ -183,13 +189,29 @@ async fn url_step(
     }
 }
 
-fn apply_chain(
+pub(super) fn apply_chain(
     handle: &SnapshotHandle,
-    mut chain: &[u8],
+    chain: &[u8],
     config: &SyncConfig,
     stats: &SyncStats,
 ) -> Result<Changed, SyncError> {
     let mut changed = false;
+    for_each_delta(chain, config, |delta| {
+        if let ReplaceOutcome::Replaced { .. } = handle.apply_delta(delta)? {
+            stats.deltas.fetch_add(1, Relaxed);
+            changed = true;
+        }
+        Ok(())
+    })?;
+    Ok(changed)
+}
+
+/// Open each delta of a chain of delta files (each sealed or not) in turn.
+pub(super) fn for_each_delta(
+    mut chain: &[u8],
+    config: &SyncConfig,
+    mut f: impl FnMut(&DeltaView<'_>) -> Result<(), SyncError>,
+) -> Result<(), SyncError> {
     while !chain.is_empty() {
         // A sealing publisher serves a chain of envelopes, one per delta.
         let (inner, rest) = if snapshot::is_sealed(chain) {
@@ -207,13 +229,10 @@ fn apply_chain(
             None => DeltaView::open_prefix(chain, &config.options)
                 .map_err(|e| SyncError::Swap(e.into()))?,
         };
-        if let ReplaceOutcome::Replaced { .. } = handle.apply_delta(&delta)? {
-            stats.deltas.fetch_add(1, Relaxed);
-            changed = true;
-        }
+        f(&delta)?;
         chain = rest;
     }
-    Ok(changed)
+    Ok(())
 }
 
 async fn fetch_full(

@@ -8,6 +8,7 @@ mod cli_completions;
 mod cli_snapshot;
 mod cli_usage;
 mod deploy_files;
+mod distribute_objects;
 mod exact_lookup;
 mod pg_failover;
 mod pg_store;

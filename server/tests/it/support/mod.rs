@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod pg;
+pub mod s3;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
