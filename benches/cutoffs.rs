@@ -18,7 +18,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{cycle, rounds, splitmix, Variant, NOW, QUERIES};
+use common::{cycle, indices, rounds, Variant, NOW, QUERIES};
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use revbloom::cutoff::{self, revokes, ClaimHasher, CutoffIndex, CutoffKey, CutoffSet};
 use revbloom::snapshot::{self, AlignedBytes, OpenOptions, SnapshotMeta, SnapshotView};
@@ -45,21 +45,6 @@ fn present_value(i: u64) -> Value {
 }
 fn absent_value(i: u64) -> Value {
     value(b'u', 1 << 40 | i)
-}
-
-/// Query set: indices `0..n` shuffled when `n <= QUERIES`, else `QUERIES` draws.
-fn indices(n: u64, seed: u64) -> Vec<u64> {
-    let mut s = seed;
-    if n as usize <= QUERIES {
-        let mut idx: Vec<u64> = (0..n).collect();
-        for i in (1..idx.len()).rev() {
-            let j = (splitmix(&mut s) % (i as u64 + 1)) as usize;
-            idx.swap(i, j);
-        }
-        idx
-    } else {
-        (0..QUERIES).map(|_| splitmix(&mut s) % n).collect()
-    }
 }
 
 /// A snapshot with a few revocations and `n` `sub` cutoffs (values `present_value(0..n)`).

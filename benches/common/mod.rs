@@ -89,6 +89,12 @@ pub fn query(i: u64) -> Query {
 /// most [`QUERIES`], else [`QUERIES`] keys drawn uniformly from the whole set. Either way the
 /// probes land uniformly over the whole filter.
 pub fn present_queries(n: u64, seed: u64) -> Vec<Query> {
+    indices(n, seed).into_iter().map(query).collect()
+}
+
+/// Key indices for a set of `n`: `0..n` shuffled when `n` is at most [`QUERIES`], else
+/// [`QUERIES`] draws uniform over the whole set.
+pub fn indices(n: u64, seed: u64) -> Vec<u64> {
     let mut s = seed;
     if n as usize <= QUERIES {
         let mut idx: Vec<u64> = (0..n).collect();
@@ -96,9 +102,9 @@ pub fn present_queries(n: u64, seed: u64) -> Vec<Query> {
             let j = (splitmix(&mut s) % (i as u64 + 1)) as usize;
             idx.swap(i, j);
         }
-        idx.into_iter().map(query).collect()
+        idx
     } else {
-        (0..QUERIES).map(|_| query(splitmix(&mut s) % n)).collect()
+        (0..QUERIES).map(|_| splitmix(&mut s) % n).collect()
     }
 }
 
