@@ -53,9 +53,21 @@ struct Args {
         value_name = "URL",
         env = "REVBLOOM_GATEWAY_PUBLISHER",
         conflicts_with = "snapshot",
-        required_unless_present = "snapshot"
+        required_unless_present_any = ["snapshot", "mirror"]
     )]
     publisher: Option<String>,
+    /// Read snapshots and deltas from this static mirror of the publisher's `--publish-to`
+    /// bucket (the URL of the folder holding `manifest.rbm`); repeat or comma-separate for
+    /// several, tried in order and before --publisher. Without --publisher, give
+    /// --exact-url for lookups.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "REVBLOOM_GATEWAY_MIRRORS",
+        value_delimiter = ',',
+        conflicts_with = "snapshot"
+    )]
+    mirror: Vec<String>,
     /// Load this snapshot file instead, reloaded when it changes.
     #[arg(long, value_name = "PATH", env = "REVBLOOM_GATEWAY_SNAPSHOT")]
     snapshot: Option<PathBuf>,
@@ -259,8 +271,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let sync = match (&args.snapshot, &args.publisher) {
         (Some(path), None) => SyncConfig::file(path),
-        (None, Some(url)) => SyncConfig::url(url).cache_file(args.cache.clone()),
-        _ => usage_error("give exactly one of --snapshot, --publisher"),
+        (None, Some(url)) => args
+            .mirror
+            .iter()
+            .fold(SyncConfig::url(url), |c, m| c.mirror(m))
+            .cache_file(args.cache.clone()),
+        (None, None) if !args.mirror.is_empty() => {
+            SyncConfig::mirrors(&args.mirror).cache_file(args.cache.clone())
+        }
+        _ => usage_error("give exactly one of --snapshot, --publisher, --mirror"),
     };
 
     let secret: Option<Vec<u8>> = match (&args.hs256_secret_file, &args.hs256_secret) {

@@ -27,6 +27,9 @@ pub const ENV_LISTEN: &str = "REVBLOOM_LISTEN";
 pub const ENV_DATA: &str = "REVBLOOM_DATA";
 /// Environment variable that names a shared store (read by `revbloom serve --store`).
 pub const ENV_STORE: &str = "REVBLOOM_STORE";
+/// Environment variable that names an object store to publish to (read by
+/// `revbloom serve --publish-to`).
+pub const ENV_PUBLISH_TO: &str = "REVBLOOM_PUBLISH_TO";
 /// Default listen address: loopback only, so a fresh start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
 /// Default data folder, relative to the working directory.
@@ -139,6 +142,83 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
             source,
         },
     })
+}
+
+/// Where and how generations are published to an object store (`"publish_to"` in the
+/// configuration, `--publish-to URL` on the command line); see [`crate::distribute`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishTo {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or
+    /// `file:///absolute/folder`. Credentials come from the environment (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`) or `options`.
+    pub url: String,
+    /// `object_store` configuration keys set on top of the environment, e.g.
+    /// `{"aws_endpoint": "http://127.0.0.1:9000", "aws_allow_http": "true"}`.
+    pub options: std::collections::BTreeMap<String, String>,
+    /// `max-age` of the manifest's `Cache-Control`, seconds (default 5): the longest a CDN
+    /// may hold back a new generation.
+    pub manifest_max_age_secs: u64,
+    /// The most deltas one manifest lists before a full snapshot is uploaded (default 64).
+    pub max_chain: usize,
+    /// How long an object no manifest names is kept before it is deleted, seconds (default
+    /// 600); must exceed the manifest's lifetime in caches plus a download.
+    pub sweep_grace_secs: u64,
+}
+
+impl Default for PublishTo {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            options: Default::default(),
+            manifest_max_age_secs: 5,
+            max_chain: 64,
+            sweep_grace_secs: 600,
+        }
+    }
+}
+
+impl PublishTo {
+    /// Publish to `url` with the default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.url.is_empty() {
+            return Err((
+                "publish_to.url",
+                "must name the object store (s3://bucket/prefix, file:///folder, ...)".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.manifest_max_age_secs) {
+            return Err((
+                "publish_to.manifest_max_age_secs",
+                "must lie in 1..=86400".into(),
+            ));
+        }
+        if !(1..=revbloom::sync::manifest::MAX_MANIFEST_DELTAS).contains(&self.max_chain) {
+            return Err((
+                "publish_to.max_chain",
+                format!(
+                    "must lie in 1..={}",
+                    revbloom::sync::manifest::MAX_MANIFEST_DELTAS
+                ),
+            ));
+        }
+        if self.sweep_grace_secs <= self.manifest_max_age_secs.saturating_add(30) {
+            return Err((
+                "publish_to.sweep_grace_secs",
+                "must exceed manifest_max_age_secs by more than 30 s: a reader of the \
+                 previous manifest must still find its objects"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Window parameters of the published filter (see [`WindowConfig`]).
@@ -302,6 +382,9 @@ pub struct ServerConfig {
     /// Folder to write a copy of every snapshot to (`snapshot.rbs`, atomically replaced), for
     /// distribution by a static file server or CDN.
     pub snapshot_dir: Option<PathBuf>,
+    /// An object store to publish every generation to, as immutable snapshot and delta
+    /// objects plus a signed manifest, for verifiers that sync from mirrors (absent: none).
+    pub publish_to: Option<PublishTo>,
     /// Least time between two generations triggered by revocations, ms (default 250).
     pub coalesce_ms: u64,
     /// A generation is published at least this often even without changes, so `created_at`
@@ -334,6 +417,7 @@ impl Default for ServerConfig {
             seal_key_file: None,
             seal: true,
             snapshot_dir: None,
+            publish_to: None,
             coalesce_ms: 250,
             refresh_secs: 30,
             prune_secs: 300,
@@ -379,6 +463,9 @@ impl ServerConfig {
         }
         if let Some(Err((key, why))) = self.tls.as_ref().map(|t| t.validate()) {
             return field(key, why.into());
+        }
+        if let Some(Err((key, why))) = self.publish_to.as_ref().map(|p| p.validate()) {
+            return field(key, why);
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {

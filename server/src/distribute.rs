@@ -25,7 +25,6 @@
 //! `GOOGLE_*`, `AZURE_*`); [`Destination::parse_with`] adds explicit options on top.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +40,6 @@ use revbloom::sync::manifest::{
     sha256_hex, DeltaRef, Manifest, ManifestError, ObjectRef, MANIFEST_FILE,
 };
 use thiserror::Error;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// `Cache-Control` of the manifest unless configured otherwise: short, so a CDN passes a new
 /// generation on within seconds.
@@ -186,6 +183,10 @@ impl Destination {
         K: AsRef<str>,
         V: Into<String>,
     {
+        // object_store's HTTP client is reqwest without a crypto provider of its own (aws-lc-rs
+        // would need cmake), and building one without a process default panics: ring is the
+        // process default, as for every other client here.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let parsed = url::Url::parse(url).map_err(|e| DistributeError::Url {
             url: redact(url),
             reason: format!("not a URL ({e}); expected s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or file:///folder"),
@@ -367,9 +368,6 @@ impl ObjectPublisher {
     /// A publisher to `dest`, signing manifests with `signing_key` (the key that signs
     /// snapshots; `None` writes unsigned manifests, which verifiers with a key refuse).
     pub fn new(dest: Destination, signing_key: Option<SigningKey>) -> ObjectPublisher {
-        // object_store's HTTP client is reqwest without a crypto provider of its own (aws-lc-rs
-        // would need cmake); ring is the process default, as for every other client here.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let attributes_ok = dest.backend != Backend::File;
         ObjectPublisher {
             dest,
@@ -419,6 +417,38 @@ impl ObjectPublisher {
     /// The destination.
     pub fn destination(&self) -> &Destination {
         &self.dest
+    }
+
+    /// Continue from the manifest in the store (read and verified with this publisher's
+    /// key): the next [`ObjectPublisher::publish`] whose parent is that manifest's
+    /// generation extends its delta chain instead of uploading a full snapshot. How a
+    /// replica that becomes the builder picks up the chain of the builder before it.
+    /// Returns the manifest's generation; `None` (and a full snapshot next) when there is
+    /// none or it cannot be read.
+    pub async fn resume(&mut self) -> Result<Option<u64>, DistributeError> {
+        let path = self.dest.path(MANIFEST_FILE);
+        self.current = None;
+        let body = match self.dest.store.get(&path).await {
+            Ok(r) => r.bytes().await.map_err(|e| self.err("GET", &path, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("GET", &path, e)),
+        };
+        let own = match &self.signing_key {
+            Some(k) => OpenOptions::new().verifying_key(k.verifying_key()),
+            None => OpenOptions::new().skip_signature_check(),
+        };
+        match Manifest::decode(&body, &own) {
+            Ok(m) => {
+                let generation = m.generation;
+                let bytes = m.deltas.iter().map(|d| d.size).sum();
+                self.current = Some((m, bytes));
+                Ok(Some(generation))
+            }
+            Err(e) => {
+                tracing::warn!(destination = %self.dest.display, error = %e, "the manifest in the store cannot be read; the next generation goes up as a full snapshot");
+                Ok(None)
+            }
+        }
     }
 
     /// Write and delete a probe object (`.revbloom-write-check`), so a destination the
@@ -749,97 +779,6 @@ fn io_kind(e: &object_store::Error) -> Option<std::io::ErrorKind> {
         cause = c.source();
     }
     None
-}
-
-/// Health of the background uploader, for metrics and readiness.
-#[derive(Debug, Default)]
-pub struct UploadStatus {
-    /// The generation the bucket's manifest names (0 before the first upload).
-    pub generation: AtomicU64,
-    /// Uploads that failed.
-    pub errors: AtomicU64,
-    /// Set while the last upload failed.
-    pub failing: AtomicBool,
-}
-
-/// The sending side of [`ObjectPublisher::spawn`]: hand each stored generation over without
-/// waiting for the store.
-#[derive(Debug, Clone)]
-pub struct Uploads {
-    tx: mpsc::Sender<GenerationObjects>,
-    status: Arc<UploadStatus>,
-}
-
-impl Uploads {
-    /// Queue `g` for upload. Never waits: when the queue is full (the store is slower than
-    /// the publisher) the generation is dropped, and the next one that fits is uploaded as a
-    /// full snapshot (its delta no longer continues the bucket's chain).
-    pub fn offer(&self, g: GenerationObjects) {
-        if self.tx.try_send(g).is_err() {
-            tracing::warn!(
-                "object store upload queue full; a later generation goes up as a full snapshot"
-            );
-        }
-    }
-
-    /// The uploader's health.
-    pub fn status(&self) -> &Arc<UploadStatus> {
-        &self.status
-    }
-}
-
-impl ObjectPublisher {
-    /// Run the uploads in a background task: generations offered through the returned
-    /// [`Uploads`] are published in order; a failed one is retried (after `retry`) until it
-    /// succeeds or a newer generation replaces it. Stops when `shutdown` is cancelled or every
-    /// [`Uploads`] is dropped.
-    pub fn spawn(
-        mut self,
-        queue: usize,
-        retry: Duration,
-        shutdown: CancellationToken,
-    ) -> (Uploads, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<GenerationObjects>(queue.max(1));
-        let status = Arc::new(UploadStatus::default());
-        let shared = Arc::clone(&status);
-        let task = tokio::spawn(async move {
-            let mut pending: Option<GenerationObjects> = None;
-            loop {
-                let next = match pending.take() {
-                    Some(g) => {
-                        // Retry the failed one, unless a newer generation arrives first.
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            newer = rx.recv() => match newer { Some(n) => n, None => g },
-                            _ = tokio::time::sleep(retry) => g,
-                        }
-                    }
-                    None => tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        g = rx.recv() => match g { Some(g) => g, None => return },
-                    },
-                };
-                match self.publish(&next).await {
-                    Ok(up) => {
-                        shared.generation.store(up.generation, Relaxed);
-                        shared.failing.store(false, Relaxed);
-                    }
-                    Err(DistributeError::Superseded { current, ours, .. }) => {
-                        tracing::warn!(current, ours, destination = %self.dest.display, "the bucket names a newer generation; not overwriting it");
-                        shared.errors.fetch_add(1, Relaxed);
-                        shared.failing.store(true, Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, generation = next.generation, "uploading a generation to the object store failed; retrying");
-                        shared.errors.fetch_add(1, Relaxed);
-                        shared.failing.store(true, Relaxed);
-                        pending = Some(next);
-                    }
-                }
-            }
-        });
-        (Uploads { tx, status }, task)
-    }
 }
 
 #[cfg(test)]

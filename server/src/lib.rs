@@ -36,6 +36,7 @@ pub mod run;
 pub mod sizing;
 pub mod store;
 pub mod tls;
+pub mod upload;
 
 pub use config::ServerConfig;
 pub use publish::{Hub, Published, Publisher};

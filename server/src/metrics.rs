@@ -43,11 +43,12 @@ pub const ROUTES: [&str; 9] = [
 
 /// Every reason `GET /readyz` can give, and the `reason` labels of
 /// `revbloom_not_ready_reason`: a fixed set, so the series never grow.
-pub const NOT_READY_REASONS: [&str; 4] = [
+pub const NOT_READY_REASONS: [&str; 5] = [
     "store_write_failing",
     "store_replaced",
     "publish_failing",
     "snapshot_stale",
+    "upload_failing",
 ];
 
 /// Labels of `revbloom_not_ready_reason`; the value is one of [`NOT_READY_REASONS`].
@@ -167,6 +168,13 @@ pub struct Metrics {
     pub publish_errors_total: CounterU64,
     /// 1 when `GET /readyz` would answer 200, else 0 (refreshed by `/readyz` and `/metrics`).
     pub ready: GaugeU64,
+    /// The generation the object store's manifest names, as this process last wrote it
+    /// (0 without `publish_to`, or before the first upload).
+    pub upload_generation: GaugeU64,
+    /// Uploads to the object store that failed.
+    pub upload_errors_total: CounterU64,
+    /// 1 while the last upload to the object store failed, else 0.
+    pub upload_failing: GaugeU64,
     /// TLS certificate pairs swapped in by the reload task.
     pub tls_reloads_total: CounterU64,
     /// Changed TLS certificate or key files that could not be loaded (the old pair stays).
@@ -202,6 +210,9 @@ impl Default for Metrics {
             publishes_total: CounterU64::default(),
             publish_errors_total: CounterU64::default(),
             ready: GaugeU64::default(),
+            upload_generation: GaugeU64::default(),
+            upload_errors_total: CounterU64::default(),
+            upload_failing: GaugeU64::default(),
             tls_reloads_total: CounterU64::default(),
             tls_reload_failures_total: CounterU64::default(),
             tls_handshake_failures_total: CounterU64::default(),
@@ -287,6 +298,21 @@ impl Metrics {
             "revbloom_publish_errors",
             "Failed snapshot publications",
             self.publish_errors_total.0.clone(),
+        );
+        r.register(
+            "revbloom_upload_generation",
+            "Generation the object store's manifest names (publish_to), as last written here",
+            self.upload_generation.0.clone(),
+        );
+        r.register(
+            "revbloom_upload_errors",
+            "Uploads to the object store (publish_to) that failed",
+            self.upload_errors_total.0.clone(),
+        );
+        r.register(
+            "revbloom_upload_failing",
+            "1 while the last upload to the object store failed, else 0",
+            self.upload_failing.0.clone(),
         );
         for (name, help, c) in CONNECTION_COUNTERS
             .iter()

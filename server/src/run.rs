@@ -40,7 +40,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::config::{ConfigFileError, ServerConfig};
+use super::config::{resolve_publisher_keys, ConfigFileError, ServerConfig};
+use super::distribute::{Destination, ObjectPublisher};
 use super::http::{router, AppState};
 pub use super::limits::effective_max_connections;
 use super::limits::{
@@ -74,6 +75,9 @@ pub enum ServeError {
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The object store of `publish_to` is unusable: a bad URL, or it cannot be written.
+    #[error(transparent)]
+    PublishTo(#[from] super::distribute::DistributeError),
     /// The listen address could not be bound, or serving failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -178,6 +182,23 @@ pub async fn start_with_limits(
         Some(settings) => Some(ServerTls::load(settings)?),
         None => None,
     };
+    // Before the store opens: a bucket the credentials cannot write is a start-up error, not
+    // a silent gap in what mirrors serve.
+    let objects = match &config.publish_to {
+        Some(to) => {
+            let dest = Destination::parse_with(&to.url, &to.options)?;
+            // The same files the publisher reads (generated now if this is the first start).
+            let keys = resolve_publisher_keys(&mut config.clone()).map_err(PublishError::from)?;
+            let objects = ObjectPublisher::new(dest, keys.signing)
+                .manifest_cache_control(format!("public, max-age={}", to.manifest_max_age_secs))
+                .max_chain(to.max_chain)
+                .sweep_grace(Duration::from_secs(to.sweep_grace_secs));
+            objects.check_writable().await?;
+            tracing::info!(destination = %objects.destination().display(), "publishing generations to the object store");
+            Some(objects)
+        }
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let listener_metrics = Arc::clone(&metrics);
     let shutdown = CancellationToken::new();
@@ -207,6 +228,15 @@ pub async fn start_with_limits(
             (store, writer, hub, task)
         }
     };
+    let upload_task = objects.map(|objects| {
+        super::upload::spawn(
+            hub.clone(),
+            objects,
+            Arc::clone(&metrics),
+            UPLOAD_RETRY,
+            shutdown.clone(),
+        )
+    });
     let listener = bind(config.listen).map_err(|source| ServeError::Listen {
         addr: config.listen,
         source,
@@ -251,6 +281,9 @@ pub async fn start_with_limits(
         // acknowledged write is committed. The publisher saw the same signal; once it is gone
         // too, the writer drains what is queued and exits.
         let _ = publisher_task.await;
+        if let Some(t) = upload_task {
+            let _ = t.await;
+        }
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         Ok(())
     });
@@ -263,6 +296,9 @@ pub async fn start_with_limits(
         task,
     })
 }
+
+/// Pause before a failed upload to the object store is tried again.
+const UPLOAD_RETRY: Duration = Duration::from_secs(1);
 
 /// Listen backlog asked of the kernel, which caps it at `net.core.somaxconn` (4096 by default
 /// since Linux 5.4). `TcpListener::bind` asks for 128 (std's and mio's value): a burst of

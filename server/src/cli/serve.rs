@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use revbloom_server::config::PublishTo;
 use revbloom_server::config::{
     resolve_admin_token, resolve_publisher_keys, KeySource, TokenSource, ENV_DATA, ENV_LISTEN,
-    ENV_STORE,
+    ENV_PUBLISH_TO, ENV_STORE,
 };
 use revbloom_server::tls::TlsSettings;
 use revbloom_server::{run, ServerConfig};
@@ -45,6 +46,11 @@ pub struct ServeArgs {
     /// on the command line.
     #[arg(long, value_name = "URL", env = ENV_STORE, hide_env_values = true)]
     pub store: Option<String>,
+    /// Also publish every generation to an object store, for verifiers that sync from
+    /// mirrors: `s3://BUCKET/PREFIX`, `gs://…`, `az://…` or `file:///FOLDER`; credentials
+    /// from the environment (`AWS_*`, …) [default: `publish_to.url` in the config file].
+    #[arg(long, value_name = "URL", env = ENV_PUBLISH_TO, hide_env_values = true)]
+    pub publish_to: Option<String>,
     /// Serve HTTPS: PEM file with the certificate (then its intermediates); needs --tls-key.
     /// Reloaded when it changes [default: `tls.cert_file` in the config file].
     #[arg(long, value_name = "FILE", env = ENV_TLS_CERT, requires = "tls_key")]
@@ -84,6 +90,13 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(s) = &args.store {
         config.store = Some(s.clone());
+    }
+    if let Some(url) = &args.publish_to {
+        // The flag names the store; the file's other `publish_to` keys still apply.
+        config
+            .publish_to
+            .get_or_insert_with(|| PublishTo::new(url.clone()))
+            .url = url.clone();
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         // The flags name the files; the file's other `tls` keys (intervals) still apply.

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::{ApiError, AppState};
 use crate::metrics;
@@ -41,6 +42,10 @@ pub(crate) fn not_ready_reasons(st: &AppState) -> Vec<&'static str> {
     let age = unix_now().saturating_sub(inner.hub.current().created_at);
     if age > 2 * inner.hub.refresh().as_secs().max(1) {
         reasons.push("snapshot_stale");
+    }
+    // Verifiers reading the bucket's mirrors get nothing new while uploads fail.
+    if inner.hub.is_builder() && inner.metrics.upload_failing.load(Relaxed) != 0 {
+        reasons.push("upload_failing");
     }
     inner.metrics.set_readiness(&reasons);
     reasons

@@ -233,3 +233,46 @@ async fn example_config_serves_under_the_deployments_environment() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `deploy/compose.ha.yaml` writes the replicas' configuration from a heredoc in its `init`
+/// service: with the secrets substituted, that JSON is a configuration the real loader takes
+/// (no unknown key, every range valid) for a shared store publishing to a bucket, and the
+/// files it names are the ones `init` generates.
+#[test]
+fn scale_out_compose_writes_a_valid_replica_config() {
+    let compose = read("deploy/compose.ha.yaml");
+    let lines: Vec<&str> = compose.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with("cat > revbloom.json <<EOF"))
+        .expect("the init service writes revbloom.json from a heredoc");
+    let end = start
+        + lines[start..]
+            .iter()
+            .position(|l| l.trim() == "EOF")
+            .expect("the heredoc ends");
+    let json: String = lines[start + 1..end]
+        .join("\n")
+        .replace("$$(cat /run/secrets/pg_password)", "pg-secret")
+        .replace("$$(cat /run/secrets/minio_password)", "minio-secret")
+        .replace("$$(cat admin-token)", "0123456789abcdef0123456789abcdef");
+    assert!(!json.contains('$'), "an unsubstituted expansion: {json}");
+    let dir = std::env::temp_dir().join(format!("revbloom-compose-ha-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("revbloom.json");
+    std::fs::write(&file, &json).unwrap();
+    let c = ServerConfig::from_file(&file).unwrap_or_else(|e| panic!("{e}\n{json}"));
+    c.validate().unwrap();
+    assert!(c.store.as_deref().unwrap().starts_with("postgres://"));
+    let to = c.publish_to.as_ref().unwrap();
+    assert!(to.url.starts_with("s3://"), "{}", to.url);
+    revbloom_server::distribute::Destination::parse_with(&to.url, &to.options).unwrap();
+    for generated in ["seal.key", "signing.key", "signing.pub", "admin-token"] {
+        assert!(
+            compose.contains(&format!("[ -f {generated} ]"))
+                || compose.contains(&format!("--public {generated}")),
+            "init does not generate {generated}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,7 @@
 //! Static distribution through object storage, end to end with real components: an
-//! in-process publisher, its generations relayed into a `file://` folder and into a real S3
-//! server (moto) by `ObjectPublisher`, a plain static HTTP server in front of each as the
-//! mirror, and verifiers that know only the mirror (never the publisher's address).
+//! in-process publisher configured with `publish_to` a `file://` folder or a real S3 server
+//! (moto), a plain static HTTP server in front of each as the mirror, and verifiers that know
+//! only the mirror (never the publisher's address).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,11 +16,11 @@ use revbloom::snapshot::read_signing_key;
 use revbloom::sync::manifest::{Manifest, MANIFEST_FILE};
 use revbloom::sync::{SyncClient, SyncConfig, SyncFailure};
 use revbloom::{Decision, SnapshotHandle, StalenessPolicy, Verdict};
+use revbloom_server::config::PublishTo;
 use revbloom_server::distribute::{
     Destination, DistributeError, GenerationObjects, ObjectPublisher,
 };
-use revbloom_server::publish::DeltaChain;
-use revbloom_server::{Hub, Running};
+use revbloom_server::{run, Running};
 use serde_json::json;
 
 use crate::support::s3::{Moto, BUCKET};
@@ -95,36 +95,6 @@ async fn start_mirror(backing: Backing) -> (String, Arc<Mutex<Mode>>) {
     (format!("http://{addr}"), mode)
 }
 
-/// What the integrator's wiring does: every generation the publisher makes goes to the
-/// object store, with the delta from the generation uploaded before it.
-fn relay(hub: Hub, mut objects: ObjectPublisher) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut rx = hub.subscribe();
-        let mut prev: Option<u64> = None;
-        loop {
-            let cur = rx.borrow_and_update().clone();
-            if cur.generation != 0 && Some(cur.generation) != prev {
-                let delta = prev.and_then(|p| match hub.deltas_since(p, &cur) {
-                    DeltaChain::Chain { bytes, .. } => Some(bytes),
-                    _ => None,
-                });
-                let g = GenerationObjects {
-                    generation: cur.generation,
-                    parent: prev.unwrap_or(0),
-                    created_at: cur.created_at,
-                    snapshot: cur.snapshot.clone(),
-                    delta,
-                };
-                objects.publish(&g).await.expect("upload a generation");
-                prev = Some(cur.generation);
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    })
-}
-
 async fn revoke(base: &str, jti: &str, exp: u64) {
     let r = client()
         .post(format!("{base}/v1/revocations"))
@@ -148,13 +118,26 @@ fn now() -> u64 {
     crate::support::now()
 }
 
-async fn publisher(name: &str) -> (Running, PathBuf, PathBuf) {
+/// A publisher in `dir/data` with a generation every second even without revocations (what
+/// keeps mirror readers fresh), publishing to `publish_to` (built from `dir`).
+async fn publisher_to(
+    name: &str,
+    publish_to: impl FnOnce(&std::path::Path) -> PublishTo,
+) -> (Running, PathBuf, PathBuf) {
     let dir = temp_dir(name);
     let data = dir.join("data");
     let mut c = config(data.clone());
-    // A generation every second even without revocations: what keeps mirror readers fresh.
     c.refresh_secs = 1;
+    c.publish_to = Some(publish_to(&dir));
     (start(c).await, data, dir)
+}
+
+/// [`publisher_to`] the folder `dir/bucket`.
+async fn publisher(name: &str) -> (Running, PathBuf, PathBuf) {
+    publisher_to(name, |dir| {
+        PublishTo::new(format!("file://{}", dir.join("bucket").display()))
+    })
+    .await
 }
 
 fn mirror_verifier(
@@ -182,11 +165,6 @@ fn decide(h: &SnapshotHandle, jti: &str, exp: u64) -> Decision {
 async fn mirror_over_a_folder_enforces_revocations_and_fails_closed_when_withheld() {
     let (srv, data, dir) = publisher("dist-file").await;
     let bucket = dir.join("bucket");
-    let dest = Destination::parse(&format!("file://{}", bucket.display())).unwrap();
-    let key = read_signing_key(&data.join("signing.key")).unwrap();
-    let objects = ObjectPublisher::new(dest, Some(key)).sweep_every(Duration::ZERO);
-    objects.check_writable().await.unwrap();
-    let _relay = relay(srv.hub().clone(), objects);
     let (mirror, mode) = start_mirror(Backing::Dir(bucket.clone())).await;
     let (handle, sync) = mirror_verifier(&data, &mirror, 3);
     let stats = sync.shared_stats();
@@ -332,12 +310,26 @@ async fn s3_bucket_conditional_writes_cache_control_mirror_and_permissions() {
         "{msg}"
     );
 
-    let (srv, data, _dir) = publisher("dist-s3").await;
+    // A publisher configured with them does not start, and says why.
+    let dir = temp_dir("dist-s3-ro");
+    let mut c = config(dir.join("data"));
+    c.publish_to = Some(PublishTo {
+        options: moto.options(&moto.reader).into_iter().collect(),
+        ..PublishTo::new(&url)
+    });
+    let e = match run::start(c, TOKEN.to_string()).await {
+        Ok(_) => panic!("a publisher started with a bucket it cannot write"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("permission denied") && e.contains(&url), "{e}");
+
+    let (srv, data, _dir) = publisher_to("dist-s3", |_| PublishTo {
+        options: moto.options(&moto.writer).into_iter().collect(),
+        ..PublishTo::new(&url)
+    })
+    .await;
     let dest = Destination::parse_with(&url, moto.options(&moto.writer)).unwrap();
     let key = read_signing_key(&data.join("signing.key")).unwrap();
-    let objects = ObjectPublisher::new(dest.clone(), Some(key.clone()));
-    objects.check_writable().await.unwrap();
-    let _relay = relay(srv.hub().clone(), objects);
 
     // The mirror: a static HTTP front that reads the bucket with the reader's keys.
     let reader: Arc<dyn ObjectStore> = Arc::new(
@@ -495,9 +487,6 @@ print(m["generation"], m["snapshot"]["generation"], len(m["deltas"]))
 async fn verifiers_fall_back_across_mirrors_and_the_publisher() {
     let (srv, data, dir) = publisher("dist-fallback").await;
     let bucket = dir.join("bucket");
-    let dest = Destination::parse(&format!("file://{}", bucket.display())).unwrap();
-    let key = read_signing_key(&data.join("signing.key")).unwrap();
-    let _relay = relay(srv.hub().clone(), ObjectPublisher::new(dest, Some(key)));
     let (good, _) = start_mirror(Backing::Dir(bucket.clone())).await;
     let (old, old_mode) = start_mirror(Backing::Dir(bucket.clone())).await;
     let (withheld, withheld_mode) = start_mirror(Backing::Dir(bucket.clone())).await;
@@ -567,19 +556,17 @@ async fn verifiers_fall_back_across_mirrors_and_the_publisher() {
     srv.shutdown();
 }
 
-/// The background uploader the publisher hands generations to: in order, deltas chained,
-/// a rebase when a generation comes without a delta, and its status follows.
+/// `ObjectPublisher` on its own: deltas chained, a rebase when a generation comes without a
+/// delta, and the sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_background_uploader_chains_deltas_and_rebases() {
-    let dir = temp_dir("dist-spawn");
+async fn generations_chain_as_deltas_and_rebase_without_one() {
+    let dir = temp_dir("dist-chain");
     let bucket = dir.join("bucket");
     let dest = Destination::parse(&format!("file://{}", bucket.display())).unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let (uploads, task) = ObjectPublisher::new(dest, Some(key.clone()))
+    let mut objects = ObjectPublisher::new(dest.clone(), Some(key.clone()))
         .sweep_every(Duration::ZERO)
-        .sweep_grace(Duration::ZERO)
-        .spawn(16, Duration::from_millis(50), shutdown.clone());
+        .sweep_grace(Duration::ZERO);
     let g = |generation: u64, delta: bool| GenerationObjects {
         generation,
         parent: generation - 1,
@@ -596,30 +583,27 @@ async fn the_background_uploader_chains_deltas_and_rebases() {
         .unwrap()
     };
     for (generation, delta) in [(10, false), (11, true), (12, true)] {
-        uploads.offer(g(generation, delta));
+        objects.publish(&g(generation, delta)).await.unwrap();
     }
-    let status = Arc::clone(uploads.status());
-    until("generation 12 uploaded", Duration::from_secs(10), || {
-        status.generation.load(std::sync::atomic::Ordering::Relaxed) == 12
-    })
-    .await;
     let m = manifest();
     assert_eq!(
         (m.generation, m.snapshot.generation, m.deltas.len()),
         (12, 10, 2)
     );
+    // Another process that takes over (a new builder) continues the chain it finds.
+    let mut next = ObjectPublisher::new(dest, Some(key.clone()))
+        .sweep_every(Duration::ZERO)
+        .sweep_grace(Duration::ZERO);
+    assert_eq!(next.resume().await.unwrap(), Some(12));
+    let up = next.publish(&g(13, true)).await.unwrap();
+    assert!(up.delta && !up.snapshot && up.chain == 3, "{up:?}");
     // No delta (a layout change): a full snapshot starts a new chain.
-    uploads.offer(g(13, false));
-    until("generation 13 uploaded", Duration::from_secs(10), || {
-        status.generation.load(std::sync::atomic::Ordering::Relaxed) == 13
-    })
-    .await;
+    next.publish(&g(14, false)).await.unwrap();
     let m = manifest();
     assert_eq!(
         (m.generation, m.snapshot.generation, m.deltas.len()),
-        (13, 13, 0)
+        (14, 14, 0)
     );
-    assert!(!status.failing.load(std::sync::atomic::Ordering::Relaxed));
     // With no grace, the sweep leaves only what the manifest names.
     let names = |sub: &str| -> Vec<String> {
         std::fs::read_dir(bucket.join(sub))
@@ -631,10 +615,96 @@ async fn the_background_uploader_chains_deltas_and_rebases() {
     };
     assert_eq!(names("snapshots"), vec![m.snapshot.path.clone()]);
     assert_eq!(names("deltas"), Vec::<String>::new());
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
+    // The old writer, behind: refused, the newer manifest kept.
+    let e = objects.publish(&g(13, true)).await.unwrap_err();
+    assert!(matches!(e, DistributeError::Superseded { .. }), "{e:?}");
+    assert_eq!(manifest().generation, 14);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bucket that stops taking writes after start: `/readyz` says `upload_failing`, the
+/// metrics count the errors, and once it takes writes again the next generation goes up and
+/// the publisher is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_bucket_is_reported_and_healed() {
+    let (srv, data, dir) = publisher("dist-heal").await;
+    let bucket = dir.join("bucket");
+    let http = client();
+    let readyz = || async {
+        let r = http
+            .get(format!("{}/readyz", srv.url()))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json::<serde_json::Value>().await.unwrap())
+    };
+    until("a first manifest", Duration::from_secs(20), || {
+        bucket.join(MANIFEST_FILE).is_file()
+    })
+    .await;
+    assert_eq!(readyz().await.0, StatusCode::OK);
+    // Objects can no longer be created: `snapshots` and `deltas` are files, not folders.
+    let aside = |sub: &str| bucket.join(format!("{sub}.aside"));
+    for sub in ["snapshots", "deltas"] {
+        if bucket.join(sub).exists() {
+            std::fs::rename(bucket.join(sub), aside(sub)).unwrap();
+        }
+        std::fs::write(bucket.join(sub), b"in the way").unwrap();
+    }
+    let exp = now() + 3600;
+    revoke(&srv.url(), "heal-jti", exp).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = readyz().await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                body["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == "upload_failing"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = http
+        .get(format!("{}/metrics", srv.url()))
+        .send()
         .await
         .unwrap()
+        .text()
+        .await
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(metrics.contains("revbloom_upload_failing 1"), "{metrics}");
+    assert!(
+        !metrics.contains("revbloom_upload_errors_total 0"),
+        "errors counted"
+    );
+    // Healed: the next generation goes up (a full snapshot), and the publisher is ready.
+    for sub in ["snapshots", "deltas"] {
+        std::fs::remove_file(bucket.join(sub)).unwrap();
+        if aside(sub).exists() {
+            std::fs::rename(aside(sub), bucket.join(sub)).unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz().await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "never healed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What the bucket holds now carries the revocation made while it failed.
+    let (mirror, _) = start_mirror(Backing::Dir(bucket.clone())).await;
+    let (handle, sync) = mirror_verifier(&data, &mirror, 30);
+    until(
+        "the revocation through the healed bucket",
+        Duration::from_secs(20),
+        || decide(&handle, "heal-jti", exp) == Decision::Verdict(Verdict::MaybeRevoked),
+    )
+    .await;
+    drop(sync);
+    srv.shutdown();
 }

@@ -190,3 +190,69 @@ async fn serve_settings_flag_then_env_then_file() {
     assert!(err.contains("REVBLOOM_LISTEN"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--publish-to` (and `REVBLOOM_PUBLISH_TO`, and the file's `publish_to`): the flag beats the
+/// variable, which beats the file; the bucket gets a manifest; a destination that cannot be
+/// used stops `serve` with exit 1 and one line that names it and says why.
+#[tokio::test]
+async fn serve_publish_to_flag_env_file_and_bad_destinations() {
+    let dir = temp_dir("cli-publish-to");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let file = path("revbloom.json");
+    let config = serde_json::json!({
+        "listen": "127.0.0.1:0",
+        "admin_token": TOKEN,
+        "publish_to": {"url": format!("file://{}", path("file-bucket")), "manifest_max_age_secs": 2},
+    });
+    std::fs::write(&file, config.to_string()).unwrap();
+    let data = path("data");
+    let env_bucket = format!("file://{}", path("env-bucket"));
+    let flag_bucket = format!("file://{}", path("flag-bucket"));
+    let manifest = |bucket: &str| dir.join(bucket).join("manifest.rbm");
+    let wait_for = |p: std::path::PathBuf| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !p.is_file() {
+            assert!(std::time::Instant::now() < deadline, "no {}", p.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    for (args, vars, bucket) in [
+        (vec![], vec![], "file-bucket"),
+        (
+            vec![],
+            vec![("REVBLOOM_PUBLISH_TO", env_bucket.as_str())],
+            "env-bucket",
+        ),
+        (
+            vec!["--publish-to", flag_bucket.as_str()],
+            vec![("REVBLOOM_PUBLISH_TO", env_bucket.as_str())],
+            "flag-bucket",
+        ),
+    ] {
+        let _ = std::fs::remove_dir_all(dir.join("env-bucket"));
+        let mut all = vec!["--config", file.as_str(), "--data", data.as_str()];
+        all.extend(args);
+        let (mut child, _url) = serve(&all, &vars);
+        wait_for(manifest(bucket));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    for (url, needle) in [
+        ("ftp://example.com/x", "unsupported scheme"),
+        ("file://relative/folder", "absolute"),
+        ("/proc/revbloom-bucket", "not a URL"),
+        ("file:///proc/revbloom-bucket", "/proc/revbloom-bucket"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_revbloom"))
+            .args(["serve", "--data", &data, "--listen", "127.0.0.1:0"])
+            .args(["--publish-to", url])
+            .env("REVBLOOM_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.contains(needle), "{url}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
