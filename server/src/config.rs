@@ -356,6 +356,9 @@ pub struct ServerConfig {
     /// embedded redb store in `data_dir`). Any number of publishers may name the same
     /// database; one of them builds the snapshots, every one serves them.
     pub store: Option<String>,
+    /// PEM file of the CA certificates trusted for the store's TLS (a URL with
+    /// `sslmode=require`), instead of the system's store (absent: the system's store).
+    pub store_ca_file: Option<PathBuf>,
     /// Admin bearer token. When absent (and `REVBLOOM_ADMIN_TOKEN` unset) one is generated on
     /// first start and kept in `data_dir/admin-token`, readable by the owner only.
     pub admin_token: Option<String>,
@@ -410,6 +413,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
             data_dir: PathBuf::from(DEFAULT_DATA),
             store: None,
+            store_ca_file: None,
             admin_token: None,
             default_iss: None,
             signing_key: None,
@@ -487,6 +491,12 @@ impl ServerConfig {
             return field(
                 "sign",
                 "is false but signing_key names a key; remove one of the two".into(),
+            );
+        }
+        if self.store.is_none() && self.store_ca_file.is_some() {
+            return field(
+                "store_ca_file",
+                "is set but no store is: it applies to a PostgreSQL store (store, --store)".into(),
             );
         }
         if let Some(url) = &self.store {

@@ -452,7 +452,7 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     /// Every series name `docs/API.md` documents, as it must appear in the output.
-    const DOCUMENTED: [(&str, &str); 28] = [
+    const DOCUMENTED: [(&str, &str); 31] = [
         ("revbloom_revocations_total", "counter"),
         ("revbloom_cutoffs_total", "counter"),
         ("revbloom_store_errors_total", "counter"),
@@ -464,6 +464,9 @@ mod tests {
         ("revbloom_window_entries", "gauge"),
         ("revbloom_publishes_total", "counter"),
         ("revbloom_publish_errors_total", "counter"),
+        ("revbloom_upload_generation", "gauge"),
+        ("revbloom_upload_errors_total", "counter"),
+        ("revbloom_upload_failing", "gauge"),
         ("revbloom_ready", "gauge"),
         ("revbloom_not_ready_reason", "gauge"),
         ("revbloom_connections_accepted_total", "counter"),

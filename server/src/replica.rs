@@ -27,7 +27,7 @@ use ed25519_dalek::SigningKey;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{resolve_publisher_keys, ServerConfig};
@@ -128,7 +128,7 @@ pub async fn start(
 async fn listen(pg: PgStore, wakes: Wakes, shutdown: CancellationToken) {
     let mut backoff = BACKOFF.0;
     loop {
-        let connected = pg.config().connect(NoTls).await;
+        let connected = pg.session().await;
         let (client, mut conn) = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -302,7 +302,7 @@ async fn elect(c: Candidate, shutdown: CancellationToken) {
 /// A dedicated session for the builder lock, ended by the server after [`LEASE`] of silence,
 /// and a token cancelled when the session ends.
 async fn dedicated(pg: &PgStore) -> Result<(Client, CancellationToken), tokio_postgres::Error> {
-    let (client, conn) = pg.config().connect(NoTls).await?;
+    let (client, conn) = pg.session().await?;
     let lost = CancellationToken::new();
     let on_end = lost.clone();
     tokio::spawn(async move {

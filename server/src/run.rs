@@ -206,7 +206,11 @@ pub async fn start_with_limits(
     // elect one builder, which tails the database (see `replica`).
     let (store, writer, hub, publisher_task) = match &config.store {
         Some(url) => {
-            let (store, writer) = Store::connect_postgres(url).await?;
+            let tls = match &config.store_ca_file {
+                Some(path) => revbloom::sync::ClientTls::ca_file(path),
+                None => revbloom::sync::ClientTls::system_roots(),
+            };
+            let (store, writer) = Store::connect_postgres_with(url, &tls).await?;
             let store = store.with_default_issuer(config.default_issuer());
             let replica = super::replica::start(
                 store.clone(),

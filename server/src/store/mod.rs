@@ -174,13 +174,22 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The PostgreSQL store could not be reached or set up at start.
-    #[error("cannot use the PostgreSQL store {url} (check that the server runs, and that the URL's host, port, database, user and password are right): {source}")]
+    #[error("cannot use the PostgreSQL store {url} (check that the server runs, that the URL's host, port, database, user and password are right, and with sslmode=require that its certificate is trusted for that host): {}", revbloom::sync::tls::error_chain(&**source))]
     Connect {
         /// The store URL, without its password.
         url: String,
         /// What the driver said.
         #[source]
         source: Arc<tokio_postgres::Error>,
+    },
+    /// The TLS settings for the PostgreSQL store are unusable (its CA file, say).
+    #[error("cannot set up TLS for the PostgreSQL store {url}: {source}")]
+    Tls {
+        /// The store URL, without its password.
+        url: String,
+        /// What is wrong.
+        #[source]
+        source: Arc<revbloom::sync::ClientTlsError>,
     },
     /// The PostgreSQL schema was created by a newer revbloom.
     #[error("the PostgreSQL store {url} has schema version {found}, newer than the {supported} this revbloom understands; upgrade revbloom on every replica")]
@@ -194,7 +203,7 @@ pub enum StoreError {
     },
     /// A PostgreSQL statement failed or the connection is down. Nothing of the failed write
     /// was acknowledged; the replica reconnects by itself.
-    #[error("the PostgreSQL store {url} is unavailable; the write was not applied, retry shortly: {source}")]
+    #[error("the PostgreSQL store {url} is unavailable; the write was not applied, retry shortly: {}", revbloom::sync::tls::error_chain(&**source))]
     Database {
         /// The store URL, without its password.
         url: String,
@@ -302,7 +311,16 @@ impl Store {
     /// Connect to the PostgreSQL store at `url`, create its schema if missing, and start the
     /// group-commit writer; see [`PgStore::connect`].
     pub async fn connect_postgres(url: &str) -> Result<(Store, StoreWriter), StoreError> {
-        let (s, w) = PgStore::connect(url).await?;
+        Self::connect_postgres_with(url, &revbloom::sync::ClientTls::system_roots()).await
+    }
+
+    /// [`Store::connect_postgres`] trusting `tls` for the database's certificate (used when
+    /// the URL says `sslmode=require`; see [`PgStore::connect_with`]).
+    pub async fn connect_postgres_with(
+        url: &str,
+        tls: &revbloom::sync::ClientTls,
+    ) -> Result<(Store, StoreWriter), StoreError> {
+        let (s, w) = PgStore::connect_with(url, tls).await?;
         Ok((
             Store::from(s),
             StoreWriter {

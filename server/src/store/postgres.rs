@@ -26,9 +26,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use futures_util::TryStreamExt;
+use revbloom::sync::ClientTls;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, IsolationLevel, NoTls};
+use tokio_postgres::{Client, Config, Connection, IsolationLevel, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use revbloom::bounds::Bounds;
 use revbloom::cutoff::{JTI_CLAIM, MAX_SNAPSHOT_CLAIMS};
@@ -198,6 +202,8 @@ struct Shared {
     /// The URL without its password: for messages.
     url: String,
     config: Config,
+    /// TLS for every connection when the URL says `sslmode=require`.
+    tls: MakeRustlsConnect,
     /// The pipelined connection for lookups and small reads.
     reader: Mutex<Option<Arc<Client>>>,
     /// Serialises reconnecting the reader.
@@ -302,7 +308,7 @@ impl Shared {
     }
 
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        connect_client(&self.config).await
+        connect_client(&self.config, &self.tls).await
     }
 
     /// The shared reader connection, reconnected if it died.
@@ -344,10 +350,16 @@ impl Shared {
     }
 }
 
-/// Connect with the driver's TLS off (see docs/DESIGN.md, "Scaling out"), within
-/// [`CONNECT_TIMEOUT`]; the connection is driven by a task of its own.
-pub(crate) async fn connect_client(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = config.connect(NoTls).await?;
+/// The stream of a connection to the database (TLS or not, as negotiated).
+pub type PgStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+
+/// Connect within [`CONNECT_TIMEOUT`], over TLS when the URL asks for it; the connection is
+/// driven by a task of its own.
+async fn connect_client(
+    config: &Config,
+    tls: &MakeRustlsConnect,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = config.connect(tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "a PostgreSQL connection closed");
@@ -361,11 +373,31 @@ impl PgStore {
     /// replicas by an advisory lock), and start the group-commit writer. The first connection
     /// failing is [`StoreError::Connect`], naming the URL without its password.
     pub async fn connect(url: &str) -> Result<(PgStore, PgWriter), StoreError> {
+        Self::connect_with(url, &ClientTls::system_roots()).await
+    }
+
+    /// [`PgStore::connect`] trusting `tls` for the database's certificate. TLS is used when
+    /// the URL says `sslmode=require`, and the certificate is then always verified (host name
+    /// and chain), which is stricter than libpq's `require`. Without it the connection is
+    /// plain: `sslmode=prefer`, the driver's default, is taken as `disable`, since a
+    /// connection that falls back to plaintext when TLS fails protects nothing.
+    pub async fn connect_with(
+        url: &str,
+        tls: &ClientTls,
+    ) -> Result<(PgStore, PgWriter), StoreError> {
         let shown = redact_url(url);
         let mut config: Config = url.parse().map_err(|e| StoreError::Connect {
             url: shown.clone(),
             source: Arc::new(e),
         })?;
+        if config.get_ssl_mode() == SslMode::Prefer {
+            config.ssl_mode(SslMode::Disable);
+        }
+        let tls = tls.rustls_config().map_err(|e| StoreError::Tls {
+            url: shown.clone(),
+            source: Arc::new(e),
+        })?;
+        let tls = MakeRustlsConnect::new(tls);
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives_idle(Duration::from_secs(10))
@@ -374,11 +406,12 @@ impl PgStore {
             url: shown.clone(),
             source: Arc::new(e),
         };
-        let mut client = connect_client(&config).await.map_err(connect_err)?;
+        let mut client = connect_client(&config, &tls).await.map_err(connect_err)?;
         create_schema(&mut client, &shown).await?;
         let shared = Arc::new(Shared {
             url: shown,
             config,
+            tls,
             reader: Mutex::new(Some(Arc::new(client))),
             reader_connect: tokio::sync::Mutex::new(()),
             work: tokio::sync::Mutex::new(None),
@@ -407,9 +440,18 @@ impl PgStore {
         &self.shared.url
     }
 
-    /// The parsed connection settings, for the dedicated connections of [`crate::replica`].
+    /// The parsed connection settings.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// A new connection of its own, with the store's settings and TLS, and its driver: for
+    /// sessions the caller drives itself (the builder lock and `LISTEN` of
+    /// [`crate::replica`]).
+    pub async fn session(
+        &self,
+    ) -> Result<(Client, Connection<Socket, PgStream>), tokio_postgres::Error> {
+        self.shared.config.connect(self.shared.tls.clone()).await
     }
 
     /// See [`Store::with_default_issuer`](super::Store::with_default_issuer).

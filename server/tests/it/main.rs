@@ -12,6 +12,7 @@ mod distribute_objects;
 mod exact_lookup;
 mod pg_failover;
 mod pg_store;
+mod pg_tls;
 mod publisher_sizing;
 mod seams_model;
 mod server_api;

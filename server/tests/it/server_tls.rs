@@ -12,10 +12,6 @@ use std::process::{Child, Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SerialNumber,
-};
 use revbloom::sync::tls::{certificate_error, ClientTls};
 use revbloom::sync::{SyncClient, SyncConfig, SyncError};
 use revbloom::verify::{AsyncExactSource, ExactError, ExactQuery, HttpExactSource};
@@ -25,56 +21,8 @@ use rustls::CertificateError;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::ca::{Ca, Leaf};
 use crate::support::*;
-
-/// A test CA: its certificate in `ca.pem`, and what signs leaf certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem_path: PathBuf,
-}
-
-/// A server certificate and its key, as PEM, and the certificate's DER.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("revbloom test CA {name}"));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).unwrap();
-        let pem_path = dir.join(format!("{name}.pem"));
-        std::fs::write(&pem_path, cert.pem()).unwrap();
-        Ca {
-            issuer: Issuer::new(params, key),
-            pem_path,
-        }
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses) with serial `serial`.
-    fn leaf(&self, names: &[&str], serial: u64) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.serial_number = Some(SerialNumber::from(serial));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("revbloom test server {serial}"));
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-}
 
 /// Replace `path` with `text` by rename, as a certificate manager does.
 fn replace_file(path: &Path, text: &str) {

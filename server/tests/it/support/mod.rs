@@ -2,6 +2,7 @@
 //! publishers, HTTP clients, and the audit scenarios' spec.
 
 pub mod audit;
+pub mod ca;
 pub mod pg;
 pub mod s3;
 

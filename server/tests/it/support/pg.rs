@@ -164,6 +164,42 @@ impl PgCluster {
         client
     }
 
+    /// Turn TLS on with this certificate chain and key (PEM), by `ALTER SYSTEM` and a reload;
+    /// plain connections keep working (the test cluster's `pg_hba.conf` takes both).
+    pub async fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        let cert = self.dir.join("server.crt");
+        let key = self.dir.join("server.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        if let Some((uid, gid)) = self.user {
+            chown(&cert, Some(uid), Some(gid)).unwrap();
+            chown(&key, Some(uid), Some(gid)).unwrap();
+        }
+        let client = self.client().await;
+        for sql in [
+            format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+            format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+            "ALTER SYSTEM SET ssl = on".to_owned(),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            client.simple_query(&sql).await.unwrap();
+        }
+        // The reload is asynchronous: wait until the server says TLS is on.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let row = client.query_one("SHOW ssl", &[]).await.unwrap();
+            if row.get::<_, String>(0) == "on" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ssl did not turn on");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stop the server (fast shutdown: sessions are ended) and wait for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
