@@ -2,17 +2,21 @@
 //! PostgreSQL database, a sync client following the replica that is not the builder, the
 //! builder SIGKILLed. The successor's first generation is a delta from its predecessor's last
 //! one, and the verifier reaches the successor's generations through deltas alone, with every
-//! acknowledged revocation positive in its view. Three failovers, a fresh verifier for each.
+//! acknowledged revocation positive in its view. Three failovers, a fresh verifier for each;
+//! before each kill the builder is stopped and revocations and cutoffs are written through the
+//! other replica, so the successor's first delta must carry what its predecessor never
+//! published.
 //!
 //! `cargo test --release -p revbloom-server --test it pg_continuation -- --nocapture`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use revbloom::snapshot::SignatureStatus;
 use revbloom::sync::{SyncClient, SyncConfig, SyncFailure};
-use revbloom::{SnapshotHandle, StalenessPolicy, Verdict};
+use revbloom::{SnapshotHandle, SnapshotView, StalenessPolicy, Verdict};
 
-use crate::pg_failover::{builder, Cluster, Replica};
+use crate::pg_failover::{builder, signal, Cluster, Replica};
 use crate::support::{client, now, TOKEN};
 
 /// The window rotates when `now - leeway` crosses a bucket boundary (the defaults: 3600 s
@@ -39,16 +43,41 @@ async fn revoke(http: &reqwest::Client, url: &str, jti: &str, exp: u64) {
     assert_eq!(r.status(), 200, "{jti}");
 }
 
-/// Wait (up to 20 s) until the verifier holds at least generation `at_least` and answers
-/// positive for every revocation in `acked`.
-async fn verifier_holds(handle: &SnapshotHandle, acked: &[(String, u64)], at_least: u64) -> u64 {
+async fn cutoff(http: &reqwest::Client, url: &str, value: &str, before: u64) {
+    let r = http
+        .post(format!("{url}/v1/cutoffs"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"value": value, "before": before}))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "cutoff {value}");
+}
+
+/// Wait (up to 20 s) until the verifier holds at least generation `at_least`, answers
+/// positive for every revocation in `acked` and holds every `sub` cutoff in `cutoffs` (at
+/// its `before` or later).
+async fn verifier_holds(
+    handle: &SnapshotHandle,
+    acked: &[(String, u64)],
+    cutoffs: &[(String, u64)],
+    at_least: u64,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(view) = handle.current() {
+            let sub = view.claim_hasher(None, "sub");
             let clear: Vec<&str> = acked
                 .iter()
                 .filter(|(j, exp)| view.check(j.as_bytes(), Some(*exp)) == Verdict::Clear)
                 .map(|(j, _)| j.as_str())
+                .chain(
+                    cutoffs
+                        .iter()
+                        .filter(|(v, before)| view.cutoff(sub.key(v)) < Some(*before))
+                        .map(|(v, _)| v.as_str()),
+                )
                 .collect();
             if view.generation() >= at_least && clear.is_empty() {
                 return view.generation();
@@ -73,6 +102,9 @@ async fn a_failover_reaches_verifiers_as_deltas() {
     let http = client();
     let mut replicas: Vec<Replica> = (0..2).map(|_| cluster.spawn()).collect();
     let mut acked: Vec<(String, u64)> = Vec::new();
+    // A first cutoff lists the claim, so later ones do not change the layout.
+    let mut cutoffs = vec![("setup".to_owned(), now())];
+    cutoff(&http, &replicas[0].url, "setup", cutoffs[0].1).await;
     let mut full_per_failover = Vec::new();
     for round in 0..3 {
         let b = builder(&http, &replicas, Duration::from_secs(10)).await;
@@ -95,8 +127,8 @@ async fn a_failover_reaches_verifiers_as_deltas() {
             revoke(&http, &replicas[(i % 2) as usize].url, &jti, exp).await;
             acked.push((jti, exp));
         }
-        let (epoch_before, last_before) = cluster.state(&db).await;
-        verifier_holds(&handle, &acked, last_before as u64).await;
+        let (_, last_before) = cluster.state(&db).await;
+        verifier_holds(&handle, &acked, &cutoffs, last_before as u64).await;
         let stats = sync.stats();
         let snapshots_before = stats.snapshots.load(Relaxed);
         let deltas_before = stats.deltas.load(Relaxed);
@@ -105,6 +137,23 @@ async fn a_failover_reaches_verifiers_as_deltas() {
             "round {round}: the verifier started once"
         );
 
+        // Stop the builder, then write through the other replica: these rows are committed
+        // but never published by this builder.
+        signal("STOP", &replicas[b]);
+        let (epoch_before, _) = cluster.state(&db).await;
+        let base = now();
+        for i in 0..6u64 {
+            let jti = format!("r{round}-gap-{i}");
+            let exp = base + 1800 + (i % 6) * 3600;
+            revoke(&http, &replicas[source].url, &jti, exp).await;
+            acked.push((jti, exp));
+        }
+        let value = format!("r{round}-gap");
+        cutoff(&http, &replicas[source].url, &value, base).await;
+        cutoffs.push((value, base));
+        // A later cutoff for a value the last snapshot already holds.
+        cutoff(&http, &replicas[source].url, "setup", base + 1 + round).await;
+        cutoffs[0].1 = base + 1 + round;
         replicas[b].child.kill().unwrap(); // SIGKILL
         let _ = replicas[b].child.wait();
         // The successor's first generation: a newer epoch's lowest one.
@@ -142,7 +191,12 @@ async fn a_failover_reaches_verifiers_as_deltas() {
             acked.push((jti, exp));
         }
         let (_, last_after) = cluster.state(&db).await;
-        let reached = verifier_holds(&handle, &acked, last_after as u64).await;
+        let reached = verifier_holds(&handle, &acked, &cutoffs, last_after as u64).await;
+        // The copy built from deltas is the publisher's signed snapshot, byte for byte.
+        let copy = handle.current().unwrap();
+        let reopened = SnapshotView::open(copy.as_bytes(), &cluster.options)
+            .expect("the verifier's copy reopens under the publisher's key");
+        assert_eq!(reopened.signature_status(), SignatureStatus::Verified);
         let full = stats.snapshots.load(Relaxed) - snapshots_before;
         let deltas = stats.deltas.load(Relaxed) - deltas_before;
         println!(

@@ -447,7 +447,7 @@ async fn a_paused_builder_cannot_publish_over_its_successor() {
     let _ = std::fs::remove_dir_all(&cluster.dir);
 }
 
-fn signal(sig: &str, r: &Replica) {
+pub(crate) fn signal(sig: &str, r: &Replica) {
     let status = Command::new("kill")
         .args([&format!("-{sig}"), &r.child.id().to_string()])
         .status()
