@@ -208,6 +208,12 @@ impl Bloom {
         }
     }
 
+    /// A filter holding exactly `blocks` (at most `u32::MAX` of them: callers take the count
+    /// from a snapshot directory, whose block counts are `u32`).
+    pub(crate) fn from_blocks(blocks: Vec<Block>) -> Self {
+        Self { blocks }
+    }
+
     /// Number of blocks.
     #[inline]
     pub fn nblocks(&self) -> u32 {

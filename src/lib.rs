@@ -70,7 +70,7 @@ pub use error::ConfigError;
 pub use hash::{KeyHash, KeyHasher};
 pub use snapshot::{OpenOptions, SnapshotError, SnapshotMeta, SnapshotView};
 pub use swap::{Decision, SnapshotHandle, StalenessPolicy};
-pub use window::{BucketId, BucketStats, InsertOutcome, Journal, Verdict, Window};
+pub use window::{BucketId, BucketStats, InsertOutcome, Journal, LayoutMismatch, Verdict, Window};
 
 /// The README's examples (the core, the middleware) run as doctests.
 #[cfg(all(doctest, feature = "tower", feature = "sync"))]

@@ -9,11 +9,14 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use thiserror::Error;
+
 use crate::bloom::probe::{BlockRef, Probe};
-use crate::bloom::{self, Bloom};
+use crate::bloom::{self, Block, Bloom};
 use crate::config::{BucketDivisor, Geometry, WindowConfig};
 use crate::error::ConfigError;
 use crate::hash::{KeyHash, KeyHasher};
+use crate::snapshot::SnapshotView;
 
 /// The answer of a revocation check. A verifier treats every variant but [`Verdict::Clear`] as
 /// "do not accept on the filter's word alone".
@@ -41,6 +44,44 @@ pub enum InsertOutcome {
     /// The token expired before the oldest live bucket: nothing to store, and
     /// [`Window::check`] already answers [`Verdict::Expired`] for it.
     Expired,
+    /// ([`Window::restore_hash`] only.) The key was recorded, but its bits were already set:
+    /// the filter answered positive for it before, so no bit, count or journal record changed.
+    Covered,
+}
+
+/// Why [`Window::from_snapshot`] cannot take a snapshot's layout. Nothing is wrong with the
+/// snapshot: the publisher builds a fresh window and publishes a full snapshot instead.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum LayoutMismatch {
+    /// The window configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The snapshot is of another format version than the one this crate writes.
+    #[error("the snapshot has format version {found}, this crate writes {expected}; publish a full snapshot")]
+    Version {
+        /// The snapshot's format version.
+        found: u16,
+        /// The version [`encode`](crate::snapshot::encode) writes.
+        expected: u16,
+    },
+    /// The snapshot's directory has another number of buckets than this configuration.
+    #[error("the snapshot has {found} buckets, this configuration {expected} (overflow bucket included); publish a full snapshot")]
+    Buckets {
+        /// Directory entries in the snapshot.
+        found: u64,
+        /// Ring buckets of the configuration, plus the overflow bucket.
+        expected: u64,
+    },
+    /// The snapshot's layout id is not the one this configuration gives its buckets: the
+    /// bucket width, horizon, leeway, false-positive rate or token bounds differ.
+    #[error("the snapshot's layout id {snapshot:#018x} is not what this configuration gives its buckets ({window:#018x}): the bucket width, horizon, leeway, fp_rate or token bounds differ; publish a full snapshot")]
+    Layout {
+        /// The snapshot's layout id.
+        snapshot: u64,
+        /// The layout id of the window built from it.
+        window: u64,
+    },
 }
 
 /// Which bucket a figure or a record is about.
@@ -96,8 +137,11 @@ struct Slot<S> {
     bloom: Bloom,
     /// Keys the current bit array was sized for.
     capacity: u64,
-    /// Keys whose bits are set in the current bit array (can exceed the live entries in the
-    /// overflow bucket, whose leavers keep their bits until the next rebuild).
+    /// Keys whose bits are set in the current bit array: the count snapshots carry. Equal to
+    /// `entries.len()` after every public call, except in a window built from a snapshot,
+    /// where it starts at the snapshot's count and `restore_hash` adds keys to `entries`
+    /// without counting those the bits already cover; every rebuild resets it to
+    /// `entries.len()`.
     loaded: u64,
     entries: S,
 }
@@ -195,6 +239,127 @@ impl Window {
             cutoff_claims: Vec::new(),
             probe: Probe::detect(),
         })
+    }
+
+    /// A window with exactly the layout of `view`: its hash seed, oldest bucket, every
+    /// bucket's bits and block count, its entry counts, layout epoch, default issuer and
+    /// cutoff claims. A snapshot encoded from it is `view`'s filter byte for byte, so a
+    /// publisher taking over a lineage (another replica of a shared store) can continue it
+    /// with a delta: re-add the revocations it knows with [`Window::restore_hash`], and the
+    /// journal then holds exactly those `view` does not answer positive for.
+    ///
+    /// The window holds no keys yet (only bits): a bucket grows, as any does, once its entry
+    /// count reaches what its blocks hold at the configured load, and then rebuilds from the
+    /// keys restored into it. Each bucket's capacity is what its blocks hold at that load.
+    ///
+    /// Fails when `config` does not give `view`'s layout ([`LayoutMismatch`]): the publisher
+    /// then starts a fresh window and publishes a full snapshot.
+    pub fn from_snapshot<B: AsRef<[u8]>>(
+        config: WindowConfig,
+        view: &SnapshotView<B>,
+    ) -> Result<Self, LayoutMismatch> {
+        if view.format_version() != crate::snapshot::FORMAT_VERSION {
+            return Err(LayoutMismatch::Version {
+                found: view.format_version(),
+                expected: crate::snapshot::FORMAT_VERSION,
+            });
+        }
+        let mut w = Self::with_seed(config, 0, view.hasher().seed())?;
+        let expected = u64::from(w.geo.buckets) + 1;
+        if view.bucket_count() as u64 != expected {
+            return Err(LayoutMismatch::Buckets {
+                found: view.bucket_count() as u64,
+                expected,
+            });
+        }
+        let max_load = w.geo.max_load;
+        let bytes = view.as_bytes();
+        let slot_of = |index: usize| -> Option<Slot<()>> {
+            let (_, entries, blocks, offset) = view.bucket_ref(index)?;
+            let end = offset.checked_add(blocks as usize * bloom::BLOCK_BYTES)?;
+            let bits = bytes.get(offset..end)?;
+            let blocks: Vec<Block> = bits
+                .chunks_exact(bloom::BLOCK_BYTES)
+                .filter_map(|c| <&[u8; bloom::BLOCK_BYTES]>::try_from(c).ok())
+                .map(|c| Block(bloom::words_of(c)))
+                .collect();
+            let capacity = (blocks.len() as f64 * max_load).floor() as u64;
+            Some(Slot {
+                bloom: Bloom::from_blocks(blocks),
+                capacity,
+                loaded: entries,
+                entries: (),
+            })
+        };
+        let mut filter_bytes = 0u64;
+        for index in 0..view.bucket_count() {
+            // `open` validated the directory, so every entry is there; a missing one would
+            // leave the fresh slot, and the layout check below refuses the result.
+            let Some(s) = slot_of(index) else { continue };
+            filter_bytes += bloom_bytes(&s.bloom);
+            if index == 0 {
+                w.overflow = Slot {
+                    bloom: s.bloom,
+                    capacity: s.capacity,
+                    loaded: s.loaded,
+                    entries: HashSet::new(),
+                };
+            } else if let Some(slot) = w.ring.get_mut(index - 1) {
+                *slot = Slot {
+                    bloom: s.bloom,
+                    capacity: s.capacity,
+                    loaded: s.loaded,
+                    entries: HashSet64::default(),
+                };
+            }
+        }
+        w.filter_bytes = filter_bytes;
+        w.head = 0;
+        w.oldest = view.oldest_bucket();
+        w.layout_epoch = view.layout_epoch();
+        w.journal_epoch = view.layout_epoch();
+        w.default_iss = view.default_issuer().map(std::sync::Arc::from);
+        w.cutoff_claims = view.cutoff_claims().to_vec();
+        let window = crate::snapshot::layout_id(&w);
+        if window != view.layout_id() {
+            return Err(LayoutMismatch::Layout {
+                snapshot: view.layout_id(),
+                window,
+            });
+        }
+        Ok(w)
+    }
+
+    /// Add a revocation the filter may already hold, as when re-adding a store's revocations
+    /// to a window built with [`Window::from_snapshot`]. When the filter already answers
+    /// positive for it, only its key is recorded (for a later resize) and the outcome is
+    /// [`InsertOutcome::Covered`]: no bit, entry count or journal record changes, since a
+    /// holder of the filter's snapshot already finds it. Otherwise it is
+    /// [`Window::insert_hash`].
+    pub fn restore_hash(&mut self, hash: KeyHash, exp: Option<u64>) -> InsertOutcome {
+        let probe = self.probe;
+        match self.locate(exp) {
+            None => InsertOutcome::Expired,
+            Some(Location::Ring(slot)) => match self.ring.get_mut(slot) {
+                Some(s) if s.entries.contains(&hash.0) => InsertOutcome::Duplicate,
+                Some(s) if s.bloom.contains_with(probe, hash) => {
+                    s.entries.insert(hash.0);
+                    InsertOutcome::Covered
+                }
+                _ => self.insert_hash(hash, exp),
+            },
+            Some(Location::Overflow(bucket)) => {
+                let o = &mut self.overflow;
+                if o.entries.contains(&(hash.0, bucket)) {
+                    InsertOutcome::Duplicate
+                } else if o.bloom.contains_with(probe, hash) {
+                    o.entries.insert((hash.0, bucket));
+                    InsertOutcome::Covered
+                } else {
+                    self.insert_hash(hash, exp)
+                }
+            }
+        }
     }
 
     /// Set the issuer assumed for tokens without an `iss` claim (normalised with
@@ -714,21 +879,21 @@ impl Window {
     }
 
     /// Every bucket's id, filter and entry count, in directory order: the overflow bucket,
-    /// then the ring from oldest to newest.
+    /// then the ring from oldest to newest. The count is that of the revocations whose bits
+    /// the filter holds: the distinct revocations in the bucket, except in a window built
+    /// with [`Window::from_snapshot`], where it is the snapshot's count plus the revocations
+    /// added since that were not already [`InsertOutcome::Covered`] (what a holder of the
+    /// snapshot counts after applying the delta), until the bucket is next rebuilt.
     pub fn buckets(&self) -> impl Iterator<Item = (BucketId, &Bloom, u64)> + '_ {
         let n = self.ring.len();
         let overflow = std::iter::once((
             BucketId::Overflow,
             &self.overflow.bloom,
-            self.overflow.entries.len() as u64,
+            self.overflow.loaded,
         ));
         overflow.chain((0..n).filter_map(move |d| {
             let s = self.ring.get((self.head + d) % n)?;
-            Some((
-                BucketId::Expiry(self.oldest + d as u64),
-                &s.bloom,
-                s.entries.len() as u64,
-            ))
+            Some((BucketId::Expiry(self.oldest + d as u64), &s.bloom, s.loaded))
         }))
     }
 }
@@ -752,4 +917,188 @@ fn oldest_at(geo: &Geometry, now: u64) -> u64 {
 
 fn bloom_bytes(b: &Bloom) -> u64 {
     u64::from(b.nblocks()) * bloom::BLOCK_BYTES as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::{encode_delta, encode_signed_delta, DeltaView};
+    use crate::snapshot::{encode_to_vec, OpenOptions, SnapshotMeta};
+    use crate::CutoffSet;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    const NOW: u64 = 1_767_225_600;
+
+    fn config() -> WindowConfig {
+        WindowConfig::default()
+            .bucket_width(Duration::from_secs(60))
+            .horizon(Duration::from_secs(600))
+            .expected_per_bucket(64)
+    }
+
+    fn open(bytes: Vec<u8>) -> SnapshotView<crate::snapshot::AlignedBytes> {
+        SnapshotView::open_owned(bytes, &OpenOptions::new().skip_signature_check()).unwrap()
+    }
+
+    /// A key's `exp` from a small code: before the window (expired), in the ring, past its far
+    /// end (overflow), or none (overflow).
+    fn exp_of(code: u16) -> Option<u64> {
+        match code % 8 {
+            0 => None,
+            1 => Some(NOW - 3_600),
+            2 => Some(NOW + 3_600 + u64::from(code)),
+            _ => Some(NOW + u64::from(code) % 660),
+        }
+    }
+
+    #[test]
+    fn a_window_from_a_snapshot_encodes_that_snapshot() {
+        let mut old = Window::with_seed(config(), NOW, 9).unwrap();
+        old.set_cutoff_claims(&["sid"]).unwrap();
+        old.set_default_issuer(Some("https://idp"));
+        for i in 0..50u16 {
+            old.insert(format!("k{i}"), exp_of(i));
+        }
+        old.refit(0.5, 10);
+        let meta = SnapshotMeta::first(NOW);
+        let bytes = encode_to_vec(&old, &CutoffSet::new(), &meta, None).unwrap();
+        let view = open(bytes.clone());
+        let w = Window::from_snapshot(config(), &view).unwrap();
+        let again = encode_to_vec(&w, &CutoffSet::new(), &meta, None).unwrap();
+        assert_eq!(again, bytes);
+        assert_eq!(w.layout_epoch(), old.layout_epoch());
+        // Nothing was restored yet: the window holds bits, no keys.
+        assert_eq!(w.entries(), 0);
+        assert_eq!(w.check("k3", exp_of(3)), Verdict::MaybeRevoked);
+    }
+
+    #[test]
+    fn another_configuration_is_refused() {
+        let old = Window::with_seed(config(), NOW, 9).unwrap();
+        let bytes = encode_to_vec(&old, &CutoffSet::new(), &SnapshotMeta::first(NOW), None);
+        let view = open(bytes.unwrap());
+        let wider = config().horizon(Duration::from_secs(1200));
+        assert!(matches!(
+            Window::from_snapshot(wider, &view),
+            Err(LayoutMismatch::Buckets { .. })
+        ));
+        let looser = config().fp_rate(0.01);
+        assert!(matches!(
+            Window::from_snapshot(looser, &view),
+            Err(LayoutMismatch::Layout { .. })
+        ));
+    }
+
+    #[test]
+    fn restore_journals_only_what_the_snapshot_misses() {
+        let mut old = Window::with_seed(config(), NOW, 3).unwrap();
+        old.insert("a", Some(NOW + 100));
+        let view =
+            open(encode_to_vec(&old, &CutoffSet::new(), &SnapshotMeta::first(NOW), None).unwrap());
+        let mut w = Window::from_snapshot(config(), &view).unwrap();
+        w.enable_journal();
+        let h = *w.hasher();
+        assert_eq!(
+            w.restore_hash(h.hash("a"), Some(NOW + 100)),
+            InsertOutcome::Covered
+        );
+        assert_eq!(
+            w.restore_hash(h.hash("a"), Some(NOW + 100)),
+            InsertOutcome::Duplicate
+        );
+        assert_eq!(
+            w.restore_hash(h.hash("b"), Some(NOW + 100)),
+            InsertOutcome::Inserted
+        );
+        // The control: "b" is what a holder of the old snapshot would miss.
+        assert_eq!(view.check("b", Some(NOW + 100)), Verdict::Clear);
+        let j = w.take_journal();
+        assert!(!j.layout_changed);
+        assert_eq!(j.entries.len(), 1);
+        assert_eq!(j.entries[0].1, h.hash("b"));
+        assert_eq!(w.entries(), 2);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+
+        /// The old builder's snapshot, a new builder continuing it from the store (part of the
+        /// old keys, maybe pruned, plus new ones), the delta between them: applied to the old
+        /// snapshot it gives the new builder's full snapshot byte for byte, and every restored
+        /// key checks positive (or expired) in it. When the layout had to change (a bucket
+        /// outgrew its blocks), the full snapshot holds every key instead.
+        #[test]
+        fn a_continued_lineage_bridges_with_a_delta(
+            seed in any::<u64>(),
+            old in proptest::collection::vec((any::<u32>(), any::<u16>()), 0..150),
+            new in proptest::collection::vec((any::<u32>(), any::<u16>()), 0..150),
+            kept in any::<u64>(),
+            room in 0u64..200,
+            signed in any::<bool>(),
+            later in 0u64..90,
+        ) {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+            let signer = signed.then_some(&key);
+            let mut w0 = Window::with_seed(config(), NOW, seed).unwrap();
+            for &(k, code) in &old {
+                w0.insert(format!("o{k}"), exp_of(code));
+            }
+            w0.refit(0.0, room);
+            let m0 = SnapshotMeta::first(NOW);
+            let v0 = open(encode_to_vec(&w0, &CutoffSet::new(), &m0, signer).unwrap());
+
+            // The store: the old keys but those pruned meanwhile, and new ones.
+            let store: Vec<(String, Option<u64>)> = old
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (kept >> (i % 64)) & 1 == 1)
+                .map(|(_, &(k, code))| (format!("o{k}"), exp_of(code)))
+                .chain(new.iter().map(|&(k, code)| (format!("n{k}"), exp_of(code))))
+                .collect();
+            let mut w1 = Window::from_snapshot(config(), &v0).unwrap();
+            w1.enable_journal();
+            let h = *w1.hasher();
+            for (k, exp) in &store {
+                let before = v0.check(k, *exp);
+                let outcome = w1.restore_hash(h.hash(k), *exp);
+                // Only what the old snapshot answers clear can need a record (until a bucket
+                // grows: it is rebuilt from the keys restored so far, without the old bits).
+                if outcome == InsertOutcome::Inserted && w1.layout_epoch() == v0.layout_epoch() {
+                    prop_assert_eq!(before, Verdict::Clear);
+                }
+            }
+            w1.advance(NOW + later);
+            let journal = w1.take_journal();
+            let m1 = SnapshotMeta { generation: 1_000, parent: m0.generation, created_at: NOW + later, coverage: NOW + later };
+            let full = encode_to_vec(&w1, &CutoffSet::new(), &m1, signer).unwrap();
+            let result = if journal.layout_changed {
+                open(full)
+            } else {
+                let mut delta = Vec::new();
+                match signer {
+                    Some(k) => encode_signed_delta(&w1, &journal, &[], &m1, k, &full, &mut delta),
+                    None => encode_delta(&w1, &journal, &[], &m1, None, &mut delta),
+                }
+                .unwrap();
+                let opts = if signed {
+                    OpenOptions::new().verifying_key(key.verifying_key())
+                } else {
+                    OpenOptions::new()
+                };
+                let d = DeltaView::open(&delta, &opts).unwrap();
+                let applied = v0.apply_delta(&d).unwrap();
+                prop_assert_eq!(applied.as_bytes(), &full[..]);
+                if signed {
+                    // The copy reopens under the publisher's key.
+                    let opts = OpenOptions::new().verifying_key(key.verifying_key()).require_signature(true);
+                    prop_assert!(SnapshotView::open(applied.as_bytes(), &opts).is_ok());
+                }
+                applied
+            };
+            for (k, exp) in &store {
+                prop_assert_ne!(result.check(k, *exp), Verdict::Clear, "{} {:?}", k, exp);
+            }
+        }
+    }
 }

@@ -6,9 +6,11 @@
 //! sealed with the seal key unless the configuration says `"seal": false`: each snapshot and
 //! each delta is sealed once, when it is made, and every request is answered from those bytes.
 //!
-//! Every start is a new *lineage*: the window is rebuilt from the store with a fresh random
-//! hash seed, and deltas only chain generations of that lineage. A generation is recorded in
-//! the store before anyone can see it, so numbers stay monotonic across restarts.
+//! With the embedded store every start is a new *lineage*: the window is rebuilt from the
+//! store with a fresh random hash seed, and deltas only chain generations of that lineage.
+//! With a shared store the lineage (seed, layout) continues across builders: see
+//! [`Publisher::start_on`]. A generation is recorded in the store before anyone can see it,
+//! so numbers stay monotonic across restarts.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -29,8 +31,12 @@ use super::sizing::{self, Inflow};
 use super::store::{Committed, Cutoff, Publication, Revocation, Store, StoreError};
 use revbloom::bounds::Bounds;
 use revbloom::delta::{encode_delta, encode_signed_delta};
-use revbloom::snapshot::{encode_to_vec, seal, EncodeError, SealError, SealKey, SnapshotMeta};
-use revbloom::{ConfigError, CutoffKey, CutoffSet, KeyHasher, Window};
+use revbloom::snapshot::{
+    encode_to_vec, seal, AlignedBytes, EncodeError, SealError, SealKey, SnapshotMeta,
+};
+use revbloom::{
+    ConfigError, CutoffKey, CutoffSet, InsertOutcome, KeyHasher, OpenOptions, SnapshotView, Window,
+};
 
 /// File name of the snapshot copy written to the configured snapshot folder.
 pub const SNAPSHOT_FILE: &str = "snapshot.rbs";
@@ -348,6 +354,9 @@ pub struct Publisher {
     /// Set when a generation failed half-way: the journal it took is lost, so the next
     /// generation must not be offered as a delta.
     chain_broken: bool,
+    /// The parent of the first generation when it continues another builder's last one (its
+    /// number is above the store's and the clock floor, not necessarily right after it).
+    first_parent: Option<u64>,
     store: Store,
     /// The builder epoch every publication carries (0 with the embedded store).
     epoch: u64,
@@ -393,6 +402,15 @@ impl Publisher {
     /// [`Publisher::start`] feeding an existing hub, publishing under builder `epoch`: how a
     /// replica of a shared store becomes the builder. The window takes the store's lineage
     /// seed when it keeps one, and the first generation continues above the store's last.
+    ///
+    /// When the store also keeps the last generation's snapshot (PostgreSQL) and this
+    /// configuration gives its layout, the window starts from that snapshot's bits and layout
+    /// and the first generation is a delta from it: it carries the stored revocations and
+    /// cutoffs the snapshot does not already answer for, so verifiers holding it keep
+    /// applying deltas. When the layout cannot take the store's contents (a bucket outgrew
+    /// its blocks, the cutoff claims or the default issuer changed, other window parameters)
+    /// the first generation is a full snapshot, as on a store without one; the reason is
+    /// logged at info.
     pub async fn start_on(
         store: Store,
         config: &ServerConfig,
@@ -416,34 +434,118 @@ impl Publisher {
                  against it"
             );
         }
-        let seal_key = config.seal.then_some(keys.seal);
         let now = unix_now();
-        let mut window = match store.lineage_seed().await? {
-            Some(seed) => Window::with_seed(config.window.to_window_config(), now, seed)?,
-            None => Window::new(config.window.to_window_config(), now)?,
+        let seed = store.lineage_seed().await?;
+        // With a shared store, the last generation's snapshot is what verifiers hold: continue
+        // its layout, so the first generation is a delta from it.
+        let base = match seed {
+            Some(seed) => continuation_base(&store, &keys.seal, seed, config).await,
+            None => None,
+        };
+        let seal_key = config.seal.then_some(keys.seal);
+        let (base, window) = match base {
+            Some((base, window)) => (Some(base), Some(window)),
+            None => (None, None),
+        };
+        let (mut window, mut cutoffs) = match (window, &base) {
+            (Some(window), Some(base)) => {
+                let mut cutoffs = CutoffSet::new();
+                for (key, before) in base.view.cutoffs() {
+                    cutoffs.insert(key, before);
+                }
+                (window, cutoffs)
+            }
+            _ => {
+                let window = match seed {
+                    Some(seed) => Window::with_seed(config.window.to_window_config(), now, seed)?,
+                    None => Window::new(config.window.to_window_config(), now)?,
+                };
+                (window, CutoffSet::new())
+            }
         };
         window.set_default_issuer(config.default_issuer());
-        let mut cutoffs = CutoffSet::new();
+        let continuing = base.is_some();
+        if continuing {
+            // Journal the revocations the base snapshot misses: they are the first delta.
+            window.enable_journal();
+        }
+        let mut new_cutoffs = Vec::new();
+        let mut covered = 0u64;
         let hasher = *window.hasher();
         let mut claims = store.cutoff_claims().await?;
+        if let Some(base) = &base {
+            // Claims the base lists stay listed: dropping one is a layout change.
+            for c in base.view.cutoff_claims() {
+                if !claims.iter().any(|k| **k == **c) {
+                    claims.push(c.to_string());
+                }
+            }
+        }
         // Straight from the read transaction into the window: no copy of the store in memory.
         store
             .scan(
                 |r| {
-                    window.insert_hash(key_hash(&hasher, &r), Some(r.exp));
+                    let hash = key_hash(&hasher, &r);
+                    if continuing {
+                        let outcome = window.restore_hash(hash, Some(r.exp));
+                        covered += u64::from(outcome == InsertOutcome::Covered);
+                    } else {
+                        window.insert_hash(hash, Some(r.exp));
+                    }
                 },
                 |c| {
                     if !claims.contains(&c.claim) {
                         claims.push(c.claim.clone());
                     }
-                    cutoffs.insert(cutoff_key(&hasher, &c), c.before);
+                    let key = cutoff_key(&hasher, &c);
+                    // New or later than the base's: the delta carries it.
+                    if cutoffs.insert(key, c.before) && continuing {
+                        new_cutoffs.push((key, c.before));
+                    }
                 },
             )
             .await?;
         window
             .set_cutoff_claims(&claims)
             .map_err(PublishError::CutoffClaims)?;
-        // The first publication is a full snapshot and refits every bucket to what the store
+        let continues_from = base.and_then(|base| {
+            let layout = revbloom::snapshot::layout_id(&window);
+            let why = if layout != base.view.layout_id() {
+                if window.default_issuer() != base.view.default_issuer() {
+                    Some("the default issuer differs")
+                } else {
+                    Some("the list of cutoff claims grew")
+                }
+            } else if window.layout_epoch() != base.view.layout_epoch() {
+                Some("a bucket outgrew its blocks")
+            } else {
+                None
+            };
+            match why {
+                None => {
+                    tracing::info!(
+                        generation = base.generation,
+                        covered,
+                        "continuing the last generation's layout: the first generation is a \
+                         delta from it"
+                    );
+                    Some(base)
+                }
+                Some(why) => {
+                    tracing::info!(
+                        generation = base.generation,
+                        reason = why,
+                        "the first generation is a full snapshot: the last generation's layout \
+                         cannot take the store's contents"
+                    );
+                    None
+                }
+            }
+        });
+        if continues_from.is_none() {
+            new_cutoffs.clear();
+        }
+        // A first publication that is a full snapshot refits every bucket to what the store
         // holds (at least one block each): nothing is known yet of where revocations arrive.
         let inflow = Inflow::new(&window, now);
         window.enable_journal();
@@ -460,19 +562,24 @@ impl Publisher {
             created_at: now,
             coverage: now,
         };
+        // created_at never goes back from the generation continued.
+        let created_at = continues_from
+            .as_ref()
+            .map_or(now, |b| now.max(b.view.created_at()));
         let mut publisher = Publisher {
             window,
             cutoffs,
-            new_cutoffs: Vec::new(),
+            new_cutoffs,
             unpublishable: None,
             // A synthetic "previous" so the first publish produces `first`.
             last: SnapshotMeta {
                 generation: previous,
                 parent: previous.saturating_sub(1),
-                created_at: now,
-                coverage: now,
+                created_at,
+                coverage: created_at,
             },
-            chain_broken: true,
+            first_parent: continues_from.as_ref().map(|b| b.generation),
+            chain_broken: continues_from.is_none(),
             store,
             epoch,
             keep: config.delta_ring.saturating_add(1),
@@ -556,7 +663,10 @@ impl Publisher {
         }
         // created_at never goes backwards, even if the clock does.
         let now = now.max(self.last.created_at);
-        let meta = self.last.next(now);
+        let mut meta = self.last.next(now);
+        if let Some(parent) = self.first_parent {
+            meta.parent = parent;
+        }
         let key = self.signing_key.as_ref();
         let encode_err = |source| PublishError::Encode {
             generation: meta.generation,
@@ -658,6 +768,7 @@ impl Publisher {
         }
         self.feed.offer(published, meta.parent, delta);
         self.last = meta;
+        self.first_parent = None;
         self.new_cutoffs.clear();
         self.chain_broken = false;
         Ok(())
@@ -738,6 +849,66 @@ impl Publisher {
             }
         }
         prune_cutoffs(&mut self.cutoffs, now, &self.bounds);
+    }
+}
+
+/// The last published generation a new builder continues.
+struct Base {
+    generation: u64,
+    view: SnapshotView<AlignedBytes>,
+}
+
+/// The store's last published generation, when a new builder can continue its layout: it is
+/// readable (unsealed with the shared seal key), of this lineage's `seed`, and of the layout
+/// `config` gives. Returns it with a window of its layout holding no keys yet
+/// ([`Window::from_snapshot`]); `None` (logged at info with the reason) means a full snapshot
+/// first.
+async fn continuation_base(
+    store: &Store,
+    seal: &SealKey,
+    seed: u64,
+    config: &ServerConfig,
+) -> Option<(Base, Window)> {
+    let (generation, bytes) = match store.last_snapshot().await {
+        Ok(Some(last)) => last,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::info!(error = %e, "the last generation could not be read; the first generation is a full snapshot");
+            return None;
+        }
+    };
+    let why = |reason: &dyn std::fmt::Display| {
+        tracing::info!(
+            generation,
+            reason = %reason,
+            "the first generation is a full snapshot: the last generation's layout cannot be continued"
+        );
+    };
+    // The store holds what was handed out; its signature was made by a builder of this store.
+    let options = OpenOptions::new()
+        .seal_key(seal.clone())
+        .skip_signature_check();
+    let view = match SnapshotView::open_owned(bytes.to_vec(), &options) {
+        Ok(v) => v,
+        Err(e) => {
+            why(&e);
+            return None;
+        }
+    };
+    if view.hasher().seed() != seed {
+        why(&"its hash seed is not the store's lineage seed");
+        return None;
+    }
+    if view.generation() != generation {
+        why(&"its snapshot is of another generation than its row");
+        return None;
+    }
+    match Window::from_snapshot(config.window.to_window_config(), &view) {
+        Ok(window) => Some((Base { generation, view }, window)),
+        Err(e) => {
+            why(&e);
+            None
+        }
     }
 }
 

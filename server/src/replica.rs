@@ -12,8 +12,9 @@
 //!   [`crate::store::postgres`]). A builder that resumes after its successor took over cannot
 //!   publish over it.
 //! - **Lineage.** The hash seed and the generation counter live in the database: a new builder
-//!   rebuilds the window from the store with the same seed and continues above the last
-//!   generation (its first one is a full snapshot; deltas chain from there).
+//!   rebuilds the window from the store with the same seed and the last generation's layout,
+//!   and continues above the last generation with a delta from it (a full snapshot when that
+//!   layout cannot carry the store's contents; see [`Publisher::start_on`]).
 //! - **Tailing.** The builder reads rows committed by every replica by transaction visibility
 //!   ([`PgStore::tail`]), woken by `NOTIFY` and polling every [`TAIL_POLL`] behind it.
 //! - **Following.** Every replica (the builder included) reads new generations from the

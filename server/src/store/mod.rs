@@ -416,6 +416,16 @@ impl Store {
         }
     }
 
+    /// The last published generation and its snapshot as handed out (sealed unless sealing
+    /// is off), when the store keeps it: PostgreSQL does, for a new builder to continue the
+    /// lineage with a delta; redb does not (`None`), as every start there is a new lineage.
+    pub async fn last_snapshot(&self) -> Result<Option<(u64, axum::body::Bytes)>, StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(None),
+            Backend::Postgres(s) => s.last_snapshot().await,
+        }
+    }
+
     /// Delete revocations and cutoffs no verifier can need at publisher time `now`, and raise
     /// the prune watermark to [`Bounds::earliest_useful_exp`]`(now)` in the same transaction.
     pub async fn prune(&self, now: u64, bounds: Bounds) -> Result<Pruned, StoreError> {

@@ -833,6 +833,21 @@ impl PgStore {
         Ok((revocations, cutoffs))
     }
 
+    /// The newest recorded generation and its snapshot bytes (as handed out: sealed unless
+    /// sealing is off), if any: what a new builder continues the lineage from.
+    pub async fn last_snapshot(&self) -> Result<Option<(u64, Bytes)>, StoreError> {
+        let c = self.shared.reader().await?;
+        let row = c
+            .query_opt(
+                "SELECT generation, snapshot FROM revbloom_generations \
+                 ORDER BY generation DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(|e| self.shared.db_err(e))?;
+        Ok(row.map(|r| (u64_of(r.get(0)), Bytes::from(r.get::<_, Vec<u8>>(1)))))
+    }
+
     /// Generations recorded above `after`, oldest first; the newest carries its snapshot.
     pub async fn generations_since(&self, after: u64) -> Result<Vec<GenerationRow>, StoreError> {
         let c = self.shared.reader().await?;

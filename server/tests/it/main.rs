@@ -10,6 +10,7 @@ mod cli_usage;
 mod deploy_files;
 mod distribute_objects;
 mod exact_lookup;
+mod pg_continuation;
 mod pg_failover;
 mod pg_store;
 mod pg_tls;

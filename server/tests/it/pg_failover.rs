@@ -21,9 +21,9 @@ use crate::support::pg::{shared_keys, PgCluster};
 use crate::support::{client, now, temp_dir, TOKEN};
 
 /// One `revbloom serve` process.
-struct Replica {
-    child: Child,
-    url: String,
+pub(crate) struct Replica {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Replica {
@@ -33,16 +33,17 @@ impl Drop for Replica {
     }
 }
 
-struct Cluster {
-    pg: PgCluster,
-    dir: PathBuf,
+/// A throwaway database and the shared configuration and keys of its replicas.
+pub(crate) struct Cluster {
+    pub(crate) pg: PgCluster,
+    pub(crate) dir: PathBuf,
     config: PathBuf,
-    options: OpenOptions,
+    pub(crate) options: OpenOptions,
     spawned: usize,
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    pub(crate) async fn start() -> Cluster {
         let pg = PgCluster::start().await;
         let dir = temp_dir("pg-failover");
         let (seal, signing, public) = shared_keys(&dir);
@@ -65,7 +66,7 @@ impl Cluster {
     }
 
     /// Start a replica; its log goes to `DIR/replica-N.log`.
-    fn spawn(&mut self) -> Replica {
+    pub(crate) fn spawn(&mut self) -> Replica {
         self.spawned += 1;
         let n = self.spawned;
         let data = self.dir.join(format!("data-{n}"));
@@ -100,7 +101,7 @@ impl Cluster {
     }
 
     /// (epoch, generation) in the database.
-    async fn state(&self, db: &tokio_postgres::Client) -> (i64, i64) {
+    pub(crate) async fn state(&self, db: &tokio_postgres::Client) -> (i64, i64) {
         let row = db
             .query_one(
                 "SELECT epoch, generation FROM revbloom_state WHERE id = 1",
@@ -112,7 +113,7 @@ impl Cluster {
     }
 }
 
-async fn healthz(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+pub(crate) async fn healthz(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     let r = http
         .get(format!("{url}/healthz"))
         .timeout(Duration::from_secs(2))
@@ -123,7 +124,11 @@ async fn healthz(http: &reqwest::Client, url: &str) -> Option<serde_json::Value>
 }
 
 /// The index of the one replica that reports itself builder, waiting up to `within`.
-async fn builder(http: &reqwest::Client, replicas: &[Replica], within: Duration) -> usize {
+pub(crate) async fn builder(
+    http: &reqwest::Client,
+    replicas: &[Replica],
+    within: Duration,
+) -> usize {
     let deadline = Instant::now() + within;
     loop {
         let mut builders = Vec::new();
@@ -334,6 +339,20 @@ async fn builder_killed_ten_times_loses_nothing() {
         e.len()
     };
     assert!(distinct >= 11, "{distinct} builders published");
+    // How many successors continued their predecessor's layout (first generation a delta):
+    // under this load a bucket can outgrow its blocks, which takes a full snapshot anyway.
+    let continued = db
+        .query_one(
+            "SELECT count(*) FROM revbloom_generations g WHERE g.delta IS NOT NULL AND \
+             g.generation = (SELECT min(generation) FROM revbloom_generations f \
+                             WHERE f.epoch = g.epoch) AND \
+             g.epoch > (SELECT min(epoch) FROM revbloom_generations)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    println!("{continued} of {distinct} builders' first generations were deltas (the first builder's never is)");
     takeovers.sort();
     let (p50, p99) = (percentile(&takeovers, 0.5), percentile(&takeovers, 0.99));
     println!(
@@ -428,7 +447,7 @@ async fn a_paused_builder_cannot_publish_over_its_successor() {
     let _ = std::fs::remove_dir_all(&cluster.dir);
 }
 
-fn signal(sig: &str, r: &Replica) {
+pub(crate) fn signal(sig: &str, r: &Replica) {
     let status = Command::new("kill")
         .args([&format!("-{sig}"), &r.child.id().to_string()])
         .status()
