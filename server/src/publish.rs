@@ -848,7 +848,12 @@ impl Publisher {
                 tracing::warn!(error = %e, "pruning the store failed");
             }
         }
-        prune_cutoffs(&mut self.cutoffs, now, &self.bounds);
+        if prune_cutoffs(&mut self.cutoffs, now, &self.bounds) > 0 {
+            // Deltas only add cutoffs: a verifier's copy built from the next delta would
+            // still list the pruned ones, while the signature it carries is over the full
+            // snapshot that does not. The next generation is a full snapshot instead.
+            self.chain_broken = true;
+        }
     }
 }
 

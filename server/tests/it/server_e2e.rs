@@ -372,3 +372,104 @@ async fn client_follows_a_publisher_restart_through_410() {
     srv.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A cutoff pruned from the publisher (its tokens have all expired) while verifiers still hold
+/// it: the next generations reach the verifiers without a refused delta. Signed deltas carry
+/// the signature of the publisher's full snapshot, which no longer lists the pruned cutoff,
+/// while a verifier's copy built by applying a delta still would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_cutoff_does_not_break_the_delta_chain() {
+    let dir = temp_dir("e2e-prune-cutoff");
+    let data = dir.join("data");
+    let mut c = config(data.clone());
+    c.prune_secs = 1;
+    // A cutoff is needed until `before` + lifetime + leeway + skew: 8 s here.
+    c.window.max_token_lifetime_secs = 5;
+    c.window.leeway_secs = 1;
+    c.window.max_clock_skew_secs = 1;
+    let srv = start(c).await;
+    let base = srv.url();
+    let http = client();
+    let handle = SnapshotHandle::new(StalenessPolicy::FailClosed, Duration::from_secs(120));
+    let options = verifier_options(&data);
+    let sync = SyncClient::start(
+        SyncConfig::url(&base)
+            .open_options(options.clone())
+            .long_poll(Duration::from_secs(2))
+            .backoff(Duration::from_millis(20), Duration::from_millis(200)),
+        handle.clone(),
+    )
+    .unwrap();
+    let stats = sync.shared_stats();
+    let caught_up = |what: &'static str| {
+        let (handle, hub) = (handle.clone(), srv.hub().clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while handle.generation() != Some(hub.current().generation) {
+                assert!(Instant::now() < deadline, "never caught up: {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    caught_up("the first generation").await;
+    // A cutoff whose tokens all expire within seconds: prunable soon after.
+    let r = http
+        .post(format!("{base}/v1/cutoffs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"value": "long-gone", "before": now() - 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let held = |h: &SnapshotHandle| {
+        let v = h.current().unwrap();
+        v.cutoff(CutoffKey::new(&v.hasher(), None, "sub", "long-gone"))
+            .is_some()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !held(&handle) {
+        assert!(
+            Instant::now() < deadline,
+            "the cutoff never reached the verifier"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Pruned from the store (and the publisher) within a few prune rounds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    loop {
+        round += 1;
+        revoke(&http, &base, &format!("after-prune-{round}"), now() + 600).await;
+        caught_up("a revocation after the prune").await;
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("\nrevbloom_cutoffs_stored 0\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cutoff was never pruned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And once more, after the prune is certainly behind the publisher.
+    revoke(&http, &base, "last", now() + 600).await;
+    caught_up("the last revocation").await;
+    let failures: Vec<_> = stats.failure_counts().filter(|(_, n)| *n > 0).collect();
+    assert!(failures.is_empty(), "refused on the way: {failures:?}");
+    // The verifier's copy is still the publisher's signed file: it reopens verified (what a
+    // restart from the cache file does).
+    let copy = handle.current().unwrap();
+    let reopened = revbloom::SnapshotView::open_owned(copy.as_bytes().to_vec(), &options)
+        .expect("the verifier's copy reopens under the publisher's key");
+    assert_eq!(
+        reopened.signature_status(),
+        revbloom::snapshot::SignatureStatus::Verified
+    );
+    assert!(!held(&handle), "the pruned cutoff left the verifier too");
+    drop(sync);
+    srv.shutdown();
+}
