@@ -68,7 +68,12 @@ pub fn spawn(
                     delta,
                 };
                 retry_pending = false;
-                match objects.publish(&g).await {
+                // Cancelling an upload half-way is safe: the manifest is written last.
+                let result = tokio::select! {
+                    r = objects.publish(&g) => r,
+                    _ = shutdown.cancelled() => return,
+                };
+                match result {
                     Ok(up) => {
                         uploaded = Some(up.generation);
                         metrics.upload_generation.store(up.generation, Relaxed);
