@@ -67,6 +67,7 @@ mod error;
 mod exact;
 #[cfg(feature = "sync")]
 mod http;
+mod issuers;
 mod state;
 mod verifier;
 
@@ -82,6 +83,10 @@ pub use exact::{
 };
 #[cfg(feature = "sync")]
 pub use http::{HttpExactSource, HttpExactSourceError};
+pub use issuers::{
+    Issuer, Issuers, IssuersError, JwksError, KeyRefresh, KeySet, RefreshFuture, MIN_RSA_BITS,
+    SUPPORTED_ALGORITHMS,
+};
 pub use state::{MemoryState, NoState, RevocationState, StateSource};
 pub use verifier::{
     issuer_warnings, BuildError, Checked, ExactFailurePolicy, Verified, Verifier, VerifierBuilder,
