@@ -10,6 +10,10 @@
 //! 3. only for filter positives, an [`ExactSource`] / [`AsyncExactSource`], usually behind a
 //!    `CachedSource` (feature `cache`).
 //!
+//! The key is one static [`DecodingKey`](jsonwebtoken::DecodingKey) ([`Verifier::builder`]),
+//! or the token's issuer's, chosen by `iss` and `kid` among several [`Issuers`] whose keys come
+//! from their JWKS ([`Verifier::with_issuers`]; the `sync` feature's `JwksClient` fetches them).
+//!
 //! ```
 //! use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 //! use revbloom::cutoff::{CutoffKey, CutoffSet};
