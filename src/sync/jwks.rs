@@ -451,7 +451,8 @@ impl Drop for JwksClient {
         for t in &self.tasks {
             t.abort();
         }
-        self.issuers.set_refresh(None);
+        let me: Arc<dyn KeyRefresh> = Arc::clone(&self.shared) as Arc<dyn KeyRefresh>;
+        self.issuers.remove_refresh(&me);
     }
 }
 

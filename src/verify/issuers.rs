@@ -507,6 +507,15 @@ impl Issuers {
         *slot = refresh;
     }
 
+    /// Remove `refresh` if it is the one installed (a refresher stopping leaves a newer one
+    /// alone).
+    pub fn remove_refresh(&self, refresh: &Arc<dyn KeyRefresh>) {
+        let mut slot = self.refresh.write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|r| Arc::ptr_eq(r, refresh)) {
+            *slot = None;
+        }
+    }
+
     /// Tell the refresher `iss` needs its keys again; the future resolves when that fetch is
     /// done (see [`KeyRefresh::unknown_key`]), at once without a refresher.
     pub(super) fn unknown_key(&self, iss: &str) -> RefreshFuture {

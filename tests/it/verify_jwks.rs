@@ -539,8 +539,9 @@ async fn a_flood_of_unknown_kids_costs_one_fetch_per_interval() {
         // The real key keeps passing meanwhile, without a fetch.
         assert!(verify(&v, &key.sign(&c)).await.is_ok());
     }
-    let elapsed = started.elapsed();
+    // Read before the clock: a fetch after this reading only makes the bound looser.
     let hits = server.hits();
+    let elapsed = started.elapsed();
     // At start, then at most one per interval (plus one whose interval began before `started`).
     let bound = 2 + (elapsed.as_millis() / interval.as_millis()) as usize;
     assert!(
@@ -692,14 +693,26 @@ async fn an_oversized_jwks_is_refused() {
         .last_error
         .as_deref()
         .is_some_and(|e| e.contains("larger than 4096")));
-    drop(client);
-    // Control: the same document within the limit loads.
-    let client = JwksClient::start(
+    // Control: the same document within the limit loads. The client started second is the
+    // issuers' refresher, and stays so when the first one stops.
+    let second = JwksClient::start(
         Arc::clone(&issuers),
         loopback(JwksConfig::default().max_bytes(8192)),
     )
     .unwrap();
-    client.wait_loaded(Duration::from_secs(10)).await.unwrap();
+    drop(client);
+    second.wait_loaded(Duration::from_secs(10)).await.unwrap();
+    let v = Verifier::with_issuers(Arc::clone(&issuers))
+        .build()
+        .unwrap();
+    let unknown = key.sign_claiming(
+        Algorithm::EdDSA,
+        Some("other"),
+        &claims(ISS_A, "orders", "o"),
+    );
+    assert!(v.verify::<Value>(&unknown).is_err());
+    let s = second.stats();
+    assert_eq!(s.demanded + s.rate_limited, 1, "{s:?}");
     // The default limit is 1 MiB.
     let mut doc = jwks(&[&key]);
     doc["padding"] = json!("x".repeat(1 << 20));
