@@ -21,6 +21,10 @@
 //! 503 with `{"ready": false, "reason": "no_snapshot" | "snapshot_stale", ...}` and the sync
 //! client's last error; `GET /metrics` the sync counters (`revbloom_sync_failures_total` by
 //! reason) and the snapshot's generation and age, in the Prometheus text format.
+//! With `--jwks ISS=URL` (repeatable) tokens are RS256, ES256 or EdDSA tokens of those issuers,
+//! keys fetched from each issuer's JWKS URL and kept current (`Cache-Control`, and a
+//! rate-limited refetch when a token names an unknown `kid`); `--audience` applies to each.
+//! `/readyz` then also waits for every issuer's keys, and `/metrics` counts the JWKS fetches.
 //! Every flag can also be set in the environment (`REVBLOOM_GATEWAY_*`, see `--help`); the
 //! log level follows `RUST_LOG` (default `info`).
 
@@ -36,13 +40,14 @@ use axum::{Extension, Json, Router};
 use clap::{CommandFactory, Parser, ValueEnum};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use revbloom::snapshot::SealKey;
-use revbloom::sync::{SyncClient, SyncConfig, SyncStats};
+use revbloom::sync::{ClientTls, JwksClient, JwksConfig, SyncClient, SyncConfig, SyncStats};
 use revbloom::tower::BearerLayer;
-use revbloom::verify::{CachedSource, HttpExactSource, Verifier};
+use revbloom::verify::{CachedSource, HttpExactSource, Issuer, Issuers, Verifier};
 use revbloom::{OpenOptions, SnapshotHandle, StalenessPolicy};
 use serde_json::{json, Value};
 
-/// A gateway that verifies bearer tokens (HS256 or ES256) and refuses revoked ones, from
+/// A gateway that verifies bearer tokens (HS256, ES256, or from JWKS issuers) and refuses
+/// revoked ones, from
 /// revocation snapshots kept current by a publisher (`revbloom serve`) or a file.
 #[derive(Debug, Parser)]
 #[command(name = "gateway")]
@@ -113,6 +118,24 @@ struct Args {
         conflicts_with = "es256_public_key"
     )]
     dev_token: Option<PathBuf>,
+    /// Accept tokens of issuer ISS, keys from its JWKS at URL (repeatable; RS256, ES256,
+    /// EdDSA). Instead of --hs256-secret-file / --es256-public-key.
+    #[arg(
+        long,
+        value_name = "ISS=URL",
+        env = "REVBLOOM_GATEWAY_JWKS",
+        value_delimiter = ' ',
+        conflicts_with_all = ["hs256_secret_file", "hs256_secret", "es256_public_key", "dev_token", "issuer"]
+    )]
+    jwks: Vec<String>,
+    /// Fetch plain http:// JWKS URLs on other hosts than loopback (whoever answers them can
+    /// sign tokens this gateway accepts).
+    #[arg(long, env = "REVBLOOM_GATEWAY_JWKS_ALLOW_HTTP")]
+    jwks_allow_http: bool,
+    /// Trust only the CA certificates of this PEM file for https:// JWKS URLs [default: the
+    /// system store].
+    #[arg(long, value_name = "PEM_FILE", env = "REVBLOOM_GATEWAY_JWKS_CA_FILE")]
+    jwks_ca_file: Option<PathBuf>,
     /// Listen address.
     #[arg(
         long,
@@ -124,7 +147,7 @@ struct Args {
     /// Require this `iss` (revocations are then keyed on it).
     #[arg(long, value_name = "ISS", env = "REVBLOOM_GATEWAY_ISSUER")]
     issuer: Option<String>,
-    /// Require this `aud`.
+    /// Require this `aud` (of every --jwks issuer too).
     #[arg(long, value_name = "AUD", env = "REVBLOOM_GATEWAY_AUDIENCE")]
     audience: Option<String>,
     /// Ask this publisher's lookup endpoint on filter positives [default: --publisher].
@@ -296,26 +319,31 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
         (None, None) => None,
     };
-    let (key, mut validation) = match (&secret, &args.es256_public_key) {
-        (Some(secret), None) => (
-            DecodingKey::from_secret(secret),
-            Validation::new(Algorithm::HS256),
-        ),
-        (None, Some(pem)) => (
-            DecodingKey::from_ec_pem(&std::fs::read(pem)?)?,
-            Validation::new(Algorithm::ES256),
-        ),
-        _ => usage_error(
-            "give one of --hs256-secret-file, --es256-public-key (or --dev-token for a generated secret)",
-        ),
+    let keys = if args.jwks.is_empty() {
+        let (key, mut validation) = match (&secret, &args.es256_public_key) {
+            (Some(secret), None) => (
+                DecodingKey::from_secret(secret),
+                Validation::new(Algorithm::HS256),
+            ),
+            (None, Some(pem)) => (
+                DecodingKey::from_ec_pem(&std::fs::read(pem)?)?,
+                Validation::new(Algorithm::ES256),
+            ),
+            _ => usage_error(
+                "give one of --hs256-secret-file, --es256-public-key, --jwks (or --dev-token for a generated secret)",
+            ),
+        };
+        if let Some(iss) = &args.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &args.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Keys::Static(key, Box::new(validation))
+    } else {
+        Keys::Jwks(Arc::new(jwks_issuers(&args)?))
     };
-    if let Some(iss) = &args.issuer {
-        validation.set_issuer(&[iss]);
-    }
-    match &args.audience {
-        Some(aud) => validation.set_audience(&[aud]),
-        None => validation.validate_aud = false,
-    }
     if let (Some(path), Some(secret)) = (&args.dev_token, &secret) {
         let jti = write_dev_token(path, secret, &args)?;
         println!("dev token written to {} (jti {jti})", path.display());
@@ -351,7 +379,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let handle: SnapshotHandle = SnapshotHandle::new(policy, args.max_age);
-    let mut builder = Verifier::builder(key, validation).state(handle.clone());
+    let mut builder = match &keys {
+        Keys::Static(key, validation) => {
+            Verifier::builder(key.clone(), Validation::clone(validation))
+        }
+        Keys::Jwks(issuers) => Verifier::with_issuers(Arc::clone(issuers)),
+    }
+    .state(handle.clone());
     if let Some(url) = args.exact_url.as_ref().or(args.publisher.as_ref()) {
         let mut source = HttpExactSource::new(url)?;
         if let Some(seal) = &seal {
@@ -363,21 +397,38 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tracing::warn!("no exact source: tokens the filter matches are refused (including ~0.1% false positives)");
     }
     let verifier = Arc::new(builder.build()?);
+    // Fetches every issuer's keys in the background and keeps them current; tokens of an
+    // issuer are answered 503 until its first key set is loaded.
+    let jwks = match &keys {
+        Keys::Jwks(issuers) => {
+            let mut config = JwksConfig::default().allow_http(args.jwks_allow_http);
+            if let Some(ca) = &args.jwks_ca_file {
+                config = config.tls(ClientTls::ca_file(ca));
+            }
+            let client =
+                JwksClient::start(Arc::clone(issuers), config).map_err(|e| e.to_string())?;
+            Some(Arc::new(client))
+        }
+        Keys::Static(..) => None,
+    };
 
     // Keeps the handle current until the process ends; errors back off and are retried
     // (each logged with its reason), and the last good snapshot stays in force meanwhile.
     let sync = SyncClient::start(sync.open_options(open), handle.clone())?;
     let mut loaded = sync.subscribe();
     let first = handle.clone();
-    let issuer = args.issuer.clone();
+    let accepted: Vec<String> = match &keys {
+        Keys::Static(..) => args.issuer.iter().cloned().collect(),
+        Keys::Jwks(issuers) => issuers.iter().map(|i| i.iss().to_owned()).collect(),
+    };
     tokio::spawn(async move {
         if loaded.wait_for(Option::is_some).await.is_ok() {
             if let Some(view) = first.current() {
                 tracing::info!(generation = view.generation(), "first snapshot loaded");
-                // Say if this gateway's issuer and the publisher's default issuer disagree in
+                // Say if this gateway's issuers and the publisher's default issuer disagree in
                 // a way that would keep revocations from matching.
-                if let Some(iss) = issuer {
-                    for w in revbloom::verify::issuer_warnings(&iss, &*view) {
+                for iss in &accepted {
+                    for w in revbloom::verify::issuer_warnings(iss, &*view) {
                         tracing::warn!("{w}");
                     }
                 }
@@ -390,6 +441,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let ready_stats = sync.shared_stats();
     let metrics_stats = sync.shared_stats();
     let metrics_handle = handle.clone();
+    let (ready_jwks, metrics_jwks) = (jwks.clone(), jwks.clone());
     let app = Router::new()
         .route(
             "/whoami",
@@ -407,15 +459,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .route(
             "/readyz",
             get(move || {
-                let (h, s) = (ready.clone(), Arc::clone(&ready_stats));
-                async move { readiness(&h, &s) }
+                let (h, s, j) = (ready.clone(), Arc::clone(&ready_stats), ready_jwks.clone());
+                async move { readiness(&h, &s, j.as_deref()) }
             }),
         )
         .route(
             "/metrics",
             get(move || {
-                let (h, s) = (metrics_handle.clone(), Arc::clone(&metrics_stats));
-                async move { metrics(&h, &s) }
+                let (h, s, j) = (
+                    metrics_handle.clone(),
+                    Arc::clone(&metrics_stats),
+                    metrics_jwks.clone(),
+                );
+                async move { metrics(&h, &s, j.as_deref()) }
             }),
         );
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -424,18 +480,66 @@ async fn main() -> Result<(), Box<dyn Error>> {
     tracing::info!("gateway listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     drop(sync);
+    drop(jwks);
     Ok(())
+}
+
+/// Where the verifier's keys come from.
+enum Keys {
+    /// One key (--hs256-secret-file, --es256-public-key).
+    Static(DecodingKey, Box<Validation>),
+    /// Issuers by JWKS URL (--jwks).
+    Jwks(Arc<Issuers>),
+}
+
+/// The issuers of `--jwks ISS=URL`, each with the `--audience` (any audience without one).
+fn jwks_issuers(args: &Args) -> Result<Issuers, Box<dyn Error>> {
+    let mut issuers = Vec::new();
+    for spec in &args.jwks {
+        let Some((iss, url)) = spec
+            .split_once('=')
+            .filter(|(i, u)| !i.is_empty() && !u.is_empty())
+        else {
+            usage_error(format!(
+                "--jwks {spec:?}: expected ISS=URL, e.g. https://idp.example.com=https://idp.example.com/.well-known/jwks.json"
+            ));
+        };
+        let issuer = Issuer::new(iss, url);
+        issuers.push(match &args.audience {
+            Some(aud) => issuer.audience(aud),
+            None => {
+                tracing::warn!(
+                    iss,
+                    "no --audience: tokens of this issuer for any audience are accepted"
+                );
+                issuer.any_audience()
+            }
+        });
+    }
+    Ok(Issuers::new(issuers)?)
 }
 
 /// 200 once a verified snapshot within `max_age` is current; 503 with the reason otherwise,
 /// and the sync client's last error (a missing file, a refused rollback, …) when there is one.
-fn readiness(handle: &SnapshotHandle, stats: &SyncStats) -> (StatusCode, Json<Value>) {
+fn readiness(
+    handle: &SnapshotHandle,
+    stats: &SyncStats,
+    jwks: Option<&JwksClient>,
+) -> (StatusCode, Json<Value>) {
     let now = now();
     let generation = handle.generation();
     let age = handle.age(now);
+    let jwks_missing: Vec<_> = jwks
+        .map(|j| j.status())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.keys == 0)
+        .map(|s| json!({"iss": s.iss, "last_error": s.last_error}))
+        .collect();
     let reason = match generation {
         None => Some("no_snapshot"),
         Some(_) if handle.is_stale(now) => Some("snapshot_stale"),
+        Some(_) if !jwks_missing.is_empty() => Some("jwks_not_loaded"),
         Some(_) => None,
     };
     match reason {
@@ -452,13 +556,18 @@ fn readiness(handle: &SnapshotHandle, stats: &SyncStats) -> (StatusCode, Json<Va
                 "age": age,
                 "max_age": handle.max_age().as_secs(),
                 "last_sync_error": stats.last_error(),
+                "jwks_not_loaded": jwks_missing,
             })),
         ),
     }
 }
 
 /// The sync client's counters and the snapshot's state in the Prometheus text format.
-fn metrics(handle: &SnapshotHandle, stats: &SyncStats) -> impl axum::response::IntoResponse {
+fn metrics(
+    handle: &SnapshotHandle,
+    stats: &SyncStats,
+    jwks: Option<&JwksClient>,
+) -> impl axum::response::IntoResponse {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::new();
@@ -478,6 +587,24 @@ fn metrics(handle: &SnapshotHandle, stats: &SyncStats) -> impl axum::response::I
         "Deltas applied.",
         stats.deltas.load(Relaxed),
     );
+    if let Some(j) = jwks {
+        let s = j.stats();
+        counter(
+            "revbloom_jwks_fetches_total",
+            "JWKS fetches started.",
+            s.fetches,
+        );
+        counter(
+            "revbloom_jwks_fetch_failures_total",
+            "JWKS fetches that failed (the last good keys stay in force).",
+            s.failures,
+        );
+        counter(
+            "revbloom_jwks_unknown_key_rate_limited_total",
+            "Unknown-kid refetches held back by the refetch interval.",
+            s.rate_limited,
+        );
+    }
     out.push_str(
         "# HELP revbloom_sync_failures_total Snapshots and deltas not taken, and failed syncs, by reason.\n\
          # TYPE revbloom_sync_failures_total counter\n",

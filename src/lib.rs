@@ -29,10 +29,12 @@
 //!   staleness policy), [`Verdict`], [`Bounds`].
 //! - [`snapshot`] and [`delta`]: writing files (`encode`, `encode_delta`) and the key loaders.
 //! - `verify` (feature `verify`): the JWT `Verifier` with claim
-//!   cutoffs and an exact source for filter positives; `CachedSource` with feature `cache`.
+//!   cutoffs and an exact source for filter positives, keyed by one static key or by
+//!   `Issuers` (several issuers, keys from their JWKS); `CachedSource` with feature `cache`.
 //! - `tower` (feature `tower`): `BearerLayer`, the middleware that answers RFC 6750 errors.
 //! - `sync` (feature `sync`): `SyncClient` keeps a handle current from a publisher or a file;
-//!   `HttpExactSource` asks the publisher about positives. `wire` is the protocol both use.
+//!   `HttpExactSource` asks the publisher about positives; `JwksClient` keeps JWKS issuers'
+//!   keys current. `wire` is the protocol both use.
 //!
 //! The publisher and the `revbloom` binary are the `revbloom-server` package. See
 //! `docs/DESIGN.md` for how and why, and `docs/BENCHMARKS.md` for measured figures.

@@ -10,7 +10,7 @@
 //! | no `Authorization`, or another scheme | 401 | `Bearer` |
 //! | malformed `Authorization` (not UTF-8, `Bearer` with no token, bad characters, too long, repeated) | 400 | `Bearer error="invalid_request", ...` |
 //! | invalid, expired, revoked token, or no `jti` | 401 | `Bearer error="invalid_token", error_description="..."` |
-//! | revocation state unavailable (fail-closed) | 503 | none; `Retry-After: 5` |
+//! | revocation state unavailable (fail-closed), or no key set of the token's issuer loaded yet | 503 | none; `Retry-After: 5` |
 //!
 //! The token is checked with [`Verifier::verify_async`]: CPU-only and microseconds, except on
 //! a filter positive, where the exact source is awaited — the runtime is never blocked.
@@ -156,7 +156,7 @@ fn header_rejection<B: Default>(problem: HeaderProblem) -> Response<B> {
 /// The response for a token the verifier refused.
 pub fn error_response<B: Default>(err: &VerifyError) -> Response<B> {
     match err {
-        VerifyError::Unavailable(_) => {
+        VerifyError::Unavailable(_) | VerifyError::KeysUnavailable { .. } => {
             let mut res = reject(StatusCode::SERVICE_UNAVAILABLE, None);
             res.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("5"));

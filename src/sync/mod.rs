@@ -41,11 +41,15 @@
 //! accepted under the same signature rules. The cache file holds the unsealed snapshot: keep
 //! it where only the verifier can read it.
 
+mod jwks;
 pub mod manifest;
 mod mirror;
 mod poll;
 pub mod tls;
 
+pub use jwks::{
+    JwksClient, JwksClientError, JwksConfig, JwksIssuerStatus, JwksStats, DEFAULT_MAX_JWKS_BYTES,
+};
 pub use tls::{ClientTls, ClientTlsError};
 
 use std::path::PathBuf;

@@ -40,6 +40,39 @@ pub enum VerifyError {
     /// `require_jti(false)` if such tokens should only be subject to claim cutoffs.
     #[error("the token has no string jti claim, and revocation by token id is required")]
     MissingJti,
+    /// The token's `iss` is not one of the configured [`Issuers`](super::Issuers) (matched
+    /// exactly, case and trailing slash included). Add the issuer, or check what the identity
+    /// provider puts in `iss`.
+    #[error(
+        "the token's issuer is not a configured issuer; add it, or check the token's iss claim"
+    )]
+    UnknownIssuer,
+    /// The token names a key (`kid`) its issuer's key set does not hold, or has no `kid` and
+    /// the set holds no key for its algorithm. A refresh of the issuer's keys has been asked
+    /// for (rate limited); a token signed with a key the issuer has just published passes once
+    /// it is fetched, a forged one never does.
+    #[error("issuer {iss:?} has no key {kid:?} for this token; its keys are fetched again at most once per refresh interval")]
+    UnknownKey {
+        /// The issuer whose key set was searched.
+        iss: String,
+        /// The token's `kid` (at most 128 bytes of it), if any.
+        kid: Option<String>,
+    },
+    /// The token has no `kid` and its issuer publishes several keys for its algorithm. Have
+    /// the identity provider put `kid` in its tokens' headers.
+    #[error("the token has no kid and issuer {iss:?} publishes several keys for its algorithm; issue tokens with a kid")]
+    AmbiguousKey {
+        /// The issuer.
+        iss: String,
+    },
+    /// No key set of the token's issuer has been loaded yet (its JWKS URL has not answered
+    /// since start). Ours, not the client's (HTTP 503): check that the JWKS URL is reachable
+    /// (the JWKS client logs every failed fetch with its reason); retry later.
+    #[error("no key set has been loaded yet for issuer {iss:?}; check that its JWKS URL is reachable, then retry")]
+    KeysUnavailable {
+        /// The issuer.
+        iss: String,
+    },
 }
 
 impl VerifyError {
@@ -54,6 +87,12 @@ impl VerifyError {
             VerifyError::MissingJti => "the access token has no jti claim",
             VerifyError::OutOfBounds(_) => {
                 "the access token's lifetime is outside what this service accepts"
+            }
+            VerifyError::UnknownIssuer => "the access token's issuer is not accepted",
+            VerifyError::UnknownKey { .. } => "the access token's signing key is unknown",
+            VerifyError::AmbiguousKey { .. } => "the access token has no key id",
+            VerifyError::KeysUnavailable { .. } => {
+                "the token issuer's signing keys are temporarily unavailable"
             }
         }
     }

@@ -10,6 +10,10 @@
 //! 3. only for filter positives, an [`ExactSource`] / [`AsyncExactSource`], usually behind a
 //!    `CachedSource` (feature `cache`).
 //!
+//! The key is one static [`DecodingKey`](jsonwebtoken::DecodingKey) ([`Verifier::builder`]),
+//! or the token's issuer's, chosen by `iss` and `kid` among several [`Issuers`] whose keys come
+//! from their JWKS ([`Verifier::with_issuers`]; the `sync` feature's `JwksClient` fetches them).
+//!
 //! ```
 //! use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 //! use revbloom::cutoff::{CutoffKey, CutoffSet};
@@ -67,6 +71,7 @@ mod error;
 mod exact;
 #[cfg(feature = "sync")]
 mod http;
+mod issuers;
 mod state;
 mod verifier;
 
@@ -82,6 +87,10 @@ pub use exact::{
 };
 #[cfg(feature = "sync")]
 pub use http::{HttpExactSource, HttpExactSourceError};
+pub use issuers::{
+    Issuer, Issuers, IssuersError, JwksError, KeyRefresh, KeySet, RefreshFuture, MIN_RSA_BITS,
+    SUPPORTED_ALGORITHMS,
+};
 pub use state::{MemoryState, NoState, RevocationState, StateSource};
 pub use verifier::{
     issuer_warnings, BuildError, Checked, ExactFailurePolicy, Verified, Verifier, VerifierBuilder,

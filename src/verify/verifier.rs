@@ -14,6 +14,7 @@ use thiserror::Error;
 use super::claims::{lend_cutoff_names, Captured, RevClaims, MAX_CUTOFF_CLAIMS};
 use super::error::{RevokedBy, Unavailable, VerifyError};
 use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
+use super::issuers::Issuers;
 use super::state::{NoState, RevocationState, StateSource};
 use crate::bounds::{Bounds, OutOfBounds};
 use crate::cutoff::{revokes, DEFAULT_CLAIM, JTI_CLAIM};
@@ -141,10 +142,23 @@ type Decoded<C> = (Header, C, RevClaims, Rc<[Box<str>]>);
 /// cutoff claims ([`Unavailable::StateChanging`]).
 const DECODE_ATTEMPTS: usize = 4;
 
-/// Builds a [`Verifier`]; see [`Verifier::builder`].
+/// Where a verifier's keys come from.
+// One per verifier: its size does not matter, and boxing the static key would add a pointer
+// chase to every verification with it.
+#[allow(clippy::large_enum_variant)]
+enum Keys {
+    /// One key and one validation for every token.
+    Static {
+        key: DecodingKey,
+        validation: Validation,
+    },
+    /// The token's issuer picks a validation and its `kid` a key of that issuer's set.
+    Issuers(Arc<Issuers>),
+}
+
+/// Builds a [`Verifier`]; see [`Verifier::builder`] and [`Verifier::with_issuers`].
 pub struct VerifierBuilder {
-    key: DecodingKey,
-    validation: Validation,
+    keys: Keys,
     state: Arc<dyn StateSource>,
     has_state: bool,
     exact: Exact,
@@ -235,7 +249,11 @@ impl VerifierBuilder {
                 max: MAX_CUTOFF_CLAIMS,
             });
         }
-        let issuer_keyed = self.key_on_issuer.unwrap_or(self.validation.iss.is_some());
+        // Every token of a JWKS issuer has an `iss` (the issuer is chosen by it).
+        let issuer_keyed = self.key_on_issuer.unwrap_or(match &self.keys {
+            Keys::Static { validation, .. } => validation.iss.is_some(),
+            Keys::Issuers(_) => true,
+        });
         let (max_age, policy) = self
             .staleness
             .or_else(|| {
@@ -244,14 +262,11 @@ impl VerifierBuilder {
                     .map(|(age, policy)| (age.map(|d| d.as_secs()), policy))
             })
             .unwrap_or((Some(DEFAULT_MAX_AGE.as_secs()), StalenessPolicy::FailClosed));
-        if issuer_keyed {
-            self.validation
-                .required_spec_claims
-                .insert("iss".to_owned());
+        if let (true, Keys::Static { validation, .. }) = (issuer_keyed, &mut self.keys) {
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         Ok(Verifier {
-            key: self.key,
-            validation: self.validation,
+            keys: self.keys,
             state: self.state,
             exact: self.exact,
             policy,
@@ -275,8 +290,7 @@ impl VerifierBuilder {
 /// the token id in the filter and the configured claims against cutoffs, and asks the exact
 /// source only when the filter matched. See the [module docs](super) for an example.
 pub struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
+    keys: Keys,
     state: Arc<dyn StateSource>,
     exact: Exact,
     policy: StalenessPolicy,
@@ -292,9 +306,12 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("algorithms", &self.validation.algorithms)
-            .field("policy", &self.policy)
+        let mut d = f.debug_struct("Verifier");
+        match &self.keys {
+            Keys::Static { validation, .. } => d.field("algorithms", &validation.algorithms),
+            Keys::Issuers(issuers) => d.field("issuers", issuers),
+        };
+        d.field("policy", &self.policy)
             .field("max_age", &self.max_age)
             .field("exact_failure", &self.exact_failure)
             .field("require_jti", &self.require_jti)
@@ -308,9 +325,22 @@ impl Verifier {
     /// Start building a verifier for tokens signed with `key` and validated by `validation`.
     /// Without a state source it only validates.
     pub fn builder(key: DecodingKey, validation: Validation) -> VerifierBuilder {
+        Self::keyed(Keys::Static { key, validation })
+    }
+
+    /// Start building a verifier for tokens of several issuers, each with its keys (from its
+    /// JWKS), audiences and algorithms; see [`Issuers`]. The token's `iss` picks the issuer,
+    /// its `kid` the key. A token naming a key the set does not hold asks the issuers'
+    /// refresher (the JWKS client) for a rate-limited fetch: [`Verifier::verify_async`] awaits
+    /// that fetch when one starts, [`Verifier::verify`] never waits and answers
+    /// [`VerifyError::UnknownKey`].
+    pub fn with_issuers(issuers: Arc<Issuers>) -> VerifierBuilder {
+        Self::keyed(Keys::Issuers(issuers))
+    }
+
+    fn keyed(keys: Keys) -> VerifierBuilder {
         VerifierBuilder {
-            key,
-            validation,
+            keys,
             state: Arc::new(NoState),
             has_state: false,
             exact: Exact::None,
@@ -335,9 +365,21 @@ impl Verifier {
         }
     }
 
-    /// Verify a token, blocking on the exact source if the filter matches.
+    /// Verify a token, blocking on the exact source if the filter matches. A token of an
+    /// [`Issuers`] issuer naming a key its set does not hold starts a refresh of the keys in
+    /// the background and is refused ([`VerifyError::UnknownKey`]) without waiting for it.
     pub fn verify<C: DeserializeOwned>(&self, token: &str) -> Result<Verified<C>, VerifyError> {
-        let (header, claims, rev, local) = self.decode_and_check::<C>(token)?;
+        let (header, claims, rev, local) = match self.decode_and_check::<C>(token) {
+            Ok(done) => done,
+            Err(e) => {
+                if let (Keys::Issuers(issuers), Some(iss)) = (&self.keys, Issuers::refreshable(&e))
+                {
+                    // Started now, never awaited here: the future only waits for the fetch.
+                    drop(issuers.unknown_key(iss));
+                }
+                return Err(e);
+            }
+        };
         let checked = match local {
             Local::Accept(c) => c,
             Local::Reject(e) => return Err(e),
@@ -371,12 +413,24 @@ impl Verifier {
     }
 
     /// Verify a token; the exact source (only on filter positives) is awaited, never blocked
-    /// on. Everything before it is CPU-only and takes microseconds.
+    /// on. Everything before it is CPU-only and takes microseconds. A token of an [`Issuers`]
+    /// issuer naming a key its set does not hold awaits one refresh of the issuer's keys when
+    /// the refresher's rate limit lets one start (or one is running), then is decoded again;
+    /// otherwise it is refused at once ([`VerifyError::UnknownKey`]).
     pub async fn verify_async<C: DeserializeOwned>(
         &self,
         token: &str,
     ) -> Result<Verified<C>, VerifyError> {
-        let (header, claims, rev, local) = self.decode_and_check::<C>(token)?;
+        let (header, claims, rev, local) = match self.decode_and_check::<C>(token) {
+            Ok(done) => done,
+            Err(e) => match (&self.keys, Issuers::refreshable(&e)) {
+                (Keys::Issuers(issuers), Some(iss)) => {
+                    issuers.unknown_key(iss).await;
+                    self.decode_and_check::<C>(token)?
+                }
+                _ => return Err(e),
+            },
+        };
         let checked = match local {
             Local::Accept(c) => c,
             Local::Reject(e) => return Err(e),
@@ -451,7 +505,16 @@ impl Verifier {
             Some(n) => n,
             None => lend_cutoff_names(self.wanted_names(None)),
         };
-        match jsonwebtoken::decode::<Captured<C>>(token, &self.key, &self.validation) {
+        let decoded = match &self.keys {
+            Keys::Static { key, validation } => {
+                jsonwebtoken::decode::<Captured<C>>(token, key, validation)
+            }
+            Keys::Issuers(issuers) => {
+                let chosen = issuers.choose(token)?;
+                jsonwebtoken::decode::<Captured<C>>(token, chosen.key(), chosen.validation)
+            }
+        };
+        match decoded {
             Ok(data) => Ok((data.header, data.claims.claims, data.claims.rev, names)),
             Err(e) => Err(match e.into_kind() {
                 ErrorKind::ExpiredSignature => VerifyError::Expired,

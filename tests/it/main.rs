@@ -25,6 +25,8 @@ mod verify_exact;
 mod verify_garbage;
 #[cfg(all(feature = "tower", feature = "sync"))]
 mod verify_http;
+#[cfg(all(feature = "tower", feature = "sync"))]
+mod verify_jwks;
 #[cfg(feature = "verify")]
 mod verify_snapshot;
 #[cfg(feature = "tower")]
