@@ -35,6 +35,18 @@ struct Args {
     /// Concurrent snapshot fetchers.
     #[arg(long, default_value_t = 4)]
     fetchers: usize,
+    /// Process id of --server, to report its CPU time over the run (a spawned server's is
+    /// reported anyway).
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// utime + stime of process `pid` ("self" for this one), seconds (Linux, USER_HZ = 100).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Some((tick(11)? + tick(12)?) / 100.0)
 }
 
 /// Spawn `revbloom serve` next to this example's binary on a temp data folder.
@@ -184,8 +196,15 @@ async fn main() -> Result<(), String> {
             (lat, errors, bytes)
         }));
     }
+    let server_pid = args
+        .pid
+        .or(spawned.as_ref().map(|(c, _): &(Child, _)| c.id()))
+        .map(|p| p.to_string());
+    let cpu_at = || (server_pid.as_deref().and_then(cpu_secs), cpu_secs("self"));
     let started = Instant::now();
+    let cpu0 = cpu_at();
     tokio::time::sleep(run).await;
+    let cpu1 = cpu_at();
     stop.store(true, Ordering::Relaxed);
     let (mut rl, mut re) = (Vec::new(), 0);
     for r in revokers {
@@ -204,6 +223,18 @@ async fn main() -> Result<(), String> {
     report("revocations", rl, secs, re);
     report("snapshots", fl, secs, fe);
     println!("snapshot size: {fb} bytes");
+    let share = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.0}%", (b - a) / secs * 100.0),
+        _ => "n/a".to_owned(),
+    };
+    println!(
+        "cpu over the run (100% = one core): server {}, load generator {}; load average {}",
+        share(cpu0.0, cpu1.0),
+        share(cpu0.1, cpu1.1),
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    );
     if let Ok(m) = http.get(format!("{url}/metrics")).send().await {
         if let Ok(text) = m.text().await {
             for line in text.lines().filter(|l| {

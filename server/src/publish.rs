@@ -762,11 +762,12 @@ impl Publisher {
         self.metrics
             .store_commits_total
             .store(self.store.commits(), Relaxed);
-        if let Ok((r, c)) = self.store.counts().await {
+        self.feed.offer(published, meta.parent, delta);
+        // After the offer: the gauges never delay a generation's visibility.
+        if let Ok((r, c)) = self.store.counts_for_metrics().await {
             self.metrics.revocations_stored.store(r, Relaxed);
             self.metrics.cutoffs_stored.store(c, Relaxed);
         }
-        self.feed.offer(published, meta.parent, delta);
         self.last = meta;
         self.first_parent = None;
         self.new_cutoffs.clear();

@@ -481,6 +481,17 @@ impl Store {
         }
     }
 
+    /// Numbers of stored revocations and cutoffs for the metrics gauges, at a cost that does
+    /// not grow with the store: [`Store::counts`] with the embedded store (its tables know
+    /// their length); with PostgreSQL, where counting scans the tables, an exact count at
+    /// most every [`postgres::COUNTS_REFRESH`] and the last one in between.
+    pub async fn counts_for_metrics(&self) -> Result<(u64, u64), StoreError> {
+        match &self.backend {
+            Backend::Redb(s) => s.counts(),
+            Backend::Postgres(s) => s.counts_recent().await,
+        }
+    }
+
     /// Call `f` with every stored revocation and then `g` with every cutoff, from one
     /// consistent read snapshot: how the publisher rebuilds its window on start.
     pub async fn scan(

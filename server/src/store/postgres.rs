@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, Connection, IsolationLevel, Socket};
+use tokio_postgres::{Client, Config, Connection, IsolationLevel, Socket, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use revbloom::bounds::Bounds;
@@ -59,6 +59,9 @@ const CLAIMS_LOCK: i64 = 0x7265_7662_6c6f_6f6f;
 
 /// Most requests folded into one transaction.
 const MAX_GROUP: usize = 1024;
+/// How long [`PgStore::counts_recent`] reuses an exact count: `count(*)` scans the tables, a
+/// cost that grows with the store, and the gauges it feeds need no more.
+pub const COUNTS_REFRESH: Duration = Duration::from_secs(10);
 /// How long connecting may take before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest wait between reconnection attempts of the writer.
@@ -209,10 +212,12 @@ struct Shared {
     /// Serialises reconnecting the reader.
     reader_connect: tokio::sync::Mutex<()>,
     /// The connection for the builder's own transactions.
-    work: tokio::sync::Mutex<Option<Client>>,
+    work: tokio::sync::Mutex<Option<WorkConn>>,
     /// Set while the writer cannot reach the database.
     broken: AtomicBool,
     commits: AtomicU64,
+    /// The last exact counts and when they were taken (see [`PgStore::counts_recent`]).
+    counted: Mutex<Option<(std::time::Instant, (u64, u64))>>,
 }
 
 /// A cheap, cloneable handle to the PostgreSQL store.
@@ -335,19 +340,36 @@ impl Shared {
         &self,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
+        self.with_work_conn(async |w: &mut WorkConn| f(&mut w.client).await)
+            .await
+    }
+
+    /// Run `f` with the work connection and its statements (reconnected if it died).
+    async fn with_work_conn<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut WorkConn) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
         let mut guard = self.work.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(self.connect().await.map_err(|e| self.db_err(e))?);
+        if guard.as_ref().is_none_or(|w| w.client.is_closed()) {
+            let client = self.connect().await.map_err(|e| self.db_err(e))?;
+            *guard = Some(WorkConn { client, tail: None });
         }
-        let Some(client) = guard.as_mut() else {
+        let Some(work) = guard.as_mut() else {
             return Err(StoreError::Closed);
         };
-        let out = f(client).await;
-        if client.is_closed() {
+        let out = f(work).await;
+        if work.client.is_closed() {
             *guard = None;
         }
         out.map_err(|e| self.db_err(e))
     }
+}
+
+/// The connection for the builder's own transactions, with the statements of
+/// [`PgStore::tail`] once prepared on it.
+struct WorkConn {
+    client: Client,
+    tail: Option<[Statement; 3]>,
 }
 
 /// The stream of a connection to the database (TLS or not, as negotiated).
@@ -417,6 +439,7 @@ impl PgStore {
             work: tokio::sync::Mutex::new(None),
             broken: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            counted: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -714,6 +737,26 @@ impl PgStore {
         Ok((u64_of(row.get(0)), u64_of(row.get(1))))
     }
 
+    /// [`PgStore::counts`] at most every [`COUNTS_REFRESH`], the last result in between
+    /// (see [`Store::counts_for_metrics`](super::Store::counts_for_metrics)).
+    pub async fn counts_recent(&self) -> Result<(u64, u64), StoreError> {
+        let cached = *self
+            .shared
+            .counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, counts)) = cached.filter(|(at, _)| at.elapsed() < COUNTS_REFRESH) {
+            return Ok(counts);
+        }
+        let counts = self.counts().await?;
+        *self
+            .shared
+            .counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), counts));
+        Ok(counts)
+    }
+
     /// See [`Store::scan`](super::Store::scan): one repeatable-read snapshot, streamed.
     pub async fn scan(
         &self,
@@ -778,36 +821,45 @@ impl PgStore {
         let (frontier, done) = (tail.frontier, tail.done.iter().copied().collect::<Vec<_>>());
         let (xmin, revs, cuts) = self
             .shared
-            .with_work(async |c: &mut Client| {
-                let tx = c
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await?;
-                // Same transaction, same snapshot: the xmin is the one the rows were read at.
-                let xmin: i64 = tx
-                    .query_one(
-                        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                        &[],
-                    )
-                    .await?
-                    .get(0);
-                let revs = tx
-                    .query(
-                        "SELECT iss, jti, exp, xid FROM revbloom_revocations \
-                         WHERE xid >= $1 AND NOT (xid = ANY($2))",
-                        &[&frontier, &done],
-                    )
-                    .await?;
-                let cuts = tx
-                    .query(
-                        "SELECT iss, claim, value, before, xid FROM revbloom_cutoffs \
-                         WHERE xid >= $1 AND NOT (xid = ANY($2))",
-                        &[&frontier, &done],
-                    )
-                    .await?;
-                tx.commit().await?;
+            .with_work_conn(async |w: &mut WorkConn| {
+                let [snapshot_xmin, new_revs, new_cuts] = match &w.tail {
+                    Some(s) => s.clone(),
+                    None => {
+                        let c = &w.client;
+                        let (a, b, d) = futures_util::future::try_join3(
+                            c.prepare(
+                                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                            ),
+                            c.prepare(
+                                "SELECT iss, jti, exp, xid FROM revbloom_revocations \
+                                 WHERE xid >= $1 AND NOT (xid = ANY($2))",
+                            ),
+                            c.prepare(
+                                "SELECT iss, claim, value, before, xid FROM revbloom_cutoffs \
+                                 WHERE xid >= $1 AND NOT (xid = ANY($2))",
+                            ),
+                        )
+                        .await?;
+                        w.tail.insert([a, b, d]).clone()
+                    }
+                };
+                // One read-only repeatable-read transaction, sent as one pipeline: the xmin
+                // is the one the rows were read at. The statements are prepared, so each goes
+                // out whole when first polled, in order, and the `COMMIT` cannot overtake
+                // them.
+                let c = &w.client;
+                let (begin, xmin, revs, cuts, commit) = futures_util::future::join5(
+                    c.batch_execute("START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+                    c.query_one(&snapshot_xmin, &[]),
+                    c.query(&new_revs, &[&frontier, &done]),
+                    c.query(&new_cuts, &[&frontier, &done]),
+                    c.batch_execute("COMMIT"),
+                )
+                .await;
+                begin?;
+                let xmin: i64 = xmin?.get(0);
+                let (revs, cuts) = (revs?, cuts?);
+                commit?;
                 Ok((xmin, revs, cuts))
             })
             .await?;
@@ -937,7 +989,7 @@ async fn create_schema(client: &mut Client, url: &str) -> Result<(), StoreError>
 /// answered at once with [`StoreError::Database`] and a reconnect is tried with backoff, also
 /// when no request arrives, so readiness recovers by itself.
 async fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
-    let mut client: Option<Client> = None;
+    let mut client: Option<WriterConn> = None;
     let mut backoff = RECONNECT_BACKOFF.0;
     loop {
         let broken = shared.broken.load(Ordering::Relaxed);
@@ -948,8 +1000,8 @@ async fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
             },
             _ = tokio::time::sleep(backoff), if broken => None,
         };
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            match shared.connect().await {
+        if client.as_ref().is_none_or(|c| c.client.is_closed()) {
+            match WriterConn::open(shared).await {
                 Ok(c) => {
                     client = Some(c);
                     backoff = RECONNECT_BACKOFF.0;
@@ -1010,7 +1062,7 @@ async fn writer_loop(shared: &Shared, mut rx: mpsc::Receiver<Job>) {
             Err(e) => {
                 // A commit whose outcome is unknown (the connection died during it) is not
                 // acknowledged; the caller retries, and revocations are idempotent.
-                if c.is_closed() {
+                if c.client.is_closed() {
                     client = None;
                     shared.broken.store(true, Ordering::Relaxed);
                     tracing::error!(url = %shared.url, error = %e, "lost the PostgreSQL store; reconnecting");
@@ -1105,78 +1157,67 @@ async fn raise_cutoff(
     Ok((row.get(0), row.get(1)))
 }
 
-/// Apply a group in one transaction; the replies in the order of `ops`.
-async fn apply(client: &mut Client, ops: &[&Op]) -> Result<Vec<Reply>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let mut admitted = HashMap::new();
-    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(ops.len());
-    // Revocations of every admitted request go in with one statement.
-    let (mut jtis, mut isss, mut exps) = (Vec::new(), Vec::new(), Vec::new());
-    for op in ops {
-        match op {
-            Op::Revoke(list, jti_cutoffs) => {
-                if !jti_cutoffs.is_empty() && !claim_admitted(&tx, JTI_CLAIM, &mut admitted).await?
-                {
-                    replies.push(Some(Reply::TooManyClaims(JTI_CLAIM.to_owned())));
-                    continue;
-                }
-                let mut outcome = RevokeOutcome::default();
-                for c in jti_cutoffs {
-                    match raise_cutoff(&tx, c).await? {
-                        (true, _) => outcome.duplicates += 1,
-                        (false, _) => outcome.new += 1,
-                    }
-                }
-                for r in list {
-                    jtis.push(r.jti.as_str());
-                    isss.push(r.iss.as_deref().unwrap_or(""));
-                    exps.push(i64_of(r.exp));
-                }
-                replies.push(Some(Reply::Revoke(outcome)));
-            }
-            Op::Cutoff(c) => {
-                if !claim_admitted(&tx, &c.claim, &mut admitted).await? {
-                    replies.push(Some(Reply::TooManyClaims(c.claim.clone())));
-                    continue;
-                }
-                let (_, changed) = raise_cutoff(&tx, c).await?;
-                replies.push(Some(Reply::Cutoff(changed)));
-            }
-        }
+/// The writer's connection with its statements prepared once.
+struct WriterConn {
+    client: Client,
+    insert: Statement,
+    notify: Statement,
+}
+
+/// Insert a group's revocations (sorted, deduplicated); returns the keys that were new.
+const INSERT_REVOCATIONS: &str = "INSERT INTO revbloom_revocations (jti, iss, exp) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) \
+     ON CONFLICT DO NOTHING RETURNING jti, iss, exp";
+
+impl WriterConn {
+    async fn open(shared: &Shared) -> Result<WriterConn, tokio_postgres::Error> {
+        let client = shared.connect().await?;
+        let (insert, notify) = futures_util::future::try_join(
+            client.prepare(INSERT_REVOCATIONS),
+            client.prepare("SELECT pg_notify($1, '')"),
+        )
+        .await?;
+        Ok(WriterConn {
+            client,
+            insert,
+            notify,
+        })
     }
-    // One lock order for every replica: two groups naming the same keys (a client retrying
-    // through another replica) then queue behind each other instead of deadlocking.
-    let mut rows: Vec<(&str, &str, i64)> = jtis
-        .iter()
-        .zip(&isss)
-        .zip(&exps)
-        .map(|((j, i), e)| (*j, *i, *e))
+}
+
+/// The revocations of a group in one lock order for every replica (sorted, duplicates
+/// dropped): two groups naming the same keys (a client retrying through another replica)
+/// then queue behind each other instead of deadlocking.
+fn group_rows<'a>(
+    lists: impl Iterator<Item = &'a Vec<Revocation>>,
+) -> (Vec<&'a str>, Vec<&'a str>, Vec<i64>) {
+    let mut rows: Vec<(&str, &str, i64)> = lists
+        .flatten()
+        .map(|r| {
+            (
+                r.jti.as_str(),
+                r.iss.as_deref().unwrap_or(""),
+                i64_of(r.exp),
+            )
+        })
         .collect();
     rows.sort_unstable();
     rows.dedup();
-    let jtis: Vec<&str> = rows.iter().map(|r| r.0).collect();
-    let isss: Vec<&str> = rows.iter().map(|r| r.1).collect();
-    let exps: Vec<i64> = rows.iter().map(|r| r.2).collect();
-    let mut inserted: HashSet<(String, String, i64)> = HashSet::new();
-    if !jtis.is_empty() {
-        let rows = tx
-            .query(
-                "INSERT INTO revbloom_revocations (jti, iss, exp) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) \
-                 ON CONFLICT DO NOTHING RETURNING jti, iss, exp",
-                &[&jtis, &isss, &exps],
-            )
-            .await?;
-        inserted = rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-    }
-    tx.execute("SELECT pg_notify($1, '')", &[&WRITES_CHANNEL])
-        .await?;
-    tx.commit().await?;
-    // A key inserted by this group is new for the first request (in order) that named it and
-    // a duplicate for every later one, as if the requests had run one after another.
+    (
+        rows.iter().map(|r| r.0).collect(),
+        rows.iter().map(|r| r.1).collect(),
+        rows.iter().map(|r| r.2).collect(),
+    )
+}
+
+/// Count each request's revocations as new or duplicate: a key inserted by this group is new
+/// for the first request (in order) that named it and a duplicate for every later one, as if
+/// the requests had run one after another.
+fn settle(
+    ops: &[&Op],
+    replies: &mut [Option<Reply>],
+    mut inserted: HashSet<(String, String, i64)>,
+) {
     for (op, reply) in ops.iter().zip(replies.iter_mut()) {
         if let (Op::Revoke(list, _), Some(Reply::Revoke(outcome))) = (op, reply.as_mut()) {
             for r in list {
@@ -1193,6 +1234,109 @@ async fn apply(client: &mut Client, ops: &[&Op]) -> Result<Vec<Reply>, tokio_pos
             }
         }
     }
+}
+
+/// Apply a group in one transaction; the replies in the order of `ops`.
+async fn apply(conn: &mut WriterConn, ops: &[&Op]) -> Result<Vec<Reply>, tokio_postgres::Error> {
+    let only_revocations = ops
+        .iter()
+        .all(|op| matches!(op, Op::Revoke(_, cutoffs) if cutoffs.is_empty()));
+    if only_revocations {
+        return apply_revocations(conn, ops).await;
+    }
+    let WriterConn {
+        client,
+        insert,
+        notify,
+    } = conn;
+    let tx = client.transaction().await?;
+    let mut admitted = HashMap::new();
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::Revoke(_, jti_cutoffs) => {
+                if !jti_cutoffs.is_empty() && !claim_admitted(&tx, JTI_CLAIM, &mut admitted).await?
+                {
+                    replies.push(Some(Reply::TooManyClaims(JTI_CLAIM.to_owned())));
+                    continue;
+                }
+                let mut outcome = RevokeOutcome::default();
+                for c in jti_cutoffs {
+                    match raise_cutoff(&tx, c).await? {
+                        (true, _) => outcome.duplicates += 1,
+                        (false, _) => outcome.new += 1,
+                    }
+                }
+                replies.push(Some(Reply::Revoke(outcome)));
+            }
+            Op::Cutoff(c) => {
+                if !claim_admitted(&tx, &c.claim, &mut admitted).await? {
+                    replies.push(Some(Reply::TooManyClaims(c.claim.clone())));
+                    continue;
+                }
+                let (_, changed) = raise_cutoff(&tx, c).await?;
+                replies.push(Some(Reply::Cutoff(changed)));
+            }
+        }
+    }
+    // Revocations of every admitted request go in with one statement.
+    let admitted_lists = ops
+        .iter()
+        .zip(&replies)
+        .filter_map(|(op, reply)| match (op, reply) {
+            (Op::Revoke(list, _), Some(Reply::Revoke(_))) => Some(list),
+            _ => None,
+        });
+    let (jtis, isss, exps) = group_rows(admitted_lists);
+    let mut inserted: HashSet<(String, String, i64)> = HashSet::new();
+    if !jtis.is_empty() {
+        let rows = tx.query(&*insert, &[&jtis, &isss, &exps]).await?;
+        inserted = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    }
+    tx.execute(&*notify, &[&WRITES_CHANNEL]).await?;
+    tx.commit().await?;
+    settle(ops, &mut replies, inserted);
+    Ok(replies.into_iter().flatten().collect())
+}
+
+/// [`apply`] for a group of revocations only (no cutoff, so no claim to admit): `BEGIN`, the
+/// insert, the notification and `COMMIT` go out in one pipeline, one round trip to the
+/// database. The group is acknowledged only when every one of them succeeded: a failed
+/// statement aborts the transaction, and the `COMMIT` behind it then only ends it (PostgreSQL
+/// answers it as a rollback), so nothing is reported durable that was not committed.
+async fn apply_revocations(
+    conn: &mut WriterConn,
+    ops: &[&Op],
+) -> Result<Vec<Reply>, tokio_postgres::Error> {
+    let (jtis, isss, exps) = group_rows(ops.iter().filter_map(|op| match op {
+        Op::Revoke(list, _) => Some(list),
+        Op::Cutoff(_) => None,
+    }));
+    let c = &conn.client;
+    // Each request goes out when its future is first polled, and `join4` polls in order.
+    let (begin, rows, notified, commit) = futures_util::future::join4(
+        c.batch_execute("BEGIN"),
+        c.query(&conn.insert, &[&jtis, &isss, &exps]),
+        c.execute(&conn.notify, &[&WRITES_CHANNEL]),
+        c.batch_execute("COMMIT"),
+    )
+    .await;
+    begin?;
+    let rows = rows?;
+    notified?;
+    commit?;
+    let inserted = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let mut replies: Vec<Option<Reply>> = ops
+        .iter()
+        .map(|_| Some(Reply::Revoke(RevokeOutcome::default())))
+        .collect();
+    settle(ops, &mut replies, inserted);
     Ok(replies.into_iter().flatten().collect())
 }
 
