@@ -106,6 +106,9 @@ CREATE TABLE IF NOT EXISTS revbloom_generations (
     snapshot bytea NOT NULL,
     delta bytea
 );
+-- Only the newest generation keeps its snapshot (followers serve it; older rows carry their
+-- deltas, which is all a chain needs).
+ALTER TABLE revbloom_generations ALTER COLUMN snapshot DROP NOT NULL;
 CREATE OR REPLACE FUNCTION revbloom_fence() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     current_epoch bigint;
@@ -125,8 +128,9 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE OR REPLACE TRIGGER revbloom_fence BEFORE INSERT OR UPDATE ON revbloom_generations
-    FOR EACH ROW EXECUTE FUNCTION revbloom_fence();
+-- A publication is an INSERT; dropping an older row's snapshot updates no fenced column.
+CREATE OR REPLACE TRIGGER revbloom_fence BEFORE INSERT OR UPDATE OF generation, epoch
+    ON revbloom_generations FOR EACH ROW EXECUTE FUNCTION revbloom_fence();
 "#;
 
 /// One generation as the builder records it: its number, its place in the chain, the epoch it
@@ -565,6 +569,15 @@ impl PgStore {
                     ],
                 )
                 .await?;
+                // Followers serve the newest snapshot only; the rows behind it keep their
+                // deltas. Without this the table held `keep` full snapshots (hundreds of MB
+                // at a million revocations).
+                tx.execute(
+                    "UPDATE revbloom_generations SET snapshot = NULL \
+                     WHERE generation < $1 AND snapshot IS NOT NULL",
+                    &[&i64_of(p.generation)],
+                )
+                .await?;
                 let keep = i64::try_from(p.keep.max(1)).unwrap_or(i64::MAX);
                 tx.execute(
                     "DELETE FROM revbloom_generations WHERE generation NOT IN \
@@ -897,7 +910,11 @@ impl PgStore {
             )
             .await
             .map_err(|e| self.shared.db_err(e))?;
-        Ok(row.map(|r| (u64_of(r.get(0)), Bytes::from(r.get::<_, Vec<u8>>(1)))))
+        // The newest row keeps its snapshot; a row without one (written otherwise) is no base.
+        Ok(row.and_then(|r| {
+            let snapshot = r.get::<_, Option<Vec<u8>>>(1)?;
+            Some((u64_of(r.get(0)), Bytes::from(snapshot)))
+        }))
     }
 
     /// Generations recorded above `after`, oldest first; the newest carries its snapshot.

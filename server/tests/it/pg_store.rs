@@ -308,6 +308,33 @@ async fn a_superseded_builder_epoch_cannot_publish() {
     assert_eq!(gens, vec![17, 18, 19, 20]);
     assert!(rows[..3].iter().all(|r| r.snapshot.is_none()));
     assert!(rows[3].snapshot.is_some());
+    // The table itself keeps only the newest snapshot: the rows behind it hold their deltas.
+    let stored: i64 = lock
+        .query_one(
+            "SELECT count(*) FROM revbloom_generations WHERE snapshot IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "one snapshot in the table");
+    assert_eq!(
+        store.last_snapshot().await.unwrap().map(|(g, _)| g),
+        Some(20)
+    );
+    // Dropping the older snapshots touches no fenced column: a stale epoch's row updates
+    // fine, while its generation or epoch still cannot change.
+    let raw = lock
+        .execute(
+            "UPDATE revbloom_generations SET epoch = $1 WHERE generation = 19",
+            &[&(first as i64)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        raw.code().map(|c| c.code()),
+        Some(revbloom_server::store::postgres::FENCED_SQLSTATE)
+    );
     drop(store);
     tokio::task::spawn_blocking(move || writer.join())
         .await
