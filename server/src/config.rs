@@ -19,6 +19,12 @@ use revbloom::bounds::{
 use revbloom::hash::normalize_issuer;
 use revbloom::WindowConfig;
 
+mod idp;
+pub use idp::{
+    BackchannelSettings, ClientSecretError, IdpSettings, RevocationClient, TrustedIssuer,
+    MAX_CLIENT_ID_BYTES, MIN_CLIENT_SECRET_BYTES,
+};
+
 /// Environment variable that sets the admin bearer token.
 pub const ENV_ADMIN_TOKEN: &str = "REVBLOOM_ADMIN_TOKEN";
 /// Environment variable that sets the listen address (read by `revbloom serve --listen`).
@@ -405,6 +411,9 @@ pub struct ServerConfig {
     pub connections: crate::limits::ConnLimits,
     /// Serve HTTPS with this certificate and key instead of plain HTTP (absent: plain HTTP).
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Identity providers whose OIDC Back-Channel Logout tokens and RFC 7009 revocation
+    /// requests are accepted (absent or without issuers: those endpoints answer 404).
+    pub identity_providers: IdpSettings,
 }
 
 impl Default for ServerConfig {
@@ -430,6 +439,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             connections: crate::limits::ConnLimits::default(),
             tls: None,
+            identity_providers: IdpSettings::default(),
         }
     }
 }
@@ -469,6 +479,9 @@ impl ServerConfig {
             return field(key, why.into());
         }
         if let Some(Err((key, why))) = self.publish_to.as_ref().map(|p| p.validate()) {
+            return field(key, why);
+        }
+        if let Err((key, why)) = self.identity_providers.validate() {
             return field(key, why);
         }
         if let Some(t) = &self.admin_token {

@@ -29,10 +29,12 @@ pub const BUCKETS: [f64; 14] = [
 
 /// The routes we label metrics with; anything else is `other`, so a scanner probing random
 /// paths cannot grow the label set.
-pub const ROUTES: [&str; 9] = [
+pub const ROUTES: [&str; 11] = [
     "/v1/revocations",
     "/v1/revocations/{jti}",
     "/v1/cutoffs",
+    "/v1/backchannel-logout",
+    "/v1/oauth/revoke",
     "/v1/snapshot",
     "/v1/deltas",
     "/healthz",
@@ -50,6 +52,48 @@ pub const NOT_READY_REASONS: [&str; 5] = [
     "snapshot_stale",
     "upload_failing",
 ];
+
+/// Every `outcome` of `revbloom_backchannel_logouts_total`: `accepted`, or the check that
+/// refused the logout token. A fixed set, so the series never grow.
+pub const LOGOUT_OUTCOMES: [&str; 18] = [
+    "accepted",
+    "malformed_request",
+    "malformed_token",
+    "typ",
+    "unknown_issuer",
+    "signature",
+    "audience",
+    "expired",
+    "iat_too_old",
+    "iat_in_future",
+    "events",
+    "nonce",
+    "no_subject",
+    "no_jti",
+    "replayed",
+    "claims",
+    "keys_unavailable",
+    "store_error",
+];
+
+/// Every `outcome` of `revbloom_oauth_revocations_total` (`POST /v1/oauth/revoke`).
+pub const OAUTH_REVOKE_OUTCOMES: [&str; 9] = [
+    "revoked",
+    "ignored_expired",
+    "ignored_foreign_issuer",
+    "ignored_invalid",
+    "unsupported_token_type",
+    "invalid_client",
+    "invalid_request",
+    "keys_unavailable",
+    "store_error",
+];
+
+/// Labels of the identity-provider outcome counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
 
 /// Labels of `revbloom_not_ready_reason`; the value is one of [`NOT_READY_REASONS`].
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,11 +227,15 @@ pub struct Metrics {
     pub tls_handshake_failures_total: CounterU64,
     /// TLS handshakes not completed within the handshake timeout.
     pub tls_handshake_timeouts_total: CounterU64,
+    /// Logout-token `(iss, jti)` pairs dropped from a full replay cache before their time.
+    pub logout_replay_evictions_total: CounterU64,
     /// The listener's counters ([`ConnCounters`]), mirrored on each render.
     connections: [CounterU64; 7],
     connections_open: GaugeU64,
     connections_max: GaugeU64,
     not_ready: Family<ReasonLabels, Gauge>,
+    logouts: Family<OutcomeLabels, Counter>,
+    oauth_revocations: Family<OutcomeLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     registry: Registry,
@@ -217,10 +265,13 @@ impl Default for Metrics {
             tls_reload_failures_total: CounterU64::default(),
             tls_handshake_failures_total: CounterU64::default(),
             tls_handshake_timeouts_total: CounterU64::default(),
+            logout_replay_evictions_total: CounterU64::default(),
             connections: Default::default(),
             connections_open: GaugeU64::default(),
             connections_max: GaugeU64::default(),
             not_ready: Family::default(),
+            logouts: Family::default(),
+            oauth_revocations: Family::default(),
             requests: Family::default(),
             latency,
             registry: Registry::default(),
@@ -372,6 +423,31 @@ impl Metrics {
                 .set(0);
         }
         r.register(
+            "revbloom_backchannel_logouts",
+            "Back-channel logout requests by outcome: accepted, or the check that refused them",
+            self.logouts.clone(),
+        );
+        r.register(
+            "revbloom_logout_replay_evictions",
+            "Logout token ids dropped from a full replay cache before their time",
+            self.logout_replay_evictions_total.0.clone(),
+        );
+        r.register(
+            "revbloom_oauth_revocations",
+            "RFC 7009 revocation requests by outcome",
+            self.oauth_revocations.clone(),
+        );
+        for outcome in LOGOUT_OUTCOMES {
+            self.logouts
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(0);
+        }
+        for outcome in OAUTH_REVOKE_OUTCOMES {
+            self.oauth_revocations
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(0);
+        }
+        r.register(
             "revbloom_http_requests",
             "HTTP requests by route, method and status",
             self.requests.clone(),
@@ -432,6 +508,19 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Count one back-channel logout request with `outcome` (one of [`LOGOUT_OUTCOMES`]).
+    pub fn logout(&self, outcome: &'static str) {
+        self.logouts.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Count one `POST /v1/oauth/revoke` request with `outcome` (one of
+    /// [`OAUTH_REVOKE_OUTCOMES`]).
+    pub fn oauth_revoke(&self, outcome: &'static str) {
+        self.oauth_revocations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     /// The metrics in Prometheus text exposition format 0.0.4 (serve with [`CONTENT_TYPE`]).
     pub fn render(&self) -> Result<String, fmt::Error> {
         let mut out = String::with_capacity(4096);
@@ -452,7 +541,10 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     /// Every series name `docs/API.md` documents, as it must appear in the output.
-    const DOCUMENTED: [(&str, &str); 31] = [
+    const DOCUMENTED: [(&str, &str); 34] = [
+        ("revbloom_backchannel_logouts_total", "counter"),
+        ("revbloom_logout_replay_evictions_total", "counter"),
+        ("revbloom_oauth_revocations_total", "counter"),
         ("revbloom_revocations_total", "counter"),
         ("revbloom_cutoffs_total", "counter"),
         ("revbloom_store_errors_total", "counter"),

@@ -78,6 +78,9 @@ pub enum ServeError {
     /// The object store of `publish_to` is unusable: a bad URL, or it cannot be written.
     #[error(transparent)]
     PublishTo(#[from] super::distribute::DistributeError),
+    /// The identity providers cannot be set up (a client secret file, the JWKS CA file).
+    #[error(transparent)]
+    IdentityProviders(#[from] super::http::IdpError),
     /// The listen address could not be bound, or serving failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -199,6 +202,8 @@ pub async fn start_with_limits(
         }
         None => None,
     };
+    // Before the store opens: a missing client secret is a start-up error naming the file.
+    let idp = super::http::IdpState::start(&config.identity_providers)?;
     let metrics = Arc::new(Metrics::default());
     let listener_metrics = Arc::clone(&metrics);
     let shutdown = CancellationToken::new();
@@ -260,7 +265,11 @@ pub async fn start_with_limits(
     );
     let counters = Arc::new(ConnCounters::default());
     counters.max.store(conn.max_connections as u64, Relaxed);
-    let app = router(state.with_conn_limits(conn.clone(), Arc::clone(&counters)));
+    let app = router(
+        state
+            .with_identity_providers(idp)
+            .with_conn_limits(conn.clone(), Arc::clone(&counters)),
+    );
     let reload_task = tls.clone().map(|tls| {
         tokio::spawn(super::tls::watch(
             tls,

@@ -516,6 +516,44 @@ impl Issuers {
         }
     }
 
+    /// Verify `token`'s signature with its issuer's key (chosen as for a
+    /// [`Verifier`](super::Verifier): the issuer by its exact `iss`, the key by `kid` and
+    /// `alg`), and its claims with the issuer's validation after `adjust` changed it (e.g. to
+    /// require other claims, or not to check `aud`). A token naming a key the set does not hold
+    /// awaits one refresh of the issuer's keys, as
+    /// [`Verifier::verify_async`](super::Verifier::verify_async) does, then is decoded again.
+    ///
+    /// For tokens that are not access tokens of this service (an OIDC logout token, a token
+    /// handed in to be revoked); errors are those of the verifier, `exp` past its leeway
+    /// being [`VerifyError::Expired`].
+    pub async fn decode<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        adjust: impl Fn(&mut Validation),
+    ) -> Result<jsonwebtoken::TokenData<C>, VerifyError> {
+        let once = || {
+            let chosen = self.choose(token)?;
+            let mut validation = chosen.validation.clone();
+            adjust(&mut validation);
+            jsonwebtoken::decode::<C>(token, chosen.key(), &validation).map_err(|e| {
+                match e.into_kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => VerifyError::Expired,
+                    kind => VerifyError::Invalid(kind),
+                }
+            })
+        };
+        match once() {
+            Err(e) => match Self::refreshable(&e) {
+                Some(iss) => {
+                    self.unknown_key(iss).await;
+                    once()
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
     /// Tell the refresher `iss` needs its keys again; the future resolves when that fetch is
     /// done (see [`KeyRefresh::unknown_key`]), at once without a refresher.
     pub(super) fn unknown_key(&self, iss: &str) -> RefreshFuture {

@@ -27,6 +27,9 @@ pub struct CutoffArgs {
     /// The issuer; without it the cutoff applies to tokens of every issuer.
     #[arg(long)]
     pub iss: Option<String>,
+    /// Refused: a token on the command line is visible to every local user (`ps`).
+    #[arg(long, hide = true, value_name = "VALUE")]
+    pub token: Option<String>,
     /// The publisher.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -34,6 +37,9 @@ pub struct CutoffArgs {
 
 /// Store the cutoff; prints the publisher's answer once it is durable.
 pub fn run(args: CutoffArgs) -> anyhow::Result<()> {
+    if args.token.is_some() {
+        return Err(super::revoke::refuse_admin_token_on_argv());
+    }
     let (claim, value) = match (args.sub, args.claim, args.value) {
         (Some(sub), None, None) => ("sub".to_owned(), sub),
         (None, claim, Some(value)) => (claim.unwrap_or_else(|| "sub".into()), value),

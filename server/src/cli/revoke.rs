@@ -37,9 +37,6 @@ pub struct ServerArgs {
     /// DATA/admin-token].
     #[arg(long, value_name = "FILE", env = ENV_ADMIN_TOKEN_FILE)]
     pub token_file: Option<PathBuf>,
-    /// Refused: a token on the command line is visible to every local user (`ps`).
-    #[arg(long, hide = true, value_name = "VALUE")]
-    pub token: Option<String>,
     /// Data folder of a local publisher, to read its generated admin token from.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA, env = ENV_DATA)]
     pub data: PathBuf,
@@ -49,12 +46,6 @@ impl ServerArgs {
     /// The admin token: from `--token-file`, else `REVBLOOM_ADMIN_TOKEN`, else the data
     /// folder's token file. Never from argv, which every local user can read.
     fn token(&self) -> anyhow::Result<String> {
-        if self.token.is_some() {
-            bail!(
-                "--token is refused: a command line is visible to every local user (ps); \
-                 use --token-file FILE, set {ENV_ADMIN_TOKEN}, or pass --data DIR of the server"
-            );
-        }
         if let Some(path) = &self.token_file {
             let t = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --token-file {}", path.display()))?;
@@ -129,6 +120,14 @@ impl ServerArgs {
     }
 }
 
+/// The refusal of an admin token given on the command line (`cutoff --token`).
+pub fn refuse_admin_token_on_argv() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--token is refused: a command line is visible to every local user (ps); use \
+         --token-file FILE, set {ENV_ADMIN_TOKEN}, or pass --data DIR of the server"
+    )
+}
+
 /// The token read from `path`, without surrounding whitespace; an empty file is an error
 /// rather than an empty bearer token the server would refuse with a less helpful message.
 fn non_empty(t: String, path: &std::path::Path) -> anyhow::Result<String> {
@@ -143,7 +142,7 @@ fn non_empty(t: String, path: &std::path::Path) -> anyhow::Result<String> {
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
     /// The token's `jti`.
-    #[arg(long, required_unless_present = "jwt")]
+    #[arg(long, required_unless_present = "token")]
     pub jti: Option<String>,
     /// The token's `exp`, when known exactly: unix seconds, `+DURATION` from now (`+1h`) or
     /// an RFC 3339 time. Without it every token with this `jti` is revoked whatever its `exp`,
@@ -153,11 +152,17 @@ pub struct RevokeArgs {
     /// The token's issuer; without it the jti is revoked for every issuer.
     #[arg(long)]
     pub iss: Option<String>,
-    /// Revoke this token: its `jti`, `exp` and `iss` are read from its payload (`@FILE` reads
-    /// the token from FILE). The signature is NOT checked: revoking needs the admin token
-    /// already, and a forged token only revokes the jti it names.
-    #[arg(long, value_name = "JWT|@FILE", conflicts_with_all = ["jti", "exp", "iss"])]
-    pub jwt: Option<String>,
+    /// Revoke this token (a JWT): its `jti`, `exp` and `iss` are read from its payload. `-`
+    /// reads it from stdin and `@FILE` from FILE, which keeps it out of `ps`. The signature is
+    /// NOT checked: revoking needs the admin token already, and a forged token only revokes
+    /// the jti it names. (The admin token itself is never taken from the command line.)
+    #[arg(
+        long,
+        alias = "jwt",
+        value_name = "JWT|-|@FILE",
+        allow_hyphen_values = true
+    )]
+    pub token: Option<String>,
     /// The publisher.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -231,35 +236,78 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     (bits < 6).then_some(out)
 }
 
-/// The token `--jwt` names: the value itself, or the contents of FILE for `@FILE`.
-fn read_jwt(arg: &str) -> Result<String, String> {
-    match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read {path}: {e}")),
-        None => Ok(arg.trim().to_owned()),
+/// The token `--token` names: the value itself, stdin for `-`, or the contents of FILE for
+/// `@FILE`.
+fn read_jwt(arg: &str, stdin: impl std::io::Read) -> Result<String, String> {
+    let text = match arg {
+        "-" => {
+            let mut t = String::new();
+            // A JWT is a few KiB; more than 1 MiB on stdin is not one.
+            std::io::Read::read_to_string(&mut std::io::Read::take(stdin, 1 << 20), &mut t)
+                .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+            t
+        }
+        _ => match arg.strip_prefix('@') {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+            }
+            None => arg.to_owned(),
+        },
+    };
+    let t = text.trim().to_owned();
+    if t.is_empty() {
+        return Err("the token is empty".into());
     }
+    Ok(t)
+}
+
+/// The item `--token ARG` asks to revoke, or the one-line reason it cannot.
+fn item_from_arg(arg: &str, stdin: impl std::io::Read) -> Result<RevokeItem, String> {
+    let token = read_jwt(arg, stdin)?;
+    item_from_jwt(&token).map_err(|e| {
+        if token.contains('.') {
+            e
+        } else {
+            // Not even dotted: most likely the admin token, given where it does not belong.
+            format!(
+                "{e}. --token takes the JWT to revoke; the admin token is never taken from \
+                 the command line: use --token-file FILE, set {ENV_ADMIN_TOKEN}, or pass --data DIR"
+            )
+        }
+    })
 }
 
 /// Revoke the token; prints the publisher's answer once the revocation is durable. A bad
-/// `--jwt` is a usage error (one line, exit status 2).
+/// `--token` is a usage error (one line, exit status 2).
 pub fn run(args: RevokeArgs) -> anyhow::Result<()> {
-    let body = match (&args.jwt, args.jti) {
-        (Some(jwt), _) => match read_jwt(jwt).and_then(|t| item_from_jwt(&t)) {
-            Ok(item) => item,
-            Err(e) => clap::Error::raw(
-                clap::error::ErrorKind::InvalidValue,
-                format!("--jwt: {e}\n"),
+    let body = match (&args.token, args.jti) {
+        (Some(_), Some(_)) => {
+            bail!(
+                "give --jti or --token (the JWT to revoke), not both; the admin token is never \
+                 taken from the command line: use --token-file FILE, set {ENV_ADMIN_TOKEN}, or \
+                 pass --data DIR of the server"
             )
-            .exit(),
-        },
+        }
+        (Some(arg), None) => {
+            if args.exp.is_some() || args.iss.is_some() {
+                bail!("--exp and --iss are read from the token given with --token; omit them");
+            }
+            match item_from_arg(arg, std::io::stdin().lock()) {
+                Ok(item) => item,
+                Err(e) => clap::Error::raw(
+                    clap::error::ErrorKind::InvalidValue,
+                    format!("--token: {e}\n"),
+                )
+                .exit(),
+            }
+        }
         (None, Some(jti)) => RevokeItem {
             jti,
             exp: args.exp.map(Into::into),
             iss: args.iss,
         },
         // clap's `required_unless_present` makes one of them present.
-        (None, None) => bail!("give --jti or --jwt"),
+        (None, None) => bail!("give --jti or --token"),
     };
     args.server.post(wire::REVOCATIONS, &body)
 }
@@ -319,5 +367,27 @@ mod tests {
             let e = item_from_jwt(&token).unwrap_err();
             assert!(e.contains(reason), "{token}: {e}");
         }
+    }
+
+    #[test]
+    fn the_token_comes_from_the_argument_stdin_or_a_file() {
+        let t = jwt(r#"{"jti":"j1","exp":1767229200,"iss":"https://idp"}"#);
+        assert_eq!(item_from_arg(&t, &b""[..]).unwrap().jti, "j1");
+        let piped = format!("{t}\n");
+        assert_eq!(item_from_arg("-", piped.as_bytes()).unwrap().jti, "j1");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, &piped).unwrap();
+        let at = format!("@{}", f.display());
+        assert_eq!(item_from_arg(&at, &b""[..]).unwrap().jti, "j1");
+        assert!(item_from_arg("-", &b"  \n"[..])
+            .unwrap_err()
+            .contains("empty"));
+        // An admin token where the JWT belongs is refused with the right pointers.
+        let e = item_from_arg("0123456789abcdef0123456789abcdef", &b""[..]).unwrap_err();
+        assert!(
+            e.contains("--token-file") && e.contains("REVBLOOM_ADMIN_TOKEN"),
+            "{e}"
+        );
     }
 }

@@ -26,19 +26,25 @@ use super::store::Store;
 use revbloom::bounds::Bounds;
 use revbloom::hash::normalize_issuer;
 
+mod backchannel;
 mod cutoffs;
 mod deadline;
 mod error;
 mod extract;
 mod feed;
 mod health;
+mod idp;
+mod oauth_revoke;
 mod revocations;
 
+pub use backchannel::{BACKCHANNEL_LOGOUT, LOGOUT_EVENT};
 pub use cutoffs::{MAX_BEFORE_AHEAD_SECS, MAX_CLAIM_BYTES};
 pub use deadline::BodyTimedOut;
 pub use error::ApiError;
 pub use extract::Admin;
 pub use feed::parse_wait;
+pub use idp::{IdpError, IdpState, MAX_FORM_BYTES};
+pub use oauth_revoke::OAUTH_REVOKE;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -63,6 +69,8 @@ pub(crate) struct Inner {
     /// [`ConnLimits::max_feed_writes`].
     pub(crate) feed_writes: Arc<Semaphore>,
     pub(crate) auth_log: extract::AuthLog,
+    /// The identity-provider endpoints' state; `None` when none is configured.
+    pub(crate) idp: Option<Arc<IdpState>>,
 }
 
 impl AppState {
@@ -91,6 +99,30 @@ impl AppState {
                 long_polls: Arc::new(Semaphore::new(ConnLimits::default().max_long_polls)),
                 feed_writes: Arc::new(Semaphore::new(ConnLimits::default().max_feed_writes)),
                 auth_log: extract::AuthLog::default(),
+                idp: None,
+            }),
+        }
+    }
+
+    /// The same state serving the identity-provider endpoints with `idp` (see
+    /// [`IdpState::start`]); without it they answer 404 `not_configured`.
+    pub fn with_identity_providers(self, idp: Option<Arc<IdpState>>) -> Self {
+        let i = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                store: i.store.clone(),
+                hub: i.hub.clone(),
+                metrics: Arc::clone(&i.metrics),
+                limits: i.limits.clone(),
+                bounds: i.bounds,
+                admin_token: i.admin_token.clone(),
+                shutdown: i.shutdown.clone(),
+                conn: i.conn.clone(),
+                counters: Arc::clone(&i.counters),
+                long_polls: Arc::clone(&i.long_polls),
+                feed_writes: Arc::clone(&i.feed_writes),
+                auth_log: extract::AuthLog::default(),
+                idp,
             }),
         }
     }
@@ -113,6 +145,7 @@ impl AppState {
                 conn,
                 counters,
                 auth_log: extract::AuthLog::default(),
+                idp: i.idp.clone(),
             }),
         }
     }
@@ -131,6 +164,8 @@ pub fn router(state: AppState) -> Router {
         .merge(cutoffs::router())
         .merge(feed::router())
         .merge(health::router())
+        .merge(backchannel::router())
+        .merge(oauth_revoke::router())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -10,6 +10,8 @@ mod cli_usage;
 mod deploy_files;
 mod distribute_objects;
 mod exact_lookup;
+mod idp_backchannel;
+mod idp_revoke;
 mod pg_continuation;
 mod pg_failover;
 mod pg_store;

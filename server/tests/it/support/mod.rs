@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod ca;
+pub mod idp;
 pub mod pg;
 pub mod s3;
 
