@@ -184,12 +184,19 @@ async fn validate(st: &Inner, idp: &IdpState, token: &str, now: u64) -> Result<L
              (RS256, ES256, EdDSA; never none)",
         )
     })?;
+    // Explicit typing is recommended, not required (§2.4), and identity providers still send
+    // `JWT` (Keycloak before `logout+jwt`, others today); what keeps an ID token from passing
+    // as a logout token is the `events` member and the absence of `nonce`, checked below.
+    // Another explicit type (`at+jwt`, `secevent+jwt`, …) names a different kind of token.
     if let Some(typ) = &header.typ {
         let t = typ.to_ascii_lowercase();
-        if t != "logout+jwt" && t != "application/logout+jwt" {
+        let t = t.strip_prefix("application/").unwrap_or(&t);
+        if t != "logout+jwt" && t != "jwt" {
             return Err(refuse(
                 "typ",
-                format!("the logout token's typ is {typ:?}; logout+jwt or none is accepted"),
+                format!(
+                    "the logout token's typ is {typ:?}; logout+jwt, JWT or none is accepted"
+                ),
             ));
         }
     }

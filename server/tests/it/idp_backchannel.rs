@@ -287,7 +287,7 @@ async fn invalid_logout_tokens_are_refused_and_change_nothing() {
         ("alg none", alg_none, "none"),
         (
             "wrong typ",
-            idp.rsa.sign_with_header(json!({"typ": "JWT"}), &good()),
+            idp.rsa.sign_with_header(json!({"typ": "at+jwt"}), &good()),
             "typ",
         ),
         ("JWE", "a.b.c.d.e".into(), "encrypted"),
@@ -301,15 +301,19 @@ async fn invalid_logout_tokens_are_refused_and_change_nothing() {
         let d = body["error_description"].as_str().unwrap();
         assert!(d.contains(why), "{name}: {d}");
     }
-    // `application/logout+jwt` and no `typ` are accepted (fresh jtis).
-    for header in [json!({"typ": "application/Logout+JWT"}), json!({})] {
+    // `application/logout+jwt`, `JWT` and no `typ` are accepted (fresh jtis).
+    for header in [
+        json!({"typ": "application/Logout+JWT"}),
+        json!({"typ": "JWT"}),
+        json!({}),
+    ] {
         let t = idp.rsa.sign_with_header(header, &good());
         let (s, _, b) = post_logout(&idp.url, &t).await;
         assert_eq!(s, 200, "{b}");
     }
     assert_eq!(
         cutoffs_stored(&idp.url).await,
-        stored + 2,
+        stored + 3,
         "a refusal stored something"
     );
     let series = "revbloom_backchannel_logouts_total{outcome=\"replayed\"}";
