@@ -1,0 +1,7 @@
+//! `revbloom authz`: a check server beside a proxy. Envoy's external authorization gRPC API
+//! and an HTTP endpoint for NGINX `auth_request` and Traefik `forwardAuth` share one
+//! [`Checker`]; revocation state follows a publisher or mirrors through the sync client.
+
+pub mod check;
+
+pub use check::{Checker, Decision, ForwardClaim};
