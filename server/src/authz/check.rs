@@ -1,6 +1,8 @@
 //! The decision the sidecar makes for one request, shared by the HTTP check endpoint and the
 //! Envoy ext_authz gRPC service: each front end turns a [`Decision`] into its own wire form.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::http::header::HeaderName;
@@ -55,12 +57,38 @@ impl Decision {
     }
 }
 
+/// How many decisions of each outcome a [`Checker`] made, over every front end that shares it
+/// (for `revbloom_authz_decisions_total{outcome=…}`).
+#[derive(Debug, Default)]
+pub struct DecisionCounts {
+    /// Requests let through.
+    pub allow: AtomicU64,
+    /// Requests refused (400/401).
+    pub deny: AtomicU64,
+    /// Requests answered 503 because revocation state or keys were unavailable.
+    pub unavailable: AtomicU64,
+}
+
+impl DecisionCounts {
+    fn record(&self, d: &Decision) {
+        let c = match d {
+            Decision::Allow { .. } => &self.allow,
+            Decision::Deny { .. } => &self.deny,
+            Decision::Unavailable { .. } => &self.unavailable,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+}
+
 /// Checks requests with a shared [`Verifier`] (JWT validation, the revocation filter, claim
-/// cutoffs and the exact source) and decides.
+/// cutoffs and the exact source) and decides. Every decision made through
+/// [`Checker::check_headers`], [`Checker::check_token`] or [`Checker::decide`] is counted in
+/// [`Checker::counts`].
 #[derive(Debug, Clone)]
 pub struct Checker {
     verifier: Arc<Verifier>,
     forward: Arc<[ForwardClaim]>,
+    counts: Arc<DecisionCounts>,
 }
 
 impl Checker {
@@ -69,7 +97,13 @@ impl Checker {
         Self {
             verifier,
             forward: forward.into(),
+            counts: Arc::default(),
         }
+    }
+
+    /// The decisions made so far, by outcome.
+    pub fn counts(&self) -> &Arc<DecisionCounts> {
+        &self.counts
     }
 
     /// The verifier (its counters feed the metrics).
@@ -81,7 +115,11 @@ impl Checker {
     pub async fn check_headers(&self, headers: &HeaderMap) -> Decision {
         match bearer_token(headers, MAX_AUTHORIZATION_BYTES) {
             Ok(token) => self.check_token(token).await,
-            Err(problem) => Self::header_problem(problem),
+            Err(problem) => {
+                let d = Self::header_problem(problem);
+                self.counts.record(&d);
+                d
+            }
         }
     }
 
@@ -93,6 +131,12 @@ impl Checker {
 
     /// The decision for a verification result.
     pub fn decide(&self, result: Result<Verified<Value>, VerifyError>) -> Decision {
+        let d = self.decision(result);
+        self.counts.record(&d);
+        d
+    }
+
+    fn decision(&self, result: Result<Verified<Value>, VerifyError>) -> Decision {
         match result {
             Ok(v) => Decision::Allow {
                 headers: self.forwarded(&v.claims),
@@ -110,7 +154,9 @@ impl Checker {
         }
     }
 
-    /// The decision for an `Authorization` header that yields no token.
+    /// The decision for an `Authorization` header that yields no token: 401 with a plain
+    /// `Bearer` challenge when there are no bearer credentials, 400 `invalid_request` when they
+    /// are malformed (RFC 6750 §3.1). Not counted: [`Checker::check_headers`] counts it.
     pub fn header_problem(problem: BearerProblem) -> Decision {
         match problem {
             BearerProblem::Malformed(why) => Decision::Deny {
