@@ -38,9 +38,16 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, c);
 }
 
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+/// A gauge that may be unknown (NaN).
+fn gauge_f64(registry: &mut Registry, name: &str, help: &str, value: f64) {
     let g: Gauge<f64, AtomicU64> = Gauge::default();
     g.set(value);
+    registry.register(name, help, g);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let g: Gauge = Gauge::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
     registry.register(name, help, g);
 }
 
@@ -151,13 +158,13 @@ pub fn render(
     let now = unix_now();
     let h = state.handle();
     let nan_if_none = |v: Option<u64>| v.map_or(f64::NAN, |v| v as f64);
-    gauge(
+    gauge_f64(
         &mut r,
         "revbloom_snapshot_generation",
         "Generation of the snapshot in force (NaN: none)",
         nan_if_none(h.generation()),
     );
-    gauge(
+    gauge_f64(
         &mut r,
         "revbloom_snapshot_age_seconds",
         "Age of the snapshot in force (NaN: none)",
@@ -167,14 +174,14 @@ pub fn render(
         &mut r,
         "revbloom_snapshot_stale",
         "1 while checks follow the staleness policy (no snapshot, or older than the maximum age)",
-        f64::from(u8::from(h.is_stale(now))),
+        u64::from(h.is_stale(now)),
     );
     let reasons = state.not_ready_reasons(now);
     gauge(
         &mut r,
         "revbloom_authz_ready",
         "1 when /readyz answers 200",
-        f64::from(u8::from(reasons.is_empty())),
+        u64::from(reasons.is_empty()),
     );
     let not_ready = Family::<Reason, Gauge>::default();
     for reason in NOT_READY_REASONS {
@@ -204,7 +211,7 @@ pub fn render(
         &mut r,
         "revbloom_authz_connections_open",
         "Connections open on the check listener",
-        check_conns.open.load(Relaxed) as f64,
+        check_conns.open.load(Relaxed),
     );
 
     let mut out = String::with_capacity(4096);

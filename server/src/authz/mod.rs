@@ -18,3 +18,6 @@ pub use check::{Checker, Decision, DecisionCounts, ForwardClaim};
 pub use config::{AuthzConfig, RevocationSource, TokenKeys};
 pub use run::{start, start_with, ExtraServer, RunningAuthz};
 pub use state::{AuthzError, AuthzState};
+
+#[cfg(test)]
+mod tests;
