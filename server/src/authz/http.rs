@@ -35,9 +35,56 @@ use crate::limits::ConnCounters;
 /// back while the sidecar recovers.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
+/// Largest request head (request line and headers) the check listener reads, bytes: room for
+/// what a proxy forwards (NGINX's default `large_client_header_buffers` allow 4 × 8 KiB lines),
+/// and no more. Larger heads are answered 431, which a proxy treats as an error: never an allow.
+pub const MAX_CHECK_HEAD_BYTES: usize = crate::limits::HYPER_MAX_BUF_BYTES;
+/// Most header fields in one check request (hyper's own limit is higher, see
+/// [`crate::limits::HYPER_MAX_HEADERS`]).
+pub const MAX_CHECK_HEADERS: usize = 100;
+
 /// The check router: every request is a check of its `Authorization` header.
 pub fn check_router(checker: Checker) -> Router {
-    Router::new().fallback(check).with_state(checker)
+    Router::new()
+        .fallback(check)
+        .layer(axum::middleware::from_fn(head_limit))
+        .with_state(checker)
+}
+
+/// Refuse heads over [`MAX_CHECK_HEAD_BYTES`] or [`MAX_CHECK_HEADERS`] before any check, and
+/// close the connection.
+async fn head_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path().len(), |p| p.as_str().len());
+    // The head as sent: request line, then `name: value\r\n` per field.
+    let head = req.method().as_str().len()
+        + target
+        + 12
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > MAX_CHECK_HEAD_BYTES || req.headers().len() > MAX_CHECK_HEADERS {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            [
+                (header::CONNECTION, HeaderValue::from_static("close")),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            Json(json!({
+                "error": "headers_too_large",
+                "message": format!(
+                    "the request head is {head} bytes in {} fields; at most {MAX_CHECK_HEAD_BYTES} bytes in {MAX_CHECK_HEADERS} fields are read",
+                    req.headers().len()
+                ),
+            })),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn check(State(checker): State<Checker>, headers: HeaderMap) -> Response {

@@ -31,7 +31,7 @@ const MAX_AGE_SECS: u64 = 5;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// The NGINX binary: on PATH, else Debian's /usr/sbin/nginx.
-fn nginx_binary() -> PathBuf {
+pub fn nginx_binary() -> PathBuf {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("nginx"))
@@ -128,7 +128,7 @@ async fn spawn_upstream() -> std::net::SocketAddr {
     addr
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -138,7 +138,7 @@ fn free_port() -> u16 {
 
 /// `deploy/nginx/revbloom-authz.conf` with its three addresses replaced, inside a minimal
 /// `nginx.conf` whose pid, logs and temp paths are all under `dir`.
-fn nginx_conf(dir: &Path, listen: u16, authz: &str, upstream: &str) -> PathBuf {
+pub fn nginx_conf(dir: &Path, listen: u16, authz: &str, upstream: &str) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/revbloom-authz.conf");
     let mut site = std::fs::read_to_string(&shipped).unwrap();
     for (from, to) in [
@@ -172,27 +172,35 @@ fn nginx_conf(dir: &Path, listen: u16, authz: &str, upstream: &str) -> PathBuf {
     path
 }
 
-/// Run NGINX on `conf` (after `nginx -t`) until it accepts connections on `port`.
-fn spawn_nginx(dir: &Path, conf: &Path, port: u16) -> Proc {
-    let nginx = nginx_binary();
-    let args = |c: &mut Command| {
-        c.arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(conf)
-            .arg("-e")
-            .arg(dir.join("error.log"));
-    };
-    let mut test = Command::new(&nginx);
-    args(test.arg("-t"));
-    let out = test.output().expect("run nginx -t");
+/// `nginx` with its prefix, configuration and error log in `dir`.
+fn nginx_command(dir: &Path, conf: &Path) -> Command {
+    let mut c = Command::new(nginx_binary());
+    c.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .arg("-e")
+        .arg(dir.join("error.log"));
+    c
+}
+
+/// `nginx -t` on `conf`; fails the test with NGINX's message when it refuses it.
+pub fn nginx_test(dir: &Path, conf: &Path) {
+    let out = nginx_command(dir, conf)
+        .arg("-t")
+        .output()
+        .expect("run nginx -t");
     assert!(
         out.status.success(),
         "nginx -t refused the configuration:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut cmd = Command::new(&nginx);
-    args(&mut cmd);
+}
+
+/// Run NGINX on `conf` (after `nginx -t`) until it accepts connections on `port`.
+fn spawn_nginx(dir: &Path, conf: &Path, port: u16) -> Proc {
+    nginx_test(dir, conf);
+    let mut cmd = nginx_command(dir, conf);
     let proc = Proc(
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -294,6 +302,18 @@ fn closed_within(addr: &str, sent: &[u8], limit: Duration) -> bool {
     }
 }
 
+/// The status line the check listener answers to the raw `request`.
+fn raw_status(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    // The listener may answer and close before it has read everything.
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_allows_denies_and_fails_closed_through_revbloom_authz() {
     let dir = temp_dir("authz-nginx");
@@ -355,7 +375,10 @@ async fn nginx_auth_request_allows_denies_and_fails_closed_through_revbloom_auth
         let shown = String::from_utf8_lossy(auth);
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{shown}: {www}");
         assert!(www.contains(challenge), "{shown}: {www:?}");
-        assert!(!www.contains(" | "), "{shown}: one challenge expected: {www:?}");
+        assert!(
+            !www.contains(" | "),
+            "{shown}: one challenge expected: {www:?}"
+        );
     }
     // Longer than NGINX's header buffers: NGINX itself refuses it.
     let (status, _, _) = get(&http, &base, Some(&long)).await;
@@ -417,6 +440,33 @@ async fn nginx_auth_request_allows_denies_and_fails_closed_through_revbloom_auth
         closed_within(&authz_addr, b"", Duration::from_secs(10)),
         "a silent connection was kept"
     );
+    // Oversized heads straight at the check listener, a valid token included: never allowed.
+    let valid = token("j-alice", "alice", "s-alice");
+    for (what, extra) in [
+        (
+            "a 100 KiB header",
+            format!("Cookie: {}\r\n", "c".repeat(100 * 1024)),
+        ),
+        (
+            "200 headers",
+            (0..200)
+                .map(|i| format!("X-H{i}: v\r\n"))
+                .collect::<String>(),
+        ),
+    ] {
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {valid}\r\n{extra}Connection: close\r\n\r\n"
+        );
+        let line = raw_status(&authz_addr, req.as_bytes());
+        assert!(
+            !line.contains(" 200 ") && !line.contains(" 204 "),
+            "{what}: {line:?}"
+        );
+    }
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {valid}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status(&authz_addr, ok.as_bytes()), "HTTP/1.1 200 OK");
     // The sidecar is still healthy.
     assert_eq!(get(&http, &base, Some(&alice)).await.0, StatusCode::OK);
 
