@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod config;
 pub mod distribute;
 pub mod http;

@@ -324,7 +324,7 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// Returns the soft limit in force afterwards (`None`: unlimited or unknown), logging what
 /// was done.
 #[cfg(unix)]
-fn raise_nofile_limit() -> Option<u64> {
+pub(crate) fn raise_nofile_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let before = getrlimit(Resource::Nofile);
     if before.current.is_none() || before.current == before.maximum {
@@ -357,12 +357,12 @@ fn raise_nofile_limit() -> Option<u64> {
 }
 
 #[cfg(not(unix))]
-fn raise_nofile_limit() -> Option<u64> {
+pub(crate) fn raise_nofile_limit() -> Option<u64> {
     None
 }
 
 /// Bind `addr` as `TcpListener::bind` does (`SO_REUSEADDR` on Unix), with [`LISTEN_BACKLOG`].
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -389,6 +389,24 @@ struct Listener {
     tcp: TcpListener,
     tls: Option<ServerTls>,
     metrics: Arc<Metrics>,
+}
+
+/// [`serve`] on a plain TCP listener (no TLS): the `revbloom authz` listeners get the same
+/// header-read timeout, connection cap with idle shedding, and shutdown deadline as the
+/// publisher's.
+pub(crate) async fn serve_plain(
+    tcp: TcpListener,
+    app: Router,
+    conn: ConnLimits,
+    counters: Arc<ConnCounters>,
+    shutdown: CancellationToken,
+) {
+    let listener = Listener {
+        tcp,
+        tls: None,
+        metrics: Arc::default(),
+    };
+    serve(listener, app, conn, counters, shutdown).await;
 }
 
 /// Accept and serve connections until `shutdown`, then give in-flight requests

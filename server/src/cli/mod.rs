@@ -1,5 +1,6 @@
 //! Argument definitions and dispatch for the `revbloom` binary.
 
+mod authz;
 mod build;
 mod check;
 mod check_store;
@@ -55,6 +56,10 @@ enum Command {
     /// Run the publisher: durable revocation store, HTTP API, snapshots and deltas.
     #[command(after_help = serve::ENV_HELP)]
     Serve(serve::ServeArgs),
+    /// Run the check server beside a proxy (NGINX auth_request, Traefik forwardAuth): every
+    /// request to --listen is a check of its bearer token.
+    #[command(after_help = authz::ENV_HELP)]
+    Authz(Box<authz::AuthzArgs>),
     /// Revoke one token (by jti, with its exp when known) on a running publisher.
     #[command(after_help = revoke::ADMIN_ENV_HELP)]
     Revoke(revoke::RevokeArgs),
@@ -76,6 +81,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen(a) => keygen::run(a),
         Command::CheckStore(a) => check_store::run(a),
         Command::Serve(a) => serve::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Authz(a) => authz::run(*a).map(|()| ExitCode::SUCCESS),
         Command::Revoke(a) => revoke::run(a).map(|()| ExitCode::SUCCESS),
         Command::Cutoff(a) => cutoff::run(a).map(|()| ExitCode::SUCCESS),
         Command::Completions(a) => completions::run_completions(a),

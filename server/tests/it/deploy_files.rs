@@ -2,7 +2,9 @@
 //! read by the real loader and equals the defaults except the keys documented here, it holds
 //! every key the defaults serialize to, `deploy/revbloom.jsonc` (the commented copy) says the
 //! same with a comment on every key, and the defaults printed in docs/API.md are the defaults.
-//! (`scripts/check_deploy.sh` lints the Dockerfile, compose file and systemd unit.)
+//! `deploy/nginx/revbloom-authz.conf` passes the real `nginx -t` (its addresses substituted;
+//! `authz_nginx.rs` runs it end to end). (`scripts/check_deploy.sh` lints the Dockerfile,
+//! compose file and systemd unit.)
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -274,5 +276,14 @@ fn scale_out_compose_writes_a_valid_replica_config() {
             "init does not generate {generated}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nginx_example_passes_nginx_t() {
+    use crate::authz_nginx::{free_port, nginx_conf, nginx_test};
+    let dir = crate::support::temp_dir("nginx-t");
+    let conf = nginx_conf(&dir, free_port(), "127.0.0.1:8760", "127.0.0.1:8080");
+    nginx_test(&dir, &conf);
     let _ = std::fs::remove_dir_all(&dir);
 }
