@@ -194,9 +194,7 @@ async fn validate(st: &Inner, idp: &IdpState, token: &str, now: u64) -> Result<L
         if t != "logout+jwt" && t != "jwt" {
             return Err(refuse(
                 "typ",
-                format!(
-                    "the logout token's typ is {typ:?}; logout+jwt, JWT or none is accepted"
-                ),
+                format!("the logout token's typ is {typ:?}; logout+jwt, JWT or none is accepted"),
             ));
         }
     }

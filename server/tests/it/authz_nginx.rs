@@ -56,16 +56,32 @@ impl Drop for Proc {
 }
 
 /// The sidecar: its process, the stdout it prints its addresses on (kept open), and its URLs.
-struct Authz {
+pub struct Authz {
     _proc: Proc,
     _stdout: BufReader<ChildStdout>,
-    check: String,
-    admin: String,
+    /// The check listener's base URL.
+    pub check: String,
+    /// The admin listener's base URL.
+    pub admin: String,
 }
 
 fn spawn_authz(publisher: &str, data: &Path, dir: &Path) -> Authz {
     let secret = dir.join("hs256.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec!["--hs256-secret-file".into(), secret.into()];
+    args.extend(["--max-age".into(), format!("{MAX_AGE_SECS}s").into()]);
+    spawn_authz_with(publisher, data, dir, args)
+}
+
+/// `revbloom authz` on random loopback ports following `publisher` (keys from its data folder
+/// `data`), its cache in `dir`, forwarding `sub` as `x-auth-sub`, with `extra` arguments (the
+/// token keys at least).
+pub fn spawn_authz_with(
+    publisher: &str,
+    data: &Path,
+    dir: &Path,
+    extra: Vec<std::ffi::OsString>,
+) -> Authz {
     let mut child = Command::new(env!("CARGO_BIN_EXE_revbloom"))
         .args([
             "authz",
@@ -80,11 +96,9 @@ fn spawn_authz(publisher: &str, data: &Path, dir: &Path) -> Authz {
         .arg(data)
         .arg("--cache")
         .arg(dir.join("authz-snapshot.rbs"))
-        .arg("--hs256-secret-file")
-        .arg(&secret)
         .args(["--forward-claim", "sub=x-auth-sub"])
-        .args(["--max-age", &format!("{MAX_AGE_SECS}s")])
         .args(["--header-read-timeout", "2s"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .env_remove("REVBLOOM_AUTHZ_HS256_SECRET")
         .stdout(Stdio::piped())

@@ -183,6 +183,8 @@ pub struct Idp {
     pub running: Running,
     pub url: String,
     pub data: std::path::PathBuf,
+    /// The JWKS URL of [`ISS`] (the RS256 key).
+    pub rsa_jwks_url: String,
     _servers: (JwksServer, JwksServer),
 }
 
@@ -225,6 +227,7 @@ impl Idp {
             running,
             url,
             data,
+            rsa_jwks_url: rsa_jwks.url.clone(),
             _servers: (rsa_jwks, ec_jwks),
         }
     }
