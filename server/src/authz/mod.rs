@@ -3,5 +3,7 @@
 //! [`Checker`]; revocation state follows a publisher or mirrors through the sync client.
 
 pub mod check;
+pub mod grpc;
 
 pub use check::{Checker, Decision, ForwardClaim};
+pub use grpc::GrpcOptions;
