@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::Server;
 use tonic::{Code, Request, Response};
+use tower::util::MapResponseLayer;
 
 use super::check::{Checker, Decision};
 use crate::limits::ACCEPT_ERROR_BACKOFF;
@@ -132,6 +133,7 @@ pub async fn serve(
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
     let serving = Server::builder()
+        .layer(MapResponseLayer::new(size_limit_is_resource_exhausted))
         .max_concurrent_streams(options.max_concurrent_streams)
         .timeout(options.request_timeout)
         .http2_keepalive_interval(Some(options.keepalive_interval))
@@ -153,6 +155,29 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// tonic answers a request over [`GrpcOptions::max_message_bytes`] with `OUT_OF_RANGE`;
+/// gRPC's own servers (and its status code guide) say `RESOURCE_EXHAUSTED`, which is what
+/// clients and dashboards look for. The check handler itself never fails (every decision is
+/// an answer with status OK at the gRPC level), so an `OUT_OF_RANGE` from this server can
+/// only be that limit.
+fn size_limit_is_resource_exhausted(
+    mut response: axum::http::Response<tonic::body::Body>,
+) -> axum::http::Response<tonic::body::Body> {
+    let status = HeaderName::from_static("grpc-status");
+    let out_of_range = (Code::OutOfRange as i32).to_string();
+    if response
+        .headers()
+        .get(&status)
+        .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
+    {
+        let exhausted = (Code::ResourceExhausted as i32).to_string();
+        if let Ok(v) = HeaderValue::from_str(&exhausted) {
+            response.headers_mut().insert(status, v);
+        }
+    }
+    response
 }
 
 /// The `Authorization` service.

@@ -4,6 +4,7 @@
 //! handlers and run through `Router::oneshot`.
 
 mod audit_false_negatives;
+mod authz_grpc;
 mod cli_completions;
 mod cli_snapshot;
 mod cli_usage;
