@@ -69,7 +69,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Deepest nesting of the trusted claims converted from protobuf (a JWT payload is rarely
 /// more than three levels deep; prost itself stops at 100).
-const MAX_CLAIMS_DEPTH: usize = 32;
+pub const MAX_CLAIMS_DEPTH: usize = 32;
 /// `Retry-After` of a 503 when revocation state is unavailable, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
 

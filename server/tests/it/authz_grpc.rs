@@ -553,3 +553,39 @@ async fn shutdown_closes_the_listener() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_free_place() {
+    bounded(async {
+        let options = GrpcOptions {
+            max_connections: 1,
+            ..GrpcOptions::default()
+        };
+        let sidecar = Sidecar::start(checker(loaded_handle()), options).await;
+        let mut first = sidecar.client().await;
+        allowed(&check(&mut first, bearer(&good_claims("first"))).await);
+        let addr = sidecar.addr;
+        let mut second = tokio::spawn(async move {
+            let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            check(&mut client, bearer(&good_claims("second"))).await
+        });
+        // The second connection sits in the backlog while the first holds the only place
+        // (a slow machine only makes this more certain).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut second)
+                .await
+                .is_err(),
+            "a connection over the cap was served"
+        );
+        drop(first);
+        let answer = tokio::time::timeout(Duration::from_secs(20), second)
+            .await
+            .expect("served once the first connection closed")
+            .unwrap();
+        allowed(&answer);
+        sidecar.stop().await;
+    })
+    .await;
+}
