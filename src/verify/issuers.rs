@@ -576,6 +576,12 @@ impl Issuers {
         }
     }
 
+    /// The validation rules of issuer `iss` (exact match), if configured. Every algorithm's
+    /// validation of one issuer has the same leeway and required claims.
+    pub(super) fn validation_of(&self, iss: &str) -> Option<&Validation> {
+        self.entries.get(iss)?.validations.first().map(|(_, v)| v)
+    }
+
     /// The key and validation for `token`: its issuer by the unverified `iss` (exact match),
     /// its key by `kid` and `alg`.
     pub(super) fn choose(&self, token: &str) -> Result<Chosen<'_>, VerifyError> {

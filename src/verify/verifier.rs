@@ -22,6 +22,8 @@ use crate::hash::normalize_issuer;
 use crate::swap::StalenessPolicy;
 use crate::window::Verdict;
 
+mod trusted;
+
 /// Default maximum age of revocation state before the staleness policy applies.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 
@@ -431,7 +433,18 @@ impl Verifier {
                 _ => return Err(e),
             },
         };
-        let checked = match local {
+        let checked = self.settle_async(&rev, local).await?;
+        Ok(Verified {
+            claims,
+            header,
+            checked,
+        })
+    }
+
+    /// The end of an asynchronous verification: the local outcome, or the exact source's
+    /// answer (awaited) when the filter matched.
+    async fn settle_async(&self, rev: &RevClaims, local: Local) -> Result<Checked, VerifyError> {
+        Ok(match local {
             Local::Accept(c) => c,
             Local::Reject(e) => return Err(e),
             Local::Retry => return Err(self.unavailable(Unavailable::StateChanging)),
@@ -440,7 +453,7 @@ impl Verifier {
                 iss,
                 stale,
             } => {
-                let Some(q) = self.query(&rev, generation, iss.as_deref(), stale) else {
+                let Some(q) = self.query(rev, generation, iss.as_deref(), stale) else {
                     return Err(VerifyError::MissingJti);
                 };
                 let answer = match &self.exact {
@@ -456,11 +469,6 @@ impl Verifier {
                 };
                 self.conclude(answer)?
             }
-        };
-        Ok(Verified {
-            claims,
-            header,
-            checked,
         })
     }
 
@@ -496,15 +504,21 @@ impl Verifier {
         )
     }
 
-    fn decode<C: DeserializeOwned>(&self, token: &str) -> Result<Decoded<C>, VerifyError> {
+    /// Lend the cutoff claim names the next parse on this thread captures (see
+    /// [`lend_cutoff_names`]): the configured ones and those the current state lists.
+    fn lend_names(&self) -> Rc<[Box<str>]> {
         let mut names = None;
         self.state.with_current(&mut |state| {
             names = Some(lend_cutoff_names(self.wanted_names(state)));
         });
-        let names = match names {
+        match names {
             Some(n) => n,
             None => lend_cutoff_names(self.wanted_names(None)),
-        };
+        }
+    }
+
+    fn decode<C: DeserializeOwned>(&self, token: &str) -> Result<Decoded<C>, VerifyError> {
+        let names = self.lend_names();
         let decoded = match &self.keys {
             Keys::Static { key, validation } => {
                 jsonwebtoken::decode::<Captured<C>>(token, key, validation)

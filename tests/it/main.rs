@@ -33,4 +33,6 @@ mod verify_snapshot;
 mod verify_staleness;
 #[cfg(feature = "tower")]
 mod verify_tokens;
+#[cfg(feature = "verify")]
+mod verify_trusted;
 mod window_model;

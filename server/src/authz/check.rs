@@ -129,6 +129,19 @@ impl Checker {
         self.decide(result)
     }
 
+    /// Decide for claims a trusted proxy already verified (Envoy's `jwt_authn` metadata):
+    /// revocation checks only, see [`Verifier::check_trusted_claims_async`]. Never call it
+    /// with claims from the request itself.
+    pub async fn check_trusted_claims(&self, claims: &Value) -> Decision {
+        let result = self.verifier.check_trusted_claims_async(claims).await;
+        self.decide(result)
+    }
+
+    /// Every header an allow decision may set (one per forwarded claim).
+    pub fn forwarded_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        self.forward.iter().map(|f| &f.header)
+    }
+
     /// The decision for a verification result.
     pub fn decide(&self, result: Result<Verified<Value>, VerifyError>) -> Decision {
         let d = self.decision(result);

@@ -4,6 +4,7 @@
 //! handlers and run through `Router::oneshot`.
 
 mod audit_false_negatives;
+mod authz_grpc;
 mod authz_idp;
 mod authz_nginx;
 mod cli_completions;
