@@ -74,6 +74,10 @@ pub struct AuthzConfig {
     pub listen: SocketAddr,
     /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
     pub admin_listen: SocketAddr,
+    /// The Envoy ext_authz gRPC listener (`envoy.service.auth.v3.Authorization/Check`), if any.
+    pub grpc_listen: Option<SocketAddr>,
+    /// How the gRPC front end is bounded and what it trusts (Envoy `jwt_authn` claims).
+    pub grpc: super::grpc::GrpcOptions,
     /// Where snapshots come from.
     pub source: RevocationSource,
     /// With a publisher or mirrors: the last good snapshot is kept here and loaded first on

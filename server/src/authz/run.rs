@@ -26,11 +26,14 @@ use crate::limits::{effective_max_connections, ConnCounters, ConnLimits};
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// An extra front end started with the sidecar: given the shared [`Checker`] and the shutdown
-/// token, it serves until the token is cancelled. Used for the Envoy ext_authz gRPC listener:
+/// token, it serves until the token is cancelled. [`start`] uses it for the Envoy ext_authz
+/// gRPC listener of [`AuthzConfig::grpc_listen`]; another front end plugs in the same way:
 ///
 /// ```ignore
-/// let grpc = tokio::net::TcpListener::bind(addr).await?;
-/// let extra: ExtraServer = Box::new(move |checker, stop| Box::pin(grpc::serve(grpc, checker, stop)));
+/// let listener = tokio::net::TcpListener::bind(addr).await?;
+/// let extra: ExtraServer = Box::new(move |checker, stop| {
+///     Box::pin(async move { my_front_end(listener, checker, stop).await })
+/// });
 /// authz::run::start_with(config, Some(extra)).await?;
 /// ```
 ///
@@ -48,6 +51,7 @@ pub type ExtraServer = Box<
 pub struct RunningAuthz {
     check_addr: SocketAddr,
     admin_addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     checker: Checker,
     state: Arc<AuthzState>,
     check_conns: Arc<ConnCounters>,
@@ -73,6 +77,11 @@ impl RunningAuthz {
     /// The admin listener's bound address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The gRPC (Envoy ext_authz) listener's bound address, when one is configured.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
     }
 
     /// The checker every front end shares.
@@ -118,7 +127,24 @@ impl RunningAuthz {
 /// and serve. Returns once the listeners are bound (the state may still lack a snapshot;
 /// checks then answer as the staleness policy says and `/readyz` says why).
 pub async fn start(config: AuthzConfig) -> Result<RunningAuthz, AuthzError> {
-    start_with(config, None).await
+    let Some(addr) = config.grpc_listen else {
+        return start_with(config, None).await;
+    };
+    let listener = bind(addr)?;
+    let grpc_addr = listener
+        .local_addr()
+        .map_err(|source| AuthzError::Listen { addr, source })?;
+    let options = config.grpc.clone();
+    let extra: ExtraServer = Box::new(move |checker, stop| {
+        Box::pin(async move {
+            super::grpc::serve(listener, checker, options, stop)
+                .await
+                .map_err(std::io::Error::other)
+        })
+    });
+    let mut running = start_with(config, Some(extra)).await?;
+    running.grpc_addr = Some(grpc_addr);
+    Ok(running)
 }
 
 /// [`start`], with an extra front end sharing the checker and the shutdown signal.
@@ -198,6 +224,7 @@ pub async fn start_with(
     Ok(RunningAuthz {
         check_addr,
         admin_addr,
+        grpc_addr: None,
         checker,
         state,
         check_conns,

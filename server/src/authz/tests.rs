@@ -196,6 +196,8 @@ async fn without_a_snapshot_checks_fail_closed_with_503_and_retry_after() {
 /// A config following the snapshot file `path`, with the HS256 secret and `max_age`.
 fn file_config(path: std::path::PathBuf, max_age: Duration) -> AuthzConfig {
     AuthzConfig {
+        grpc_listen: None,
+        grpc: crate::authz::GrpcOptions::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         source: RevocationSource::File(path),

@@ -12,7 +12,9 @@ use revbloom::snapshot::SealKey;
 use revbloom::sync::{ClientTls, JwksConfig};
 use revbloom::{OpenOptions, StalenessPolicy};
 use revbloom_server::authz::config::{parse_forward_claim, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN};
-use revbloom_server::authz::{self, AuthzConfig, ForwardClaim, RevocationSource, TokenKeys};
+use revbloom_server::authz::{
+    self, AuthzConfig, ForwardClaim, GrpcOptions, RevocationSource, TokenKeys,
+};
 use revbloom_server::limits::{
     ConnLimits, DEFAULT_HEADER_READ_TIMEOUT_MS, DEFAULT_SHUTDOWN_GRACE_MS,
 };
@@ -44,6 +46,24 @@ pub struct AuthzArgs {
     /// 200 would mean "allow").
     #[arg(long, value_name = "ADDR", env = "REVBLOOM_AUTHZ_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN, value_parser = listen_addr)]
     pub admin_listen: SocketAddr,
+    /// Also answer Envoy's external authorization gRPC API
+    /// (envoy.service.auth.v3.Authorization/Check) here, e.g. 127.0.0.1:8762.
+    #[arg(long, value_name = "ADDR", env = "REVBLOOM_AUTHZ_GRPC_LISTEN", value_parser = listen_addr)]
+    pub grpc_listen: Option<SocketAddr>,
+    /// gRPC: trust the claims Envoy's jwt_authn filter verified and put in its dynamic
+    /// metadata under this payload_in_metadata name; they are checked for revocation only.
+    /// Requests without them are verified in full. Only when no one but that Envoy can reach
+    /// the gRPC listener.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "REVBLOOM_AUTHZ_TRUST_JWT_AUTHN",
+        requires = "grpc_listen"
+    )]
+    pub trust_jwt_authn: Option<String>,
+    /// gRPC: largest CheckRequest accepted (bytes); larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "BYTES", env = "REVBLOOM_AUTHZ_GRPC_MAX_MESSAGE_BYTES", default_value_t = revbloom_server::authz::grpc::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub grpc_max_message_bytes: usize,
     /// Follow this publisher (long-poll + deltas); it is also the exact source.
     #[arg(long, value_name = "URL", env = "REVBLOOM_AUTHZ_PUBLISHER", conflicts_with = "snapshot", required_unless_present_any = ["snapshot", "mirror"])]
     pub publisher: Option<String>,
@@ -291,9 +311,17 @@ pub fn load_config(args: AuthzArgs) -> anyhow::Result<AuthzConfig> {
     conn.validate().map_err(|e| {
         anyhow::anyhow!("{e} (--header-read-timeout and --max-connections must be at least 1)")
     })?;
+    let grpc = GrpcOptions {
+        max_message_bytes: args.grpc_max_message_bytes,
+        trust_jwt_authn: args.trust_jwt_authn,
+        shutdown_grace: args.shutdown_grace,
+        ..GrpcOptions::default()
+    };
     Ok(AuthzConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        grpc_listen: args.grpc_listen,
+        grpc,
         cache: (!matches!(source, RevocationSource::File(_))).then(|| args.cache.clone()),
         source,
         keys,
@@ -341,6 +369,9 @@ pub fn run(args: AuthzArgs) -> anyhow::Result<()> {
         // Scripts and tests read these lines to learn the ports when listening on port 0.
         println!("revbloom: authz checks on http://{}", running.check_addr());
         println!("revbloom: authz admin on http://{}", running.admin_addr());
+        if let Some(addr) = running.grpc_addr() {
+            println!("revbloom: authz ext_authz gRPC on http://{addr}");
+        }
         let stop = running.shutdown_token();
         tokio::select! {
             () = revbloom_server::run::shutdown_signal() => {

@@ -119,7 +119,7 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
         .expect("test finished in time");
 }
 
-fn request(http: HttpRequest, metadata: Option<Metadata>) -> CheckRequest {
+pub(crate) fn request(http: HttpRequest, metadata: Option<Metadata>) -> CheckRequest {
     CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(Request {
@@ -133,7 +133,7 @@ fn request(http: HttpRequest, metadata: Option<Metadata>) -> CheckRequest {
 }
 
 /// A request whose `headers` hold `authorization` (as Envoy sends it, lowercased).
-fn with_auth(value: Option<&str>) -> CheckRequest {
+pub(crate) fn with_auth(value: Option<&str>) -> CheckRequest {
     let mut headers = HashMap::from([
         (":method".to_owned(), "GET".to_owned()),
         (":path".to_owned(), "/api".to_owned()),
@@ -206,11 +206,14 @@ fn with_metadata(mut req: CheckRequest, claims: &Value) -> CheckRequest {
     req
 }
 
-async fn check(client: &mut AuthorizationClient<Channel>, req: CheckRequest) -> CheckResponse {
+pub(crate) async fn check(
+    client: &mut AuthorizationClient<Channel>,
+    req: CheckRequest,
+) -> CheckResponse {
     client.check(req).await.expect("an answer").into_inner()
 }
 
-fn code(r: &CheckResponse) -> i32 {
+pub(crate) fn code(r: &CheckResponse) -> i32 {
     r.status.as_ref().map_or(0, |s| s.code)
 }
 

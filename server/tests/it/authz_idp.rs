@@ -2,6 +2,7 @@
 //! JWKS server) is allowed by `revbloom authz`; revoked through the publisher's RFC 7009
 //! endpoint — by the token alone, its `exp` read from it — it is refused by the sidecar; a
 //! Keycloak-shaped back-channel logout of another session cuts that session off there too.
+//! The binary's Envoy ext_authz gRPC listener answers as its HTTP check listener does.
 //! The time each takes to reach the sidecar is printed: it is the freshness of one verifier
 //! long-polling the publisher.
 
@@ -11,6 +12,9 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+use crate::authz_grpc::{check as check_grpc, code, with_auth};
 use crate::authz_nginx::spawn_authz_with;
 use crate::support::idp::{keycloak_logout_claims, Idp, CLIENT_ID, CLIENT_SECRET, ISS};
 use crate::support::{client, now};
@@ -70,6 +74,8 @@ async fn rfc7009_and_backchannel_logout_reach_the_sidecar() {
             "--jwks-allow-http".into(),
             "--audience".into(),
             "some-api".into(),
+            "--grpc-listen".into(),
+            "127.0.0.1:0".into(),
         ],
     );
     let http = client();
@@ -120,6 +126,14 @@ async fn rfc7009_and_backchannel_logout_reach_the_sidecar() {
     println!(
         "RFC 7009: acknowledged in {acked:?}, refused by the sidecar {took:?} after the request"
     );
+
+    // The Envoy ext_authz front end of the same sidecar says the same.
+    let grpc_url = authz.grpc.clone().expect("the gRPC listener");
+    let mut grpc = AuthorizationClient::connect(grpc_url).await.unwrap();
+    let r = check_grpc(&mut grpc, with_auth(Some(&format!("Bearer {revoked}")))).await;
+    assert_eq!(code(&r), tonic::Code::Unauthenticated as i32, "{r:?}");
+    let r = check_grpc(&mut grpc, with_auth(Some(&format!("Bearer {untouched}")))).await;
+    assert_eq!(code(&r), tonic::Code::Ok as i32, "{r:?}");
 
     // Back-channel logout of session-2, Keycloak-shaped.
     let logout = idp

@@ -63,6 +63,8 @@ pub struct Authz {
     pub check: String,
     /// The admin listener's base URL.
     pub admin: String,
+    /// The gRPC listener's URL, when started with `--grpc-listen`.
+    pub grpc: Option<String>,
 }
 
 fn spawn_authz(publisher: &str, data: &Path, dir: &Path) -> Authz {
@@ -82,6 +84,7 @@ pub fn spawn_authz_with(
     dir: &Path,
     extra: Vec<std::ffi::OsString>,
 ) -> Authz {
+    let grpc = extra.iter().any(|a| a == "--grpc-listen");
     let mut child = Command::new(env!("CARGO_BIN_EXE_revbloom"))
         .args([
             "authz",
@@ -117,11 +120,13 @@ pub fn spawn_authz_with(
     };
     let check = line("revbloom: authz checks on ");
     let admin = line("revbloom: authz admin on ");
+    let grpc = grpc.then(|| line("revbloom: authz ext_authz gRPC on "));
     Authz {
         _proc: proc,
         _stdout: stdout,
         check,
         admin,
+        grpc,
     }
 }
 
