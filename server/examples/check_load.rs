@@ -7,7 +7,7 @@
 //! # HTTP: N keep-alive connections, each sending GETs with the token's Authorization header
 //! CHECK_LOAD_TOKEN=eyJ... target/release/examples/check_load http --url http://127.0.0.1:9190/check
 //! # gRPC: N clients (one HTTP/2 connection each) sending CheckRequests as Envoy does
-//! target/release/examples/check_load grpc --url http://127.0.0.1:9191 --token-file token.jwt
+//! target/release/examples/check_load grpc --url http://127.0.0.1:8762 --token-file token.jwt
 //! # gRPC against a sidecar started in this process (HS256 token, one revoked jti)
 //! target/release/examples/check_load grpc --demo
 //! ```
