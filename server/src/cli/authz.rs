@@ -349,14 +349,7 @@ fn millis(d: Duration, default: u64) -> u64 {
 
 /// Run the sidecar until ctrl-c or SIGTERM.
 pub fn run(args: AuthzArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    super::init_logging();
     // The application picks the JWT crypto provider (only rust_crypto is compiled in).
     let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     let config = load_config(args)?;

@@ -72,6 +72,19 @@ enum Command {
     Man(completions::ManArgs),
 }
 
+/// Log to stderr at `RUST_LOG` (default `info`), for the long-running commands.
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 /// Run one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {

@@ -113,15 +113,7 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 /// Run the publisher until ctrl-c or SIGTERM; in-flight revocations finish and are durable
 /// before this returns.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in a file or a journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    super::init_logging();
     let mut config = load_config(&args)?;
     if args.init
         && revbloom_server::store::allow_new_history(&config.data_dir)
