@@ -61,12 +61,17 @@ async fn readyz(State(st): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "reasons": reasons,
         "generation": cur.generation,
         "snapshot_age_secs": age,
     });
+    // Issuers whose keys are missing stop only their own endpoints (503 there), not the
+    // publisher's job of storing and publishing revocations: reported, not a reason.
+    if let Some(idp) = &st.inner.idp {
+        body["identity_provider_keys_missing"] = idp.issuers_without_keys().into();
+    }
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 

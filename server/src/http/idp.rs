@@ -45,8 +45,9 @@ pub struct IdpState {
     pub(crate) clients: Vec<(String, String)>,
     pub(crate) backchannel: BackchannelSettings,
     pub(crate) replay: ReplayCache,
-    /// Kept alive for its background fetches; dropping it stops them.
-    _jwks: Option<JwksClient>,
+    /// Kept alive for its background fetches (dropping it stops them); its status feeds
+    /// `/readyz`.
+    jwks: Option<JwksClient>,
 }
 
 impl std::fmt::Debug for IdpState {
@@ -88,8 +89,21 @@ impl IdpState {
             clients,
             backchannel: b.clone(),
             replay: ReplayCache::new(b.replay_cache_size),
-            _jwks: Some(jwks),
+            jwks: Some(jwks),
         })))
+    }
+
+    /// The configured issuers whose keys have not been fetched yet, with the last fetch error:
+    /// their logout tokens and RFC 7009 requests are answered 503 until the keys arrive.
+    pub fn issuers_without_keys(&self) -> Vec<serde_json::Value> {
+        self.jwks
+            .as_ref()
+            .map(JwksClient::status)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.keys == 0)
+            .map(|s| serde_json::json!({"iss": s.iss, "last_error": s.last_error}))
+            .collect()
     }
 
     /// How long a logout token's `jti` must be remembered after it was accepted: any later

@@ -398,3 +398,52 @@ async fn without_identity_providers_the_endpoints_say_what_to_configure() {
     running.wait().await.unwrap();
     let _ = std::fs::remove_dir_all(data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_without_keys_is_reported_and_refused_with_503_not_400() {
+    // The EC issuer's JWKS URL points at a port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/certs", l.local_addr().unwrap())
+    };
+    let idp = Idp::start("bcl-nokeys", |c| {
+        c.identity_providers.issuers[1].jwks_url = dead.clone();
+    })
+    .await;
+    let http = client();
+    let readyz = |http: reqwest::Client, url: String| async move {
+        let r = http.get(format!("{url}/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    // The RS256 issuer's keys arrive; the EC issuer's never do. The publisher stays ready
+    // (storing and publishing revocations is unaffected) and says which issuer lacks keys.
+    let t = Instant::now();
+    let body = loop {
+        let (status, body) = readyz(http.clone(), idp.url.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        let missing = body["identity_provider_keys_missing"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if missing.len() == 1 {
+            break body;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let missing = &body["identity_provider_keys_missing"][0];
+    assert_eq!(missing["iss"], ISS_EC, "{body}");
+    // A logout token of that issuer: its validity cannot be known, so 503, never 400 or 200.
+    let logout = idp
+        .ec
+        .logout_token(&keycloak_logout_claims(ISS_EC, "u", "s", now()));
+    let (status, _, b) = post_logout(&idp.url, &logout).await;
+    assert_eq!(status, 503, "{b}");
+    // The other issuer works.
+    let logout = idp
+        .rsa
+        .logout_token(&keycloak_logout_claims(ISS, "u", "s", now()));
+    let (status, _, b) = post_logout(&idp.url, &logout).await;
+    assert_eq!(status, 200, "{b}");
+    idp.stop().await;
+}
