@@ -8,7 +8,7 @@ use crate::bloom::probe::{BlockRef, Probe};
 use crate::bloom::{self, BLOCK_BYTES, WORDS};
 use crate::bounds::Bounds;
 use crate::config::{BucketDivisor, MAX_BUCKETS, MAX_CLOCK_SKEW_SECS, MIN_FP_RATE};
-use crate::cutoff::{ClaimHasher, CutoffIndex, CutoffKey, RECORD_BYTES};
+use crate::cutoff::{same_claim, ClaimHasher, CutoffIndex, CutoffKey, RECORD_BYTES};
 use crate::hash::{KeyHash, KeyHasher};
 use crate::window::{BucketId, BucketStats, Verdict};
 
@@ -643,7 +643,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
     /// derived now (two xxh3 passes).
     #[inline]
     pub fn claim_hasher(&self, iss: Option<&str>, claim: &str) -> ClaimHasher {
-        if let Some(i) = self.cutoff_claims.iter().position(|c| &**c == claim) {
+        if let Some(i) = self.cutoff_claims.iter().position(|c| same_claim(c, claim)) {
             if let Some(&(none, default)) = self.claim_spaces.get(i) {
                 match (iss, default) {
                     (None, _) => return none,
@@ -658,7 +658,7 @@ impl<B: AsRef<[u8]>> SnapshotView<B> {
     /// no issuer or under the default issuer.
     pub fn has_jti_cutoff(&self, jti: &[u8]) -> bool {
         use crate::cutoff::JTI_CLAIM;
-        if !self.cutoff_claims.iter().any(|c| &**c == JTI_CLAIM) {
+        if !self.cutoff_claims.iter().any(|c| same_claim(c, JTI_CLAIM)) {
             return false;
         }
         let hasher = self.hasher();

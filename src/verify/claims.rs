@@ -21,6 +21,8 @@ use serde::de::value::{
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::cutoff::same_claim;
+
 /// Most claims a verifier can be configured to check cutoffs on, besides those the snapshot
 /// lists. (The captured values are kept inline; a small bound keeps the per-token struct
 /// small.)
@@ -41,7 +43,12 @@ pub(crate) fn lend_cutoff_names<'a>(
     names: impl Iterator<Item = &'a str> + Clone,
 ) -> Rc<[Box<str>]> {
     CUTOFF_NAMES.with_borrow_mut(|list| {
-        if !list.iter().map(|n| &**n).eq(names.clone()) {
+        let mut lent = names.clone();
+        let same = list
+            .iter()
+            .all(|n| lent.next().is_some_and(|m| same_claim(n, m)))
+            && lent.next().is_none();
+        if !same {
             *list = names.map(Box::from).collect();
         }
         Rc::clone(list)
@@ -49,12 +56,16 @@ pub(crate) fn lend_cutoff_names<'a>(
 }
 
 /// The claims revocation needs, as found in the payload.
-#[derive(Debug, Default, Clone, PartialEq)]
+///
+/// The captured texts (`jti`, `iss`, the cutoff claims) lie back to back in one buffer, so a
+/// token costs one allocation however many claims it carries; they are only hashed and
+/// compared, never handed out one by one.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct RevClaims {
-    /// `jti`, if a string.
-    pub jti: Option<Box<str>>,
-    /// `iss`, if a string.
-    pub iss: Option<Box<str>>,
+    /// Every captured text, back to back.
+    text: String,
+    jti: Option<Span>,
+    iss: Option<Span>,
     /// `iss` was present but not a string (jsonwebtoken accepts an array).
     pub iss_not_string: bool,
     /// `iat`, if a non-negative number (fractions dropped).
@@ -63,7 +74,83 @@ pub(crate) struct RevClaims {
     pub exp: Option<u64>,
     /// Cutoff texts of the cutoff claims (strings, or numbers and booleans in canonical
     /// text), by index in the configured list.
-    pub cutoffs: [Option<Box<str>>; MAX_CAPTURED],
+    cutoffs: [Option<Span>; MAX_CAPTURED],
+}
+
+/// Where one captured text lies in [`RevClaims::text`] (32-bit offsets keep the struct,
+/// which moves through the decode by value, small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// The captured texts would pass 4 GiB: the token is refused rather than a claim left out.
+#[derive(Debug)]
+struct TooLong;
+
+/// Room for the texts of a typical token (a UUID `jti`, an issuer URL, three short claims)
+/// in the buffer's first and only allocation.
+const TEXT_CAPACITY: usize = 160;
+
+impl RevClaims {
+    /// `jti`, if a string.
+    pub fn jti(&self) -> Option<&str> {
+        self.get(self.jti)
+    }
+
+    /// `iss`, if a string.
+    pub fn iss(&self) -> Option<&str> {
+        self.get(self.iss)
+    }
+
+    /// The cutoff texts, by index in the list the decode captured.
+    pub fn cutoffs(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.cutoffs.iter().map(|s| self.get(*s))
+    }
+
+    fn get(&self, span: Option<Span>) -> Option<&str> {
+        let Span { start, end } = span?;
+        self.text.get(start as usize..end as usize)
+    }
+
+    /// Append `s` to the buffer and return where it lies.
+    fn append(&mut self, s: &str) -> Result<Span, TooLong> {
+        self.append_with(|t| t.push_str(s))
+    }
+
+    /// Append `v`'s text (a number) to the buffer and return where it lies.
+    fn append_display(&mut self, v: impl fmt::Display) -> Result<Span, TooLong> {
+        use std::fmt::Write as _;
+        // Writing to a `String` only fails if `v`'s `Display` does; numbers' never do.
+        self.append_with(|t| {
+            let _ = write!(t, "{v}");
+        })
+    }
+
+    fn append_with(&mut self, write: impl FnOnce(&mut String)) -> Result<Span, TooLong> {
+        if self.text.capacity() == 0 {
+            self.text.reserve(TEXT_CAPACITY);
+        }
+        let start = self.text.len();
+        write(&mut self.text);
+        let offset = |n: usize| u32::try_from(n).map_err(|_| TooLong);
+        Ok(Span {
+            start: offset(start)?,
+            end: offset(self.text.len())?,
+        })
+    }
+}
+
+impl PartialEq for RevClaims {
+    fn eq(&self, other: &Self) -> bool {
+        self.jti() == other.jti()
+            && self.iss() == other.iss()
+            && self.iss_not_string == other.iss_not_string
+            && self.iat == other.iat
+            && self.exp == other.exp
+            && self.cutoffs().eq(other.cutoffs())
+    }
 }
 
 /// The caller's claims and the revocation claims from one parse.
@@ -146,28 +233,31 @@ impl<A> Tee<A> {
             .names
             .iter()
             .take(MAX_CAPTURED)
-            .position(|n| &**n == key);
+            .position(|n| same_claim(n, key));
         Pending { fixed, cutoff }
     }
 
-    fn capture(&mut self, v: &Scalar<'_>) {
+    fn capture(&mut self, v: &Scalar<'_>) -> Result<(), TooLong> {
         let p = self.pending;
+        let rev = &mut self.rev;
         if let Some(f) = p.fixed {
             match f {
-                Fixed::Jti => self.rev.jti = v.as_str().map(Box::from),
+                Fixed::Jti => rev.jti = v.as_str().map(|s| rev.append(s)).transpose()?,
                 Fixed::Iss => {
-                    self.rev.iss = v.as_str().map(Box::from);
-                    self.rev.iss_not_string = self.rev.iss.is_none();
+                    rev.iss = v.as_str().map(|s| rev.append(s)).transpose()?;
+                    rev.iss_not_string = rev.iss.is_none();
                 }
-                Fixed::Iat => self.rev.iat = v.as_secs(),
-                Fixed::Exp => self.rev.exp = v.as_exp(),
+                Fixed::Iat => rev.iat = v.as_secs(),
+                Fixed::Exp => rev.exp = v.as_exp(),
             }
         }
         if let Some(i) = p.cutoff {
-            if let Some(slot) = self.rev.cutoffs.get_mut(i) {
-                *slot = v.as_claim_text();
+            let span = v.claim_text(rev)?;
+            if let Some(slot) = rev.cutoffs.get_mut(i) {
+                *slot = span;
             }
         }
+        Ok(())
     }
 }
 
@@ -206,7 +296,8 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Tee<A> {
         }
         let v: Scalar<'de> = self.inner.next_value()?;
         // Copy first, then move the value on to `C`.
-        self.capture(&v);
+        self.capture(&v)
+            .map_err(|TooLong| de::Error::custom("captured claims longer than 4 GiB"))?;
         self.pending = Pending::default();
         v.replay(seed)
     }
@@ -270,21 +361,26 @@ impl Scalar<'_> {
         }
     }
 
-    /// The text a cutoff on this claim value is keyed by: a string as is, a number in its
-    /// canonical decimal form (`42` and `42.0` are `"42"`, as an operator types it), a boolean
-    /// as `true`/`false`. Objects, arrays and null have no cutoff text.
-    fn as_claim_text(&self) -> Option<Box<str>> {
-        match self {
-            Scalar::Str(s) => Some(Box::from(&**s)),
-            Scalar::U64(n) => Some(n.to_string().into()),
-            Scalar::I64(n) => Some(n.to_string().into()),
+    /// The text a cutoff on this claim value is keyed by, appended to `rev`'s buffer: a string
+    /// as is, a number in its canonical decimal form (`42` and `42.0` are `"42"`, as an
+    /// operator types it), a boolean as `true`/`false`. Objects, arrays and null have no
+    /// cutoff text.
+    fn claim_text(&self, rev: &mut RevClaims) -> Result<Option<Span>, TooLong> {
+        let span = match self {
+            Scalar::Str(s) => rev.append(s),
+            Scalar::U64(n) => rev.append_display(n),
+            Scalar::I64(n) => rev.append_display(n),
             Scalar::F64(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
-                Some((*f as i64).to_string().into())
+                rev.append_display(*f as i64)
             }
-            Scalar::F64(f) => serde_json::Number::from_f64(*f).map(|n| n.to_string().into()),
-            Scalar::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
-            _ => None,
-        }
+            Scalar::F64(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => rev.append_display(n),
+                None => return Ok(None),
+            },
+            Scalar::Bool(b) => rev.append(if *b { "true" } else { "false" }),
+            _ => return Ok(None),
+        };
+        span.map(Some)
     }
 
     /// A NumericDate as whole seconds, fractions dropped (`iat`: an earlier issue time can only
@@ -449,12 +545,12 @@ mod tests {
         assert_eq!(u.jti.as_deref(), Some("j-1"));
         assert_eq!(u.roles, vec!["a", "b"]);
         assert_eq!(u.exp, 1.5e9);
-        assert_eq!(rev.jti.as_deref(), Some("j-1"));
-        assert_eq!(rev.iss.as_deref(), Some("https://i"));
+        assert_eq!(rev.jti(), Some("j-1"));
+        assert_eq!(rev.iss(), Some("https://i"));
         assert_eq!(rev.exp, Some(1_500_000_000));
         assert_eq!(rev.iat, Some(1_400_000_000));
-        assert_eq!(rev.cutoffs[0].as_deref(), Some("alice"));
-        assert_eq!(rev.cutoffs[1].as_deref(), Some("alpha"));
+        let cutoffs: Vec<_> = rev.cutoffs().take(3).collect();
+        assert_eq!(cutoffs, [Some("alice"), Some("alpha"), None]);
     }
 
     #[test]
@@ -463,11 +559,39 @@ mod tests {
         let (v, rev): (serde_json::Value, _) = parse(json, &["sub"]);
         assert_eq!(v["iss"], serde_json::json!(["a", "b"]));
         assert_eq!(v["sub"], serde_json::Value::Null);
-        assert_eq!(rev.jti, None);
+        assert_eq!(rev.jti(), None);
         assert!(rev.iss_not_string);
         assert_eq!(rev.iat, None);
         assert_eq!(rev.exp, None);
-        assert_eq!(rev.cutoffs[0], None);
+        assert_eq!(rev.cutoffs().next(), Some(None));
+    }
+
+    #[test]
+    fn every_captured_text_is_read_back_from_the_shared_buffer() {
+        // Past the buffer's first capacity, numbers in canonical text, a boolean, and a claim
+        // that is both a fixed and a cutoff claim.
+        let long = "x".repeat(3 * TEXT_CAPACITY);
+        let json = format!(
+            r#"{{"jti":"j-9","iss":"{long}","sub":42.0,"sid":-7,"client_id":1.5,"act":true,
+                "amr":["pwd"],"sub2":"\u00e9t\u00e9"}}"#
+        );
+        let names = ["sub", "sid", "client_id", "act", "amr", "sub2", "jti"];
+        let (_, rev): (serde_json::Value, _) = parse(&json, &names);
+        assert_eq!(rev.jti(), Some("j-9"));
+        assert_eq!(rev.iss(), Some(long.as_str()));
+        let cutoffs: Vec<_> = rev.cutoffs().take(names.len()).collect();
+        assert_eq!(
+            cutoffs,
+            [
+                Some("42"),
+                Some("-7"),
+                Some("1.5"),
+                Some("true"),
+                None,
+                Some("\u{e9}t\u{e9}"),
+                Some("j-9")
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::exact::{AsyncExactSource, ExactQuery, ExactSource};
 use super::issuers::Issuers;
 use super::state::{NoState, RevocationState, StateSource};
 use crate::bounds::{Bounds, OutOfBounds};
-use crate::cutoff::{revokes, DEFAULT_CLAIM, JTI_CLAIM};
+use crate::cutoff::{revokes, same_claim, DEFAULT_CLAIM, JTI_CLAIM};
 use crate::hash::normalize_issuer;
 use crate::swap::StalenessPolicy;
 use crate::window::Verdict;
@@ -496,12 +496,9 @@ impl Verifier {
     ) -> impl Iterator<Item = &'a str> + Clone + 'a {
         let configured = self.cutoff_claims.iter().map(|c| &**c);
         let listed = state.map_or(&[][..], |s| s.cutoff_claims());
-        configured.chain(
-            listed
-                .iter()
-                .map(|c| &**c)
-                .filter(move |c| *c != JTI_CLAIM && !self.cutoff_claims.iter().any(|k| **k == **c)),
-        )
+        configured.chain(listed.iter().map(|c| &**c).filter(move |c| {
+            !same_claim(c, JTI_CLAIM) && !self.cutoff_claims.iter().any(|k| same_claim(k, c))
+        }))
     }
 
     /// Lend the cutoff claim names the next parse on this thread captures (see
@@ -546,7 +543,7 @@ impl Verifier {
     ) -> Option<ExactQuery<'a>> {
         Some(ExactQuery {
             iss,
-            jti: rev.jti.as_deref()?,
+            jti: rev.jti()?,
             exp: rev.exp,
             generation,
             now: (self.clock)(),
@@ -591,13 +588,13 @@ impl Verifier {
 
     /// The CPU-only part: staleness, bounds, filter, cutoffs, against one view of the state.
     fn local(&self, rev: &RevClaims, names: &[Box<str>]) -> Local {
-        if self.require_jti && rev.jti.is_none() {
+        if self.require_jti && rev.jti().is_none() {
             return Local::Reject(VerifyError::MissingJti);
         }
         if !self.has_state {
             return Local::Accept(Checked::NotApplicable);
         }
-        if let Some(jti) = rev.jti.as_deref() {
+        if let Some(jti) = rev.jti() {
             if let Err(e) = Bounds::admit_jti(jti) {
                 return Local::Reject(VerifyError::OutOfBounds(e));
             }
@@ -606,7 +603,7 @@ impl Verifier {
         if rev.iss_not_string {
             return Local::Reject(VerifyError::Invalid(ErrorKind::InvalidIssuer));
         }
-        if self.issuer_keyed && rev.iss.is_none() {
+        if self.issuer_keyed && rev.iss().is_none() {
             return Local::Reject(VerifyError::Invalid(ErrorKind::MissingRequiredClaim(
                 "iss".to_owned(),
             )));
@@ -625,7 +622,8 @@ impl Verifier {
         names: &[Box<str>],
     ) -> Local {
         if let Some(s) = state {
-            let captured = |c: &str| c == JTI_CLAIM || names.iter().any(|n| &**n == c);
+            let captured =
+                |c: &str| same_claim(c, JTI_CLAIM) || names.iter().any(|n| same_claim(n, c));
             if !s.cutoff_claims().iter().all(|c| captured(c)) {
                 return Local::Retry;
             }
@@ -651,7 +649,7 @@ impl Verifier {
                 Err(e) => return Local::Reject(VerifyError::OutOfBounds(e)),
             }
         }
-        let token_iss = rev.iss.as_deref();
+        let token_iss = rev.iss();
         let is_stale = stale.is_some();
         if let Some(why) = stale {
             match self.policy {
@@ -667,7 +665,7 @@ impl Verifier {
                             return Local::Reject(e);
                         }
                     }
-                    if rev.jti.is_none() {
+                    if rev.jti().is_none() {
                         return Local::Accept(Checked::NotApplicable);
                     }
                     bump(&self.counters.filter_positives);
@@ -684,7 +682,7 @@ impl Verifier {
             return Local::Accept(Checked::FailOpen);
         };
         let mut positive = false;
-        if let Some(jti) = rev.jti.as_deref() {
+        if let Some(jti) = rev.jti() {
             match s.check_token(jti, token_iss, rev.exp) {
                 Verdict::Clear => {}
                 Verdict::Expired => return Local::Reject(VerifyError::Expired),
@@ -703,7 +701,7 @@ impl Verifier {
                 stale: is_stale,
             };
         }
-        if rev.jti.is_none() {
+        if rev.jti().is_none() {
             return Local::Accept(Checked::NotApplicable);
         }
         Local::Accept(Checked::Filter {
@@ -724,7 +722,7 @@ impl Verifier {
         // Without `iat` a token cannot show it was issued after a cutoff that the publisher
         // has since pruned; one that carries a cutoff claim is refused unless a cutoff still
         // in the table already revokes it (that answer is the more useful one).
-        let unbounded = (rev.iat.is_none() && rev.cutoffs.iter().any(Option::is_some))
+        let unbounded = (rev.iat.is_none() && rev.cutoffs().any(|c| c.is_some()))
             .then_some(VerifyError::OutOfBounds(OutOfBounds::NoIssuedAt));
         if !s.has_cutoffs() {
             return unbounded;
@@ -737,13 +735,13 @@ impl Verifier {
         };
         // A revocation made without `exp` is a cutoff on the token's own `jti`: it revokes the
         // token whatever its `exp`, and with no `iat` too (a `jti` names one token).
-        let jti_cutoffs = s.cutoff_claims().iter().any(|c| &**c == JTI_CLAIM);
-        let jti = rev.jti.as_deref().filter(|_| jti_cutoffs);
+        let jti_cutoffs = s.cutoff_claims().iter().any(|c| same_claim(c, JTI_CLAIM));
+        let jti = rev.jti().filter(|_| jti_cutoffs);
         let own = jti.map(|j| (JTI_CLAIM, j));
         let claimed = names
             .iter()
-            .zip(rev.cutoffs.iter())
-            .filter_map(|(name, value)| Some((&**name, value.as_deref()?)));
+            .zip(rev.cutoffs())
+            .filter_map(|(name, value)| Some((&**name, value?)));
         for (name, value) in own.into_iter().chain(claimed) {
             let scopes = [iss, None];
             let scopes = if iss.is_some() {
