@@ -409,7 +409,16 @@ pub type Variant<'a> = (String, Box<dyn FnMut() -> bool + 'a>);
 
 /// A cursor cycling over `keys`, calling `f` on the next one.
 pub fn cycle<'a, T, F: Fn(&T) -> bool + 'a>(keys: &'a [T], f: F) -> Box<dyn FnMut() -> bool + 'a> {
-    let mut i = 0usize;
+    cycle_from(keys, 0, f)
+}
+
+/// [`cycle`] starting at `keys[start % len]`.
+pub fn cycle_from<'a, T, F: Fn(&T) -> bool + 'a>(
+    keys: &'a [T],
+    start: usize,
+    f: F,
+) -> Box<dyn FnMut() -> bool + 'a> {
+    let mut i = start % keys.len().max(1);
     Box::new(move || {
         let k = &keys[i];
         i += 1;
@@ -426,6 +435,10 @@ pub fn cycle<'a, T, F: Fn(&T) -> bool + 'a>(keys: &'a [T], f: F) -> Box<dyn FnMu
 /// percentile and the median of the rounds' ns per lookup (each includes one dynamic call,
 /// the same for every variant). The 10th percentile is the cost on
 /// a core of one's own; the median includes the machine's load as criterion's figures do.
+///
+/// Variants that look up the same keys in the same structure must not walk them in lockstep:
+/// the first of them in a round would load the cache lines the others then find warm. Start
+/// such variants apart with [`cycle_from`].
 pub fn rounds(title: &str, variants: &mut [Variant<'_>]) {
     const PER_ROUND: u32 = 4096;
     const ROUNDS: usize = 600;
