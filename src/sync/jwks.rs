@@ -444,6 +444,14 @@ impl JwksClient {
         out.sort_by(|a, b| a.iss.cmp(&b.iss));
         out
     }
+
+    /// The issuers none of whose keys have loaded yet (their tokens cannot be verified), with
+    /// the last fetch error; in [`status`](Self::status)'s order.
+    pub fn without_keys(&self) -> Vec<JwksIssuerStatus> {
+        let mut status = self.status();
+        status.retain(|s| s.keys == 0);
+        status
+    }
 }
 
 impl Drop for JwksClient {

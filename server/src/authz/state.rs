@@ -176,7 +176,7 @@ impl AuthzState {
             Some(_) if self.handle.is_stale(now) => reasons.push("snapshot_stale"),
             Some(_) => {}
         }
-        if self.jwks_missing().next().is_some() {
+        if !self.jwks_missing().is_empty() {
             reasons.push("jwks_not_loaded");
         }
         reasons
@@ -187,6 +187,7 @@ impl AuthzState {
     pub fn readiness_body(&self, now: u64, reasons: &[&str]) -> Value {
         let missing: Vec<Value> = self
             .jwks_missing()
+            .into_iter()
             .map(|s| json!({"iss": s.iss, "last_error": s.last_error}))
             .collect();
         json!({
@@ -200,13 +201,10 @@ impl AuthzState {
         })
     }
 
-    fn jwks_missing(&self) -> impl Iterator<Item = revbloom::sync::JwksIssuerStatus> {
+    fn jwks_missing(&self) -> Vec<revbloom::sync::JwksIssuerStatus> {
         self.jwks
             .as_ref()
-            .map(JwksClient::status)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| s.keys == 0)
+            .map_or_else(Vec::new, JwksClient::without_keys)
     }
 
     /// Stop following the source (also done on drop).

@@ -96,12 +96,10 @@ impl IdpState {
     /// The configured issuers whose keys have not been fetched yet, with the last fetch error:
     /// their logout tokens and RFC 7009 requests are answered 503 until the keys arrive.
     pub fn issuers_without_keys(&self) -> Vec<serde_json::Value> {
-        self.jwks
-            .as_ref()
-            .map(JwksClient::status)
-            .unwrap_or_default()
+        let missing = self.jwks.as_ref().map(JwksClient::without_keys);
+        missing
             .into_iter()
-            .filter(|s| s.keys == 0)
+            .flatten()
             .map(|s| serde_json::json!({"iss": s.iss, "last_error": s.last_error}))
             .collect()
     }
