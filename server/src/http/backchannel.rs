@@ -200,7 +200,6 @@ async fn validate(st: &Inner, idp: &IdpState, token: &str, now: u64) -> Result<L
     }
     let b = &idp.backchannel;
     let decoded = idp
-        .issuers
         .decode::<Map<String, Value>>(token, |v| {
             // `exp` is optional in a logout token (checked, with the skew, when present).
             v.required_spec_claims.remove("exp");
@@ -306,7 +305,9 @@ fn verify_refusal(e: VerifyError) -> Refused {
             error: OAuthError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
-                format!("the signing keys of {iss:?} could not be fetched yet; retry"),
+                format!(
+                        "the signing keys of {iss:?} (with this token's kid) could not be fetched yet; retry"
+                    ),
             ),
         },
         VerifyError::UnknownKey { .. } | VerifyError::AmbiguousKey { .. } => refuse(

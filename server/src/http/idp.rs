@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::{BackchannelSettings, ClientSecretError, IdpSettings};
 use revbloom::sync::{ClientTls, JwksClient, JwksClientError, JwksConfig};
-use revbloom::verify::{Issuer, Issuers, IssuersError};
+use revbloom::verify::{Issuer, Issuers, IssuersError, VerifyError};
 
 /// Largest form body accepted by the identity-provider endpoints, bytes. A Keycloak logout
 /// token is under 2 KiB; an access token with many claims rarely passes 8 KiB.
@@ -91,6 +92,37 @@ impl IdpState {
             replay: ReplayCache::new(b.replay_cache_size),
             jwks: Some(jwks),
         })))
+    }
+
+    /// [`Issuers::decode`], except that a `kid` missing from keys that were not fetched
+    /// successfully after the call began is [`VerifyError::KeysUnavailable`] (503, retry), not
+    /// [`VerifyError::UnknownKey`] (an invalid token). The key may be one the issuer has
+    /// published since the last good fetch, during a rotation while its JWKS URL fails or
+    /// inside the refetch interval; calling such a token invalid would answer 200 to a
+    /// revocation request, or refuse a logout, that a retry would have applied.
+    pub async fn decode<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        adjust: impl Fn(&mut jsonwebtoken::Validation),
+    ) -> Result<jsonwebtoken::TokenData<C>, VerifyError> {
+        let started = Instant::now();
+        match self.issuers.decode(token, adjust).await {
+            Err(VerifyError::UnknownKey { iss, .. }) if !self.keys_fetched_since(&iss, started) => {
+                Err(VerifyError::KeysUnavailable { iss })
+            }
+            other => other,
+        }
+    }
+
+    /// Whether `iss`'s keys were last fetched successfully, and after `since`.
+    fn keys_fetched_since(&self, iss: &str, since: Instant) -> bool {
+        let Some(jwks) = &self.jwks else {
+            // Keys that are not fetched cannot change.
+            return true;
+        };
+        jwks.status().into_iter().any(|s| {
+            s.iss == iss && s.last_error.is_none() && s.age.is_some_and(|a| a <= since.elapsed())
+        })
     }
 
     /// The configured issuers whose keys have not been fetched yet, with the last fetch error:

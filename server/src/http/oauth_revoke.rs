@@ -96,7 +96,6 @@ async fn handle(
         ));
     }
     let decoded = idp
-        .issuers
         .decode::<Map<String, Value>>(token, |v| {
             // The client revokes a token it holds, issued to it or not; `exp` is judged below
             // against the deployment's leeway, not the issuer's.
@@ -115,7 +114,9 @@ async fn handle(
                 OAuthError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
-                    format!("the signing keys of {iss:?} could not be fetched yet; retry"),
+                    format!(
+                        "the signing keys of {iss:?} (with this token's kid) could not be fetched yet; retry"
+                    ),
                 ),
             ));
         }

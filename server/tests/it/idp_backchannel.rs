@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use revbloom::verify::{RevokedBy, Verifier, VerifyError};
 use serde_json::{json, Value};
 
-use crate::support::idp::{keycloak_logout_claims, random_id, Idp, Key, ISS, ISS_EC};
+use crate::support::idp::{keycloak_logout_claims, random_id, Idp, Key, ISS, ISS_EC, ISS_ROTATING};
 use crate::support::{client, fetch_snapshot, metric, now, open_published};
 
 async fn post_logout(url: &str, token: &str) -> (u16, Option<String>, Value) {
@@ -445,5 +445,30 @@ async fn an_issuer_without_keys_is_reported_and_refused_with_503_not_400() {
         .logout_token(&keycloak_logout_claims(ISS, "u", "s", now()));
     let (status, _, b) = post_logout(&idp.url, &logout).await;
     assert_eq!(status, 200, "{b}");
+    idp.stop().await;
+}
+
+/// A logout token signed with a key its issuer has not published, while the issuer's JWKS URL
+/// fails: whether the token is valid cannot be known, so 503 (the IdP retries), not 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kid_not_yet_fetchable_gets_503_not_400() {
+    let old = Key::es256(21, "old");
+    let new = Key::es256(22, "new");
+    let (idp, jwks_server) = Idp::start_rotating("bcl-rotation", &[&old]).await;
+    // The old key's logout tokens are accepted: the issuer's keys are loaded.
+    let logout = old.logout_token(&keycloak_logout_claims(ISS_ROTATING, "u", "s1", now()));
+    let (status, _, b) = post_logout(&idp.url, &logout).await;
+    assert_eq!(status, 200, "{b}");
+    let before = cutoffs_stored(&idp.url).await;
+    // The issuer rotates while its JWKS URL fails.
+    jwks_server.set(None);
+    let logout = new.logout_token(&keycloak_logout_claims(ISS_ROTATING, "u", "s2", now()));
+    let (status, _, b) = post_logout(&idp.url, &logout).await;
+    assert_eq!(
+        (status, b["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{b}"
+    );
+    assert_eq!(cutoffs_stored(&idp.url).await, before);
     idp.stop().await;
 }

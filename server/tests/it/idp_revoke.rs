@@ -1,12 +1,15 @@
 //! RFC 7009 token revocation end to end: a configured client hands in RS256 and ES256 access
 //! tokens signed by keys a real JWKS server publishes; each is stored with its own `(iss, jti,
 //! exp)`, as the exact lookup shows. Foreign, forged and expired tokens get 200 and store
-//! nothing; opaque tokens get `unsupported_token_type`; bad clients get 401.
+//! nothing; opaque tokens get `unsupported_token_type`; bad clients get 401; a token whose key
+//! cannot be fetched yet gets 503 until it can.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::support::idp::{random_id, Idp, Key, CLIENT_ID, CLIENT_SECRET, ISS, ISS_EC};
+use crate::support::idp::{
+    jwks, random_id, Idp, Key, CLIENT_ID, CLIENT_SECRET, ISS, ISS_EC, ISS_ROTATING,
+};
 use crate::support::{client, lookup_issued, metric, now};
 
 fn basic(id: &str, secret: &str) -> String {
@@ -178,5 +181,58 @@ async fn invalid_tokens_get_200_and_store_nothing_and_bad_clients_get_401() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    idp.stop().await;
+}
+
+/// A token signed with a key its issuer has not published yet, while the issuer's JWKS URL
+/// fails: the revocation cannot be verified, so it is answered 503 (retry), never 200 with
+/// nothing stored; once the key is published, the client's retry revokes the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kid_not_yet_fetchable_gets_503_and_the_retry_revokes() {
+    let old = Key::es256(11, "old");
+    let new = Key::es256(12, "new");
+    let (idp, jwks_server) = Idp::start_rotating("rfc7009-rotation", &[&old]).await;
+    let auth = basic(CLIENT_ID, CLIENT_SECRET);
+    let exp = now() + 900;
+    // The old key's tokens are revoked: the issuer's keys are loaded.
+    let jti = random_id();
+    let form = format!("token={}", token(&old, ISS_ROTATING, &jti, exp));
+    let (s, _, b) = revoke(&idp.url, Some(&auth), &form).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        lookup_issued(&client(), &idp.url, &jti, Some(ISS_ROTATING)).await["revoked"],
+        true
+    );
+
+    // The issuer rotates while its JWKS URL fails.
+    jwks_server.set(None);
+    let jti = random_id();
+    let form = format!("token={}", token(&new, ISS_ROTATING, &jti, exp));
+    let (s, h, b) = revoke(&idp.url, Some(&auth), &form).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{b}"
+    );
+    assert_eq!(h["cache-control"], "no-store");
+    let v = lookup_issued(&client(), &idp.url, &jti, Some(ISS_ROTATING)).await;
+    assert_eq!(v["revoked"], false, "{v}");
+
+    // The key is published: the client's retries succeed once the publisher refetches
+    // (at most one refetch interval, 10 s, later).
+    jwks_server.set(Some(&jwks(&[&old, &new])));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (s, _, b) = revoke(&idp.url, Some(&auth), &form).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 503, "{b}");
+        assert!(std::time::Instant::now() < deadline, "never revoked: {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let v = lookup_issued(&client(), &idp.url, &jti, Some(ISS_ROTATING)).await;
+    assert_eq!(v["revoked"], true, "{v}");
+    assert_eq!(v["exp"], exp, "{v}");
     idp.stop().await;
 }

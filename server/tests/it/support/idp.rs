@@ -2,7 +2,9 @@
 //! keys, their JWKS served by a real HTTP server on loopback, and tokens signed with them
 //! (header written by hand, so a test can say any `typ` or `alg`).
 
-use axum::http::header;
+use std::sync::{Arc, Mutex};
+
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
@@ -20,6 +22,8 @@ pub const ISS: &str = "http://127.0.0.1/realms/acme";
 pub const ISS_EC: &str = "http://127.0.0.1/realms/ec";
 /// The `client_id` under which the identity provider knows the publisher.
 pub const AUD: &str = "revbloom-publisher";
+/// The issuer of [`Idp::start_rotating`].
+pub const ISS_ROTATING: &str = "https://rotating.example.com";
 /// The RFC 7009 client.
 pub const CLIENT_ID: &str = "orders-service";
 /// Its secret.
@@ -138,17 +142,33 @@ pub fn jwks(keys: &[&Key]) -> Value {
 /// A JWKS endpoint on 127.0.0.1, stopped when dropped.
 pub struct JwksServer {
     pub url: String,
+    /// What `/certs` answers: the document, or `None` for a 500.
+    body: Arc<Mutex<Option<String>>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl JwksServer {
     pub async fn start(doc: &Value) -> Self {
-        let body = doc.to_string();
+        let body = Arc::new(Mutex::new(Some(doc.to_string())));
+        let serve = Arc::clone(&body);
         let app = Router::new().route(
             "/certs",
             get(move || {
-                let body = body.clone();
-                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+                let body = serve.lock().unwrap().clone();
+                async move {
+                    match body {
+                        Some(b) => (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, "application/json")],
+                            b,
+                        ),
+                        None => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            [(header::CONTENT_TYPE, "text/plain")],
+                            "down".to_owned(),
+                        ),
+                    }
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -163,8 +183,14 @@ impl JwksServer {
         });
         Self {
             url,
+            body,
             stop: Some(stop),
         }
+    }
+
+    /// Serve `doc` from now on, or fail every fetch with a 500 (`None`).
+    pub fn set(&self, doc: Option<&Value>) {
+        *self.body.lock().unwrap() = doc.map(Value::to_string);
     }
 }
 
@@ -230,6 +256,22 @@ impl Idp {
             rsa_jwks_url: rsa_jwks.url.clone(),
             _servers: (rsa_jwks, ec_jwks),
         }
+    }
+
+    /// [`Idp::start`], also trusting [`ISS_ROTATING`], whose JWKS server (publishing `keys` at
+    /// first) the test controls.
+    pub async fn start_rotating(name: &str, keys: &[&Key]) -> (Self, JwksServer) {
+        let server = JwksServer::start(&jwks(keys)).await;
+        let url = server.url.clone();
+        let idp = Self::start(name, |c| {
+            c.identity_providers.issuers.push(TrustedIssuer {
+                issuer: ISS_ROTATING.into(),
+                jwks_url: url,
+                audiences: vec![AUD.into()],
+            });
+        })
+        .await;
+        (idp, server)
     }
 
     /// The publisher's data folder.
