@@ -29,12 +29,25 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// token, it serves until the token is cancelled. [`start`] uses it for the Envoy ext_authz
 /// gRPC listener of [`AuthzConfig::grpc_listen`]; another front end plugs in the same way:
 ///
-/// ```ignore
-/// let listener = tokio::net::TcpListener::bind(addr).await?;
+/// ```no_run
+/// # use revbloom_server::authz::{self, AuthzConfig, Checker, ExtraServer};
+/// # use tokio_util::sync::CancellationToken;
+/// # async fn my_front_end(
+/// #     listener: tokio::net::TcpListener,
+/// #     checker: Checker,
+/// #     stop: CancellationToken,
+/// # ) -> std::io::Result<()> {
+/// #     Ok(())
+/// # }
+/// # async fn run(config: AuthzConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8770").await?;
 /// let extra: ExtraServer = Box::new(move |checker, stop| {
 ///     Box::pin(async move { my_front_end(listener, checker, stop).await })
 /// });
-/// authz::run::start_with(config, Some(extra)).await?;
+/// let running = authz::start_with(config, Some(extra)).await?;
+/// # drop(running);
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// An error it returns is logged and shuts the whole sidecar down (a supervisor restarts it),
