@@ -219,6 +219,9 @@ struct Demand {
     pending: bool,
     last_error: Option<String>,
     loaded_at: Option<Instant>,
+    /// When the fetch that produced the current set started: a key the issuer published
+    /// before then is in the set.
+    loaded_from: Option<Instant>,
 }
 
 struct Issuer {
@@ -355,6 +358,7 @@ impl JwksClient {
                             pending: false,
                             last_error: None,
                             loaded_at: None,
+                            loaded_from: None,
                         }),
                         wake: Notify::new(),
                         done: watch::channel(0).0,
@@ -443,6 +447,19 @@ impl JwksClient {
             .collect();
         out.sort_by(|a, b| a.iss.cmp(&b.iss));
         out
+    }
+
+    /// Whether `iss`'s current key set comes from a fetch that started at or after `since`,
+    /// so holds every key the issuer published before `since`. An unknown `kid` is proof of
+    /// an invalid token only then: before, the key may be one published since the last
+    /// fetch. `false` for an issuer this client does not fetch.
+    pub fn keys_fetched_since(&self, iss: &str, since: std::time::Instant) -> bool {
+        self.shared.issuers.get(iss).is_some_and(|issuer| {
+            issuer
+                .lock()
+                .loaded_from
+                .is_some_and(|t| t.into_std() >= since)
+        })
     }
 
     /// The issuers none of whose keys have loaded yet (their tokens cannot be verified), with
@@ -560,9 +577,10 @@ async fn run(
     };
     let mut delays = retry_delays(&config);
     loop {
+        let started = Instant::now();
         {
             let mut d = me.lock();
-            d.last_start = Some(Instant::now());
+            d.last_start = Some(started);
             d.in_flight = true;
             d.pending = false;
         }
@@ -585,6 +603,7 @@ async fn run(
                 let mut d = me.lock();
                 d.last_error = None;
                 d.loaded_at = Some(Instant::now());
+                d.loaded_from = Some(started);
                 Instant::now() + lifetime - lifetime / 10
             }
             Err(e) => {

@@ -111,7 +111,9 @@ impl RevClaims {
 
     fn get(&self, span: Option<Span>) -> Option<&str> {
         let Span { start, end } = span?;
-        self.text.get(start as usize..end as usize)
+        let text = self.text.get(start as usize..end as usize);
+        debug_assert!(text.is_some(), "every span is one this buffer handed out");
+        text
     }
 
     /// Append `s` to the buffer and return where it lies.

@@ -302,13 +302,7 @@ fn verify_refusal(e: VerifyError) -> Refused {
         VerifyError::Expired => refuse("expired", "the token's exp has passed"),
         VerifyError::KeysUnavailable { iss } => Refused {
             reason: "keys_unavailable",
-            error: OAuthError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                format!(
-                        "the signing keys of {iss:?} (with this token's kid) could not be fetched yet; retry"
-                    ),
-            ),
+            error: IdpState::keys_unavailable(&iss),
         },
         VerifyError::UnknownKey { .. } | VerifyError::AmbiguousKey { .. } => refuse(
             "signature",

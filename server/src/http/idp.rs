@@ -49,6 +49,8 @@ pub struct IdpState {
     /// Kept alive for its background fetches (dropping it stops them); its status feeds
     /// `/readyz`.
     jwks: Option<JwksClient>,
+    /// Before any of `jwks`'s fetches started.
+    created: Instant,
 }
 
 impl std::fmt::Debug for IdpState {
@@ -84,6 +86,7 @@ impl IdpState {
             Some(path) => ClientTls::ca_file(path),
             None => ClientTls::system_roots(),
         };
+        let created = Instant::now();
         let jwks = JwksClient::start(Arc::clone(&issuers), JwksConfig::default().tls(tls))?;
         Ok(Some(Arc::new(Self {
             issuers,
@@ -91,38 +94,85 @@ impl IdpState {
             backchannel: b.clone(),
             replay: ReplayCache::new(b.replay_cache_size),
             jwks: Some(jwks),
+            created,
         })))
     }
 
-    /// [`Issuers::decode`], except that a `kid` missing from keys that were not fetched
-    /// successfully after the call began is [`VerifyError::KeysUnavailable`] (503, retry), not
-    /// [`VerifyError::UnknownKey`] (an invalid token). The key may be one the issuer has
-    /// published since the last good fetch, during a rotation while its JWKS URL fails or
-    /// inside the refetch interval; calling such a token invalid would answer 200 to a
-    /// revocation request, or refuse a logout, that a retry would have applied.
+    /// [`Issuers::decode`], except that a `kid` missing from the issuer's keys is
+    /// [`VerifyError::KeysUnavailable`] (503, retry), not [`VerifyError::UnknownKey`] (an
+    /// invalid token), unless those keys come from a fetch that started after the token
+    /// existed. An issuer publishes a key before it signs with it, so a set fetched after
+    /// the token was made holds its key if the token is genuine; a set fetched earlier may
+    /// predate a rotation (the JWKS URL failing since, or the refetch interval holding the
+    /// refetch back), and calling the token invalid then would answer 200 to a revocation
+    /// request, or refuse a logout, that a retry would have applied.
+    ///
+    /// "After the token existed" is after this request arrived, or after the token's `iat`
+    /// plus the allowed clock skew (unverified: a forged `iat` can only get a forged token
+    /// called invalid). The second lets a client that keeps retrying get its answer once
+    /// one fetch has started past that moment, even while every fetch is one its own earlier
+    /// demands set off.
     pub async fn decode<C: serde::de::DeserializeOwned>(
         &self,
         token: &str,
         adjust: impl Fn(&mut jsonwebtoken::Validation),
     ) -> Result<jsonwebtoken::TokenData<C>, VerifyError> {
-        let started = Instant::now();
+        let arrived = Instant::now();
         match self.issuers.decode(token, adjust).await {
-            Err(VerifyError::UnknownKey { iss, .. }) if !self.keys_fetched_since(&iss, started) => {
+            Err(VerifyError::UnknownKey { iss, .. })
+                if !self.unknown_kid_settled(&iss, token, arrived) =>
+            {
                 Err(VerifyError::KeysUnavailable { iss })
             }
             other => other,
         }
     }
 
-    /// Whether `iss`'s keys were last fetched successfully, and after `since`.
-    fn keys_fetched_since(&self, iss: &str, since: Instant) -> bool {
+    /// Whether `iss`'s keys were fetched after `token` existed (see [`IdpState::decode`]).
+    fn unknown_kid_settled(&self, iss: &str, token: &str, arrived: Instant) -> bool {
         let Some(jwks) = &self.jwks else {
             // Keys that are not fetched cannot change.
             return true;
         };
-        jwks.status().into_iter().any(|s| {
-            s.iss == iss && s.last_error.is_none() && s.age.is_some_and(|a| a <= since.elapsed())
-        })
+        if jwks.keys_fetched_since(iss, arrived) {
+            return true;
+        }
+        #[derive(serde::Deserialize)]
+        struct IatOnly {
+            iat: Option<serde_json::Value>,
+        }
+        let iat = jsonwebtoken::dangerous::insecure_decode_claims::<IatOnly>(token)
+            .ok()
+            .and_then(|c| c.iat)
+            .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)));
+        let Some(iat) = iat else {
+            return false;
+        };
+        let made_by = iat.saturating_add(self.backchannel.clock_skew_secs);
+        let ago = revbloom::bounds::unix_now().checked_sub(made_by);
+        // `iat` + skew still ahead: only a fetch after the request arrived settles it.
+        let Some(ago) = ago else {
+            return false;
+        };
+        // A moment before this client started (or before the monotonic clock's origin) is
+        // before every fetch.
+        let since = arrived
+            .checked_sub(std::time::Duration::from_secs(ago))
+            .map_or(self.created, |t| t.max(self.created));
+        jwks.keys_fetched_since(iss, since)
+    }
+
+    /// The answer to [`VerifyError::KeysUnavailable`] from [`IdpState::decode`]: the token's
+    /// validity cannot be known yet, so 503 and a retry, never 200 or 400.
+    pub(crate) fn keys_unavailable(iss: &str) -> OAuthError {
+        OAuthError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!(
+                "the signing keys of {iss:?} could not be fetched yet, or not since this token \
+                 was issued; retry"
+            ),
+        )
     }
 
     /// The configured issuers whose keys have not been fetched yet, with the last fetch error:

@@ -109,16 +109,7 @@ async fn handle(
         Err(VerifyError::KeysUnavailable { iss }) => {
             // We cannot tell whether the token is valid: a 200 would tell the client it is
             // revoked when it may not be.
-            return Err((
-                "keys_unavailable",
-                OAuthError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    format!(
-                        "the signing keys of {iss:?} (with this token's kid) could not be fetched yet; retry"
-                    ),
-                ),
-            ));
+            return Err(("keys_unavailable", IdpState::keys_unavailable(&iss)));
         }
         Err(e) => {
             let outcome = match e {

@@ -470,5 +470,7 @@ async fn a_kid_not_yet_fetchable_gets_503_not_400() {
         "{b}"
     );
     assert_eq!(cutoffs_stored(&idp.url).await, before);
+    let series = "revbloom_backchannel_logouts_total{outcome=\"keys_unavailable\"}";
+    assert_eq!(metric(&client(), &idp.url, series).await, 1);
     idp.stop().await;
 }

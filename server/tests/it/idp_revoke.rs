@@ -105,7 +105,7 @@ async fn invalid_tokens_get_200_and_store_nothing_and_bad_clients_get_401() {
         ),
         ("forged signature", forged, "ignored_invalid"),
         (
-            "unknown key",
+            "another key under a published kid",
             token(&stranger, ISS, &jti, exp),
             "ignored_invalid",
         ),
@@ -217,6 +217,8 @@ async fn a_kid_not_yet_fetchable_gets_503_and_the_retry_revokes() {
     assert_eq!(h["cache-control"], "no-store");
     let v = lookup_issued(&client(), &idp.url, &jti, Some(ISS_ROTATING)).await;
     assert_eq!(v["revoked"], false, "{v}");
+    let series = "revbloom_oauth_revocations_total{outcome=\"keys_unavailable\"}";
+    assert_eq!(metric(&client(), &idp.url, series).await, 1);
 
     // The key is published: the client's retries succeed once the publisher refetches
     // (at most one refetch interval, 10 s, later).
@@ -234,5 +236,18 @@ async fn a_kid_not_yet_fetchable_gets_503_and_the_retry_revokes() {
     let v = lookup_issued(&client(), &idp.url, &jti, Some(ISS_ROTATING)).await;
     assert_eq!(v["revoked"], true, "{v}");
     assert_eq!(v["exp"], exp, "{v}");
+
+    // A kid the issuer never published, in a token issued an hour ago: the keys were fetched
+    // after that, so the token is not the issuer's (200, nothing stored), however recently a
+    // fetch ran.
+    let stranger = Key::es256(13, "never-published");
+    let jti = random_id();
+    let t = stranger.access_token(&json!({
+        "iss": ISS_ROTATING, "sub": "u", "iat": now() - 3600, "exp": exp, "jti": jti,
+    }));
+    let (s, _, b) = revoke(&idp.url, Some(&auth), &format!("token={t}")).await;
+    assert_eq!(s, 200, "{b}");
+    let v = lookup_issued(&client(), &idp.url, &jti, Some(ISS_ROTATING)).await;
+    assert_eq!(v["revoked"], false, "{v}");
     idp.stop().await;
 }
