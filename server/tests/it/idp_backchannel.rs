@@ -11,7 +11,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use revbloom::verify::{RevokedBy, Verifier, VerifyError};
 use serde_json::{json, Value};
 
-use crate::support::idp::{keycloak_logout_claims, random_id, Idp, Key, ISS, ISS_EC, ISS_ROTATING};
+use crate::support::idp::{
+    keycloak_logout_claims, random_id, Idp, JwksServer, Key, ISS, ISS_EC, ISS_ROTATING,
+};
 use crate::support::{client, fetch_snapshot, metric, now, open_published};
 
 async fn post_logout(url: &str, token: &str) -> (u16, Option<String>, Value) {
@@ -401,13 +403,12 @@ async fn without_identity_providers_the_endpoints_say_what_to_configure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_without_keys_is_reported_and_refused_with_503_not_400() {
-    // The EC issuer's JWKS URL points at a port nothing listens on.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/certs", l.local_addr().unwrap())
-    };
+    // The EC issuer's JWKS URL answers 500. (A port freed for the occasion could be taken by
+    // another test's JWKS server, which publishes this very key.)
+    let dead = JwksServer::start(&json!({"keys": []})).await;
+    dead.set(None);
     let idp = Idp::start("bcl-nokeys", |c| {
-        c.identity_providers.issuers[1].jwks_url = dead.clone();
+        c.identity_providers.issuers[1].jwks_url = dead.url.clone();
     })
     .await;
     let http = client();
