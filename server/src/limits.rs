@@ -286,6 +286,24 @@ impl http_body::Body for GatedBody {
     }
 }
 
+/// The length of `req`'s request target (path and query) and of its head as sent: the
+/// request line, then `name: value\r\n` per field. What the head limits are checked against.
+pub fn head_sizes<B>(req: &axum::http::Request<B>) -> (usize, usize) {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path().len(), |p| p.as_str().len());
+    let head = req.method().as_str().len()
+        + target
+        + 12
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    (target, head)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

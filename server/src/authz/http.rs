@@ -54,19 +54,7 @@ pub fn check_router(checker: Checker) -> Router {
 /// Refuse heads over [`MAX_CHECK_HEAD_BYTES`] or [`MAX_CHECK_HEADERS`] before any check, and
 /// close the connection.
 async fn head_limit(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or(req.uri().path().len(), |p| p.as_str().len());
-    // The head as sent: request line, then `name: value\r\n` per field.
-    let head = req.method().as_str().len()
-        + target
-        + 12
-        + req
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
+    let (_, head) = crate::limits::head_sizes(&req);
     if head > MAX_CHECK_HEAD_BYTES || req.headers().len() > MAX_CHECK_HEADERS {
         return (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

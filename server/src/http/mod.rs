@@ -190,10 +190,7 @@ pub fn router(state: AppState) -> Router {
 /// without a body), and put the body-read deadline on the body.
 async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let conn = &st.inner.conn;
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or(req.uri().path().len(), |p| p.as_str().len());
+    let (target, head) = crate::limits::head_sizes(&req);
     if target > conn.max_uri_bytes {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,
@@ -205,15 +202,6 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         )
         .closing();
     }
-    // The head as sent: request line, then `name: value\r\n` per field.
-    let head = req.method().as_str().len()
-        + target
-        + 12
-        + req
-            .headers()
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
     if head > conn.max_header_bytes || req.headers().len() > conn.max_headers {
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
