@@ -73,6 +73,28 @@ pub(crate) struct Inner {
     pub(crate) idp: Option<Arc<IdpState>>,
 }
 
+impl Inner {
+    /// A copy sharing the store, hub, metrics, permits and identity-provider state, with an
+    /// audit log of its own.
+    fn copied(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            hub: self.hub.clone(),
+            metrics: Arc::clone(&self.metrics),
+            limits: self.limits.clone(),
+            bounds: self.bounds,
+            admin_token: self.admin_token.clone(),
+            shutdown: self.shutdown.clone(),
+            conn: self.conn.clone(),
+            counters: Arc::clone(&self.counters),
+            long_polls: Arc::clone(&self.long_polls),
+            feed_writes: Arc::clone(&self.feed_writes),
+            auth_log: extract::AuthLog::default(),
+            idp: self.idp.clone(),
+        }
+    }
+}
+
 impl AppState {
     /// State for [`router`] with the default [`ConnLimits`]. Cancelling `shutdown` ends
     /// pending long-polls early.
@@ -107,46 +129,23 @@ impl AppState {
     /// The same state serving the identity-provider endpoints with `idp` (see
     /// [`IdpState::start`]); without it they answer 404 `not_configured`.
     pub fn with_identity_providers(self, idp: Option<Arc<IdpState>>) -> Self {
-        let i = &self.inner;
+        let mut inner = self.inner.copied();
+        inner.idp = idp;
         Self {
-            inner: Arc::new(Inner {
-                store: i.store.clone(),
-                hub: i.hub.clone(),
-                metrics: Arc::clone(&i.metrics),
-                limits: i.limits.clone(),
-                bounds: i.bounds,
-                admin_token: i.admin_token.clone(),
-                shutdown: i.shutdown.clone(),
-                conn: i.conn.clone(),
-                counters: Arc::clone(&i.counters),
-                long_polls: Arc::clone(&i.long_polls),
-                feed_writes: Arc::clone(&i.feed_writes),
-                auth_log: extract::AuthLog::default(),
-                idp,
-            }),
+            inner: Arc::new(inner),
         }
     }
 
     /// The same state with connection limits `conn` (request size and body time, long-poll
     /// cap) and the listener's `counters`.
     pub fn with_conn_limits(self, conn: ConnLimits, counters: Arc<ConnCounters>) -> Self {
-        let i = &self.inner;
+        let mut inner = self.inner.copied();
+        inner.long_polls = Arc::new(Semaphore::new(conn.max_long_polls));
+        inner.feed_writes = Arc::new(Semaphore::new(conn.max_feed_writes));
+        inner.conn = conn;
+        inner.counters = counters;
         Self {
-            inner: Arc::new(Inner {
-                store: i.store.clone(),
-                hub: i.hub.clone(),
-                metrics: Arc::clone(&i.metrics),
-                limits: i.limits.clone(),
-                bounds: i.bounds,
-                admin_token: i.admin_token.clone(),
-                shutdown: i.shutdown.clone(),
-                long_polls: Arc::new(Semaphore::new(conn.max_long_polls)),
-                feed_writes: Arc::new(Semaphore::new(conn.max_feed_writes)),
-                conn,
-                counters,
-                auth_log: extract::AuthLog::default(),
-                idp: i.idp.clone(),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
