@@ -259,7 +259,7 @@ fn bench_decision(c: &mut Criterion) {
     );
 
     // The same decision deriving each claim's space per lookup (`CutoffKey::new`: three xxh3
-    // passes instead of one), as `Verifier::cutoff_match` does.
+    // passes instead of one): the cost the view's per-snapshot claim spaces save the verifier.
     let decide_derive_each = |t: &Token| -> bool {
         let hasher = view.hasher();
         if view.check_hash(hasher.hash(t.jti.as_slice()), Some(t.exp)) != Verdict::Clear {
