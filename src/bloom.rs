@@ -187,6 +187,13 @@ pub fn blocks_for(entries: u64, max_load: f64) -> u64 {
     ((entries as f64) / max_load).ceil().max(1.0) as u64
 }
 
+/// Keys `blocks` blocks hold at mean load `max_load`: the most a filter of that size takes
+/// within the rate `max_load` was derived from. At least what [`blocks_for`] sized the blocks
+/// for, since whole blocks round the count up.
+pub fn entries_for(blocks: u64, max_load: f64) -> u64 {
+    (blocks as f64 * max_load).floor() as u64
+}
+
 /// A blocked Bloom filter owning its blocks, each aligned to a cache line.
 #[derive(Clone)]
 pub struct Bloom {

@@ -135,7 +135,8 @@ type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
 #[derive(Debug, Clone)]
 struct Slot<S> {
     bloom: Bloom,
-    /// Keys the current bit array was sized for.
+    /// Keys the bucket takes before it grows: what its bit array was sized for, or what its
+    /// whole blocks hold at the target rate if that is more.
     capacity: u64,
     /// Keys whose bits are set in the current bit array: the count snapshots carry. Equal to
     /// `entries.len()` after every public call, except in a window built from a snapshot,
@@ -206,16 +207,17 @@ impl Window {
     pub fn with_seed(config: WindowConfig, now: u64, seed: u64) -> Result<Self, ConfigError> {
         let geo = config.validate()?;
         let oldest = oldest_at(&geo, now);
+        let initial_capacity = initial_capacity(&geo, &config);
         let fresh = || Slot {
             bloom: Bloom::with_blocks(geo.initial_blocks),
-            capacity: config.expected(),
+            capacity: initial_capacity,
             loaded: 0,
             entries: HashSet64::default(),
         };
         let ring: Vec<_> = (0..geo.buckets).map(|_| fresh()).collect();
         let overflow = Slot {
             bloom: Bloom::with_blocks(geo.initial_blocks),
-            capacity: config.expected(),
+            capacity: initial_capacity,
             loaded: 0,
             entries: HashSet::new(),
         };
@@ -283,7 +285,7 @@ impl Window {
                 .filter_map(|c| <&[u8; bloom::BLOCK_BYTES]>::try_from(c).ok())
                 .map(|c| Block(bloom::words_of(c)))
                 .collect();
-            let capacity = (blocks.len() as f64 * max_load).floor() as u64;
+            let capacity = bloom::entries_for(blocks.len() as u64, max_load);
             Some(Slot {
                 bloom: Bloom::from_blocks(blocks),
                 capacity,
@@ -684,7 +686,10 @@ impl Window {
             }
             blocks = 1;
         }
-        Some((want, blocks as u32))
+        Some((
+            want.max(bloom::entries_for(blocks, self.geo.max_load)),
+            blocks as u32,
+        ))
     }
 
     fn rebuild_overflow(&mut self, capacity: u64, blocks: u32) {
@@ -752,7 +757,7 @@ impl Window {
 
     fn reset_slot(&mut self, slot: usize) {
         let initial = self.geo.initial_blocks;
-        let expected = self.config.expected();
+        let expected = initial_capacity(&self.geo, &self.config);
         let Some(s) = self.ring.get_mut(slot) else {
             return;
         };
@@ -792,14 +797,19 @@ impl Window {
 
     /// Resize every bucket to the capacity `capacity(bucket, entries)` returns for it (never
     /// fewer than the entries it holds): a publisher gives each bucket room for the
-    /// revocations it expects there before its next full snapshot. A bucket sized for zero
+    /// revocations it expects there before its next full snapshot. The bucket gets the whole
+    /// blocks that capacity needs at the target rate, and takes as many revocations as they
+    /// hold before it grows (a little more than asked, for free). A bucket sized for zero
     /// entries gets no blocks and grows on its first insert. Bumps the layout epoch.
     pub fn refit_with(&mut self, mut capacity: impl FnMut(BucketId, u64) -> u64) {
         let max_load = self.geo.max_load;
         let mut size = |id: BucketId, entries: u64| {
             let capacity = capacity(id, entries).max(entries);
-            let blocks = bloom::blocks_for(capacity, max_load).min(u64::from(u32::MAX)) as u32;
-            (capacity, blocks)
+            let blocks = bloom::blocks_for(capacity, max_load).min(u64::from(u32::MAX));
+            // Whole blocks hold more than asked for: that room costs no bits, so it is counted
+            // before the bucket grows (and a full snapshot replaces deltas).
+            let capacity = capacity.max(bloom::entries_for(blocks, max_load));
+            (capacity, blocks as u32)
         };
         let n = self.ring.len();
         let mut bytes = 0u64;
@@ -915,6 +925,15 @@ fn oldest_at(geo: &Geometry, now: u64) -> u64 {
     (now.saturating_sub(geo.leeway) / geo.width).min(max_oldest)
 }
 
+/// What a fresh bucket takes before it grows: the configured expectation, or more when its
+/// whole initial blocks hold more.
+fn initial_capacity(geo: &Geometry, config: &WindowConfig) -> u64 {
+    config.expected().max(bloom::entries_for(
+        u64::from(geo.initial_blocks),
+        geo.max_load,
+    ))
+}
+
 fn bloom_bytes(b: &Bloom) -> u64 {
     u64::from(b.nblocks()) * bloom::BLOCK_BYTES as u64
 }
@@ -988,6 +1007,36 @@ mod tests {
             Window::from_snapshot(looser, &view),
             Err(LayoutMismatch::Layout { .. })
         ));
+    }
+
+    #[test]
+    fn a_bucket_fills_its_whole_blocks_before_it_grows() {
+        let mut w = Window::with_seed(config(), NOW, 5).unwrap();
+        let exp = Some(NOW + 100);
+        // Room for 40 asked: two blocks, which hold 65 at 0.1 %.
+        w.refit_with(|id, _| {
+            if matches!(id, BucketId::Expiry(_)) {
+                40
+            } else {
+                0
+            }
+        });
+        let held = bloom::entries_for(2, w.geometry().max_load);
+        assert!(held > 40, "{held}");
+        w.enable_journal();
+        for i in 0..held {
+            w.insert(format!("k{i}"), exp);
+        }
+        // Every one of them fitted: no layout change, so verifiers keep taking deltas, and the
+        // bucket is still within the target rate's load.
+        assert!(!w.take_journal().layout_changed);
+        let bucket = BucketId::Expiry((NOW + 100) / w.geometry().width);
+        let (_, bloom, n) = w.buckets().find(|(id, _, _)| *id == bucket).unwrap();
+        assert_eq!((n, bloom.nblocks()), (held, 2));
+        assert!(n as f64 / 2.0 <= w.geometry().max_load);
+        // One more grows the bucket.
+        w.insert("one more", exp);
+        assert!(w.take_journal().layout_changed);
     }
 
     #[test]

@@ -13,9 +13,15 @@ use std::time::Duration;
 
 use revbloom::{BucketId, Window};
 
-/// How fast old arrivals are forgotten: the arrival rates are exponentially weighted moving
+/// How fast the arrival rates follow the inflow: they are exponentially weighted moving
 /// averages with this time constant.
 pub const RATE_TIME_CONSTANT: Duration = Duration::from_secs(600);
+
+/// How long the shape of the inflow (where `exp` lies relative to arrival) is remembered. A
+/// 24 h horizon spreads the arrivals over 288 bins: at 1k revocations an hour a bin sees under
+/// one arrival in ten minutes, too few for a rate of its own to size room from, so a bucket is
+/// also given its share of the whole rate by the shape of the last hours.
+pub const SHAPE_TIME_CONSTANT: Duration = Duration::from_secs(2 * 3600);
 
 /// Room is sized for the expected arrivals times this, plus [`ROOM_SIGMAS`] standard
 /// deviations of a Poisson count: arrivals come in bursts, and room that runs out costs every
@@ -36,12 +42,17 @@ const STEPS: u64 = 12;
 const MIN_WARM_UP_SECS: u64 = 60;
 
 /// Where revocations arrive, learnt from those the publisher applies: the rate of arrivals by
-/// how far ahead of their arrival their `exp` lies, in bins of a twelfth of a bucket.
+/// how far ahead of their arrival their `exp` lies, in bins of a twelfth of a bucket, over the
+/// last [`RATE_TIME_CONSTANT`]; and the same distribution (its shape) over the last
+/// [`SHAPE_TIME_CONSTANT`].
 ///
 /// A bucket's expected arrivals over a period follow from it: as time passes, the bucket's
 /// `exp` range slides towards "now" through that distribution (a bucket close to expiry
 /// receives ever fewer revocations, the newest bucket ever more), and the expectation is the
-/// rate integrated over the part of the distribution the range covers at each moment.
+/// rate integrated over the part of the distribution the range covers at each moment. It is
+/// taken both ways, from the recent rates by bin (which see a change of shape within minutes)
+/// and from the whole recent rate shared out by the longer shape (steady where a bin sees few
+/// arrivals), and the larger is used.
 #[derive(Debug, Clone)]
 pub struct Inflow {
     width: u64,
@@ -52,12 +63,21 @@ pub struct Inflow {
     /// Arrivals per second with `exp − now` in `[i·bin, (i+1)·bin)`; the last entry takes
     /// everything further ahead and revocations without `exp`.
     rates: Vec<f64>,
-    /// Unix time the rates were last decayed to.
+    /// Arrivals per second, all bins together (the sum of `rates`).
+    rate: f64,
+    /// Weighted arrival counts with `exp − now` in `[i·bin, (i+1)·bin)`; the last entry takes
+    /// everything further ahead and revocations without `exp`. Only their proportions are
+    /// used.
+    shape: Vec<f64>,
+    /// The sum of `shape`.
+    shape_total: f64,
+    /// Unix time the averages were last decayed to.
     at: u64,
-    /// Unix time counting began: a young average has seen less than a time constant of
+    /// Unix time counting began: a young rate has seen less than a time constant of
     /// arrivals, and is scaled up for it.
     since: u64,
     tau: f64,
+    shape_tau: f64,
 }
 
 impl Inflow {
@@ -77,9 +97,13 @@ impl Inflow {
             ring: u64::from(geo.buckets),
             bin,
             rates: vec![0.0; bins + 1],
+            rate: 0.0,
+            shape: vec![0.0; bins + 1],
+            shape_total: 0.0,
             at: now,
             since: now,
             tau: RATE_TIME_CONSTANT.as_secs_f64(),
+            shape_tau: SHAPE_TIME_CONSTANT.as_secs_f64(),
         }
     }
 
@@ -87,28 +111,39 @@ impl Inflow {
         if now <= self.at {
             return;
         }
-        let k = (-((now - self.at) as f64) / self.tau).exp();
+        let dt = (now - self.at) as f64;
+        let k = (-dt / self.tau).exp();
         for r in &mut self.rates {
             *r *= k;
         }
+        self.rate *= k;
+        let k = (-dt / self.shape_tau).exp();
+        for r in &mut self.shape {
+            *r *= k;
+        }
+        // Summed afresh rather than scaled, so rounding never drifts it from the bins'.
+        self.shape_total = self.shape.iter().sum();
         self.at = now;
     }
 
     /// Count `n` revocations applied at unix time `now` with this `exp` (`None`: without one).
     pub fn record(&mut self, now: u64, exp: Option<u64>, n: u64) {
         self.decay_to(now);
-        let last = self.rates.len() - 1;
+        let last = self.shape.len() - 1;
         let i = exp.map_or(last, |exp| {
             let b = exp.saturating_sub(now) / self.bin;
             usize::try_from(b).map_or(last, |b| b.min(last))
         });
-        if let Some(r) = self.rates.get_mut(i) {
+        if let (Some(r), Some(w)) = (self.rates.get_mut(i), self.shape.get_mut(i)) {
             // An arrival adds 1/τ: a steady rate r settles at r.
             *r += n as f64 / self.tau;
+            self.rate += n as f64 / self.tau;
+            *w += n as f64;
+            self.shape_total += n as f64;
         }
     }
 
-    /// The factor that turns the stored averages into rates at `now`: their decay since the
+    /// The factor that turns the stored rates into rates at `now`: their decay since the
     /// last arrival, and the warm-up correction (an average started `age` ago holds
     /// 1 − e^(−age/τ) of a steady rate).
     fn scale(&self, now: u64) -> f64 {
@@ -117,10 +152,10 @@ impl Inflow {
         decay / (1.0 - (-(age as f64) / self.tau).exp())
     }
 
-    /// Arrivals per second with `exp − now` in `[lo, hi)` seconds, bins taken in proportion
-    /// to their overlap.
-    fn rate_between(&self, lo: u64, hi: u64) -> f64 {
-        let last = self.rates.len() - 1;
+    /// The sum of `bins` over `exp − now` in `[lo, hi)` seconds, bins taken in proportion to
+    /// their overlap.
+    fn between(&self, bins: &[f64], lo: u64, hi: u64) -> f64 {
+        let last = bins.len().saturating_sub(1);
         let bin = self.bin;
         let mut sum = 0.0;
         let first = lo / bin;
@@ -132,7 +167,7 @@ impl Inflow {
             }
             let (start, end) = (b * bin, (b + 1) * bin);
             let overlap = end.min(hi).saturating_sub(start.max(lo));
-            sum += self.rates[i] * overlap as f64 / bin as f64;
+            sum += bins.get(i).copied().unwrap_or(0.0) * overlap as f64 / bin as f64;
             b += 1;
         }
         sum
@@ -141,10 +176,21 @@ impl Inflow {
     /// Arrivals expected into bucket `id` during the `period` seconds after `now`, during
     /// which the ring does not rotate.
     pub fn expected(&self, now: u64, id: BucketId, period: u64) -> f64 {
-        let scale = self.scale(now);
+        let by_bin = self.integrate(&self.rates, now, id, period);
+        let by_shape = if self.shape_total > 0.0 {
+            self.integrate(&self.shape, now, id, period) * self.rate / self.shape_total
+        } else {
+            0.0
+        };
+        by_bin.max(by_shape) * self.scale(now)
+    }
+
+    /// `bins` (rates, or weights) integrated over the part of the distribution bucket `id`
+    /// covers during the `period` seconds after `now`.
+    fn integrate(&self, bins: &[f64], now: u64, id: BucketId, period: u64) -> f64 {
         let oldest = now.saturating_sub(self.leeway) / self.width;
         let far_end = oldest.saturating_add(self.ring).saturating_mul(self.width);
-        let last = self.rates.len() - 1;
+        let beyond = bins.last().copied().unwrap_or(0.0);
         let step = (period / STEPS).max(1);
         let mut total = 0.0;
         let mut t = 0;
@@ -156,18 +202,18 @@ impl Inflow {
                 BucketId::Expiry(b) if b.saturating_sub(oldest) < self.ring => {
                     let start = b.saturating_mul(self.width);
                     let end = start.saturating_add(self.width);
-                    self.rate_between(start.saturating_sub(u), end.saturating_sub(u))
+                    self.between(bins, start.saturating_sub(u), end.saturating_sub(u))
                 }
                 // Past the far end at this moment, or without `exp`.
                 BucketId::Overflow => {
-                    self.rate_between(far_end.saturating_sub(u), u64::MAX) + self.rates[last]
+                    self.between(bins, far_end.saturating_sub(u), u64::MAX) + beyond
                 }
                 BucketId::Expiry(_) => 0.0,
             };
             total += rate * dt as f64;
             t += dt;
         }
-        total * scale
+        total
     }
 
     /// Capacity for a bucket holding `entries` at unix time `now`: the entries, plus room for
@@ -250,6 +296,47 @@ mod tests {
         let later = t + 1200;
         let e = inflow.expected(later, bucket_at(later, ahead), 60);
         assert!((e - 600.0 * (-2.0f64).exp()).abs() < 10.0, "{e}");
+    }
+
+    #[test]
+    fn a_burst_and_a_change_of_shape_are_seen_within_minutes() {
+        let now = rotation();
+        let w = window(now);
+        let mut inflow = Inflow::new(&w, now);
+        // Two hours of 1 per second: three quarters 5 h ahead, a quarter 9 h ahead.
+        let (near, far) = (5 * HOUR + 1200, 9 * HOUR + 1200);
+        for t in 0..2 * HOUR {
+            let ahead = if t % 4 == 0 { far } else { near };
+            inflow.record(now + t, Some(now + t + ahead), 1);
+        }
+        let t = now + 2 * HOUR;
+        let e = inflow.expected(t, bucket_at(t, near), 60);
+        assert!((e - 45.0).abs() < 3.0, "{e}");
+        // Ten minutes at five times the rate, same shape: the rate follows within minutes,
+        // 1 + 4 × (1 − 1/e) ≈ 3.5 per second.
+        for s in 0..600 {
+            let ahead = if s % 4 == 0 { far } else { near };
+            inflow.record(t + s, Some(t + s + ahead), 5);
+        }
+        let t = t + 600;
+        let e = inflow.expected(t, bucket_at(t, near), 60);
+        assert!((e - 0.75 * 60.0 * 3.53).abs() < 10.0, "{e}");
+        // Then ten minutes of 1 per second, all 9 h ahead.
+        for s in 0..600 {
+            inflow.record(t + s, Some(t + s + far), 1);
+        }
+        let t = t + 600;
+        let (n, f) = (
+            inflow.expected(t, bucket_at(t, near), 60),
+            inflow.expected(t, bucket_at(t, far), 60),
+        );
+        // The far bucket is sized from the last minutes' rates by bin (57 in the next 60 s);
+        // its share of the two-hour shape alone would give it 36.
+        assert!(f > 50.0, "{f}");
+        // The near bucket keeps its share of the two-hour shape (80): its own rate of the last
+        // minutes, with no arrival for ten of them, would give it 58 and keep falling. Arrivals
+        // that pause for minutes in one bin do not take its room away.
+        assert!(n > 70.0, "{n}");
     }
 
     #[test]
