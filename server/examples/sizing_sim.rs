@@ -85,11 +85,11 @@ fn simulate(per_hour: u64, shape: Shape, rate: Rate, policy: Policy) -> Outcome 
     let mut fulls = 0u64;
     let mut bits = Vec::new();
     let mut full_bytes = 0u64;
-    let refit = |w: &mut Window, inflow: &Inflow, now: u64| match policy {
+    let refit = |w: &mut Window, inflow: &mut Inflow, now: u64| match policy {
         Policy::Inflow => sizing::refit(w, inflow, now, 0),
         Policy::Flat25 => w.refit(0.25, 0),
     };
-    refit(&mut window, &inflow, START);
+    refit(&mut window, &mut inflow, START);
     window.enable_journal();
     let mut carry = 0.0;
     let mut key = 0u64;
@@ -123,7 +123,7 @@ fn simulate(per_hour: u64, shape: Shape, rate: Rate, policy: Policy) -> Outcome 
         window.advance(now);
         let journal = window.take_journal();
         if journal.layout_changed {
-            refit(&mut window, &inflow, now);
+            refit(&mut window, &mut inflow, now);
             let _ = window.take_journal();
             meta = meta.next(now);
             if now >= START + (HOURS - REPORT_HOURS) * 3600 {

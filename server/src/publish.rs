@@ -653,11 +653,11 @@ impl Publisher {
         let mut journal = self.window.take_journal();
         if self.chain_broken || journal.layout_changed {
             // This generation is a full snapshot anyway, so it is the moment to rebase: size
-            // every bucket to what it holds (buckets that doubled in a burst shrink back), with
-            // room for the arrivals expected there until the next rotation, so that they still
-            // travel as deltas. The refit is itself a layout change, absorbed by this full
+            // every bucket to what it holds (a bucket that doubled in a burst shrinks back to
+            // what the burst needs if it goes on), with room for the arrivals expected there
+            // until the next rotation, so that they still travel as deltas. The refit is itself a layout change, absorbed by this full
             // snapshot.
-            sizing::refit(&mut self.window, &self.inflow, now, self.min_capacity);
+            sizing::refit(&mut self.window, &mut self.inflow, now, self.min_capacity);
             journal = self.window.take_journal();
             journal.layout_changed = true;
         }

@@ -78,6 +78,15 @@ pub struct Inflow {
     since: u64,
     tau: f64,
     shape_tau: f64,
+    /// The last refit, if any.
+    last_refit: Option<LastRefit>,
+}
+
+/// When buckets were last refit, and each one's entries and the capacity it was given.
+#[derive(Debug, Clone)]
+struct LastRefit {
+    at: u64,
+    buckets: Vec<(BucketId, u64, u64)>,
 }
 
 impl Inflow {
@@ -104,6 +113,7 @@ impl Inflow {
             since: now,
             tau: RATE_TIME_CONSTANT.as_secs_f64(),
             shape_tau: SHAPE_TIME_CONSTANT.as_secs_f64(),
+            last_refit: None,
         }
     }
 
@@ -220,13 +230,18 @@ impl Inflow {
     /// the arrivals expected during `period` ([`ROOM_FACTOR`] times the mean, plus
     /// [`ROOM_SIGMAS`] Poisson deviations).
     pub fn capacity(&self, now: u64, id: BucketId, entries: u64, period: u64) -> u64 {
-        let mean = self.expected(now, id, period);
-        let room = if mean > 0.0 {
-            mean * ROOM_FACTOR + ROOM_SIGMAS * mean.sqrt()
-        } else {
-            0.0
-        };
-        entries.saturating_add(room.ceil() as u64)
+        entries.saturating_add(room_for(self.expected(now, id, period)))
+    }
+
+    /// Arrivals into bucket `id` over `period` seconds at the rate it has received them since
+    /// the last refit, if it received more than the room that refit gave it (so the averages
+    /// fell short: a burst, or a change of shape they have not caught up with yet).
+    fn outgrown(&self, now: u64, id: BucketId, entries: u64, period: u64) -> Option<f64> {
+        let last = self.last_refit.as_ref()?;
+        let &(_, before, capacity) = last.buckets.iter().find(|(b, _, _)| *b == id)?;
+        let elapsed = now.checked_sub(last.at).filter(|&e| e > 0)?;
+        (entries > capacity)
+            .then(|| entries.saturating_sub(before) as f64 * period as f64 / elapsed as f64)
     }
 
     /// Seconds from `now` until the window next rotates (the next bucket boundary, shifted by
@@ -241,11 +256,37 @@ impl Inflow {
 /// Resize `window`'s buckets for the arrivals `inflow` expects before the next rotation, none
 /// for fewer than `floor` revocations nor smaller than one block (64 bytes: a quiet
 /// publisher's first revocations in a bucket travel as deltas, for under 2 KB in all).
-pub fn refit(window: &mut Window, inflow: &Inflow, now: u64, floor: u64) {
+///
+/// A bucket that received more than the room the previous refit gave it is also given room
+/// for its own arrivals since then, extrapolated to the period: the averages lag a sudden
+/// burst or a change of shape by minutes, and sized from them alone the bucket would outgrow
+/// its room again seconds later, each time costing verifiers a full snapshot.
+pub fn refit(window: &mut Window, inflow: &mut Inflow, now: u64, floor: u64) {
     let period = inflow.until_rotation(now);
     let one_block = window.geometry().max_load.floor().max(1.0) as u64;
     let floor = floor.max(one_block);
-    window.refit_with(|id, entries| inflow.capacity(now, id, entries, period).max(floor));
+    let mut buckets = Vec::new();
+    let seen: &Inflow = inflow;
+    window.refit_with(|id, entries| {
+        let mut capacity = seen.capacity(now, id, entries, period);
+        if let Some(arrivals) = seen.outgrown(now, id, entries, period) {
+            capacity = capacity.max(entries.saturating_add(room_for(arrivals)));
+        }
+        let capacity = capacity.max(floor);
+        buckets.push((id, entries, capacity));
+        capacity
+    });
+    inflow.last_refit = Some(LastRefit { at: now, buckets });
+}
+
+/// Room for a mean of `mean` arrivals: [`ROOM_FACTOR`] times it, plus [`ROOM_SIGMAS`]
+/// Poisson deviations.
+fn room_for(mean: f64) -> u64 {
+    if mean > 0.0 {
+        (mean * ROOM_FACTOR + ROOM_SIGMAS * mean.sqrt()).ceil() as u64
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +381,46 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_that_outgrew_its_room_is_refit_for_its_own_arrivals() {
+        let start = rotation();
+        let mut w = window(start);
+        let mut inflow = Inflow::new(&w, start);
+        w.enable_journal();
+        let mut key = 0u64;
+        let mut arrive = |w: &mut Window, inflow: &mut Inflow, t: u64, ahead: u64, n: u64| {
+            for _ in 0..n {
+                key += 1;
+                w.insert(key.to_le_bytes(), Some(t + ahead));
+            }
+            inflow.record(t, Some(t + ahead), n);
+        };
+        // An hour of 2 per second, 5 h ahead; then the rotation's refit.
+        for t in start..start + HOUR {
+            arrive(&mut w, &mut inflow, t, 5 * HOUR, 2);
+        }
+        let t0 = start + HOUR;
+        w.advance(t0);
+        refit(&mut w, &mut inflow, t0, 0);
+        w.take_journal();
+        // Then a new client: 20 per second into a bucket 90 min ahead that saw none before.
+        // Each growth is a full snapshot for every verifier, and is refit as the publisher
+        // does.
+        let mut growths = 0;
+        for t in t0..t0 + 600 {
+            arrive(&mut w, &mut inflow, t, 5 * HOUR, 2);
+            arrive(&mut w, &mut inflow, t, 90 * 60, 20);
+            if w.take_journal().layout_changed {
+                growths += 1;
+                refit(&mut w, &mut inflow, t, 0);
+                w.take_journal();
+            }
+        }
+        // The first growth shows the averages fell short; the refit then sizes the bucket
+        // for its own 20 per second until the rotation, and it stops growing.
+        assert!((1..=2).contains(&growths), "{growths}");
+    }
+
+    #[test]
     fn a_bucket_sliding_towards_now_receives_ever_less() {
         // Every second 24 arrivals whose exp is spread evenly over the next 24 h (scattered
         // within each hour, so no part of it is more recent than another).
@@ -387,7 +468,8 @@ mod tests {
         let now = rotation();
         let mut w = window(now);
         let inflow = Inflow::new(&w, now);
-        refit(&mut w, &inflow, now, 0);
+        let mut inflow = inflow;
+        refit(&mut w, &mut inflow, now, 0);
         // One block per bucket, ring and overflow.
         let buckets = u64::from(w.geometry().buckets) + 1;
         assert_eq!(w.filter_bytes(), buckets * 64);
